@@ -1,0 +1,132 @@
+"""The error tree of pytest-dtsvirt.
+
+Every error the framework raises on purpose derives from :class:`DtsvirtError`, so a caller
+can catch one type. User mistakes (configs, markers, DUT specs) raise :class:`ConfigError`,
+whose message names the file, line, section and key and what would be valid; the CLI and the
+plugin print it without a traceback.
+
+::
+
+    DtsvirtError
+     +-- ConfigError            a config, marker or option the user wrote is wrong
+     +-- SessionError           a DUT session failed (command, transport, copy)
+     |    +-- CommandTimeout    send_expect did not see the expected output in time
+     +-- GuestImageError        the test guest could not be built
+     +-- AgentError             the qemu guest agent failed or answered with an error
+     |    +-- AgentTimeout      the agent did not answer in time
+     +-- VmError                a VM could not be started, reached or stopped
+          +-- VmStartError      start() failed; carries the diagnostics of the attempt
+          +-- QemuExited        qemu exited while we waited for it
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+class DtsvirtError(Exception):
+    """Base class of every error raised by pytest-dtsvirt."""
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a config item was written: file, line, section and key (each optional)."""
+
+    file: str = "<string>"
+    line: int | None = None
+    section: str | None = None
+    key: str | None = None
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        parts = [where]
+        if self.section is not None:
+            parts.append(f"[{self.section}]")
+        if self.key is not None:
+            parts.append(self.key)
+        return " ".join(parts)
+
+
+class ConfigError(DtsvirtError):
+    """A config file, marker, option or DUT spec is wrong.
+
+    ``str(error)`` is ``FILE:LINE: [section] key: message``, one line per problem when
+    several problems were collected.
+    """
+
+    def __init__(self, message: str, location: Location | None = None,
+                 problems: tuple[ConfigError, ...] = ()) -> None:
+        self.message = message
+        self.location = location or Location()
+        self.problems = problems or (self,)
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        if len(self.problems) > 1 or self.problems[0] is not self:
+            return "\n".join(str(p) for p in self.problems)
+        return f"{self.location}: {self.message}"
+
+    @classmethod
+    def collect(cls, problems: list[ConfigError]) -> ConfigError:
+        """One error that carries several problems (one line each)."""
+        if len(problems) == 1:
+            return problems[0]
+        return cls(f"{len(problems)} problems", problems[0].location, tuple(problems))
+
+
+@dataclass(frozen=True)
+class ConfigWarning:
+    """A config item that loads but does nothing here (legacy idioms), with where it is."""
+
+    message: str
+    location: Location
+
+    def __str__(self) -> str:
+        return f"{self.location}: warning: {self.message}"
+
+
+class SessionError(DtsvirtError):
+    """A command, transport or file copy on a DUT session failed."""
+
+
+class CommandTimeout(SessionError):
+    """``send_expect`` timed out; ``output`` holds what the command printed so far."""
+
+    def __init__(self, command: str, expected: str, timeout: float, output: str) -> None:
+        self.command = command
+        self.expected = expected
+        self.timeout = timeout
+        self.output = output
+        tail = output[-500:]
+        super().__init__(
+            f"{command!r}: no match for {expected!r} within {timeout:g} s; output so far:\n{tail}"
+        )
+
+
+class GuestImageError(DtsvirtError):
+    """The test guest image could not be built (apt missing, archive unreachable, ...)."""
+
+
+class AgentError(DtsvirtError):
+    """The qemu guest agent failed: socket missing, bad reply, or an error reply."""
+
+
+class AgentTimeout(AgentError):
+    """The guest agent did not answer within the timeout."""
+
+
+class VmError(DtsvirtError):
+    """A VM could not be started, reached or stopped."""
+
+
+class VmStartError(VmError):
+    """``start()`` failed. ``diagnostics`` maps a title to text (argv, log, console tail...)."""
+
+    def __init__(self, message: str, diagnostics: Mapping[str, str] | None = None) -> None:
+        self.diagnostics = dict(diagnostics or {})
+        super().__init__(message)
+
+
+class QemuExited(VmStartError):
+    """qemu exited while the framework waited for it."""

@@ -1,0 +1,1 @@
+"""Sessions on hosts (local and SSH) and the DUT API built on them."""
