@@ -1,0 +1,1 @@
+"""pytest entry point of pytest-dtsvirt (options, markers, hooks). Placeholder."""
