@@ -17,6 +17,7 @@ class Entry:
 
     options: Mapping[str, str]  # option name -> value, in written order (a dict, never mutated)
     line: int  # line where the entry starts
+    bare: tuple[str, ...] = ()  # tokens without '=' (legacy read them as {token: ''}), for the model to judge
 
 
 @dataclass(frozen=True)
