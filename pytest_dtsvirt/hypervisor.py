@@ -1,0 +1,103 @@
+"""The hypervisor interface and its registry (design section 2).
+
+A hypervisor object is one VM on one DUT, built from a suite config, in the reference's
+shape: ``vm = QEMUKvm(dut, "vm0", "vxlan_sample")``, optional ``vm.set_vm_device(**opts)``,
+``vm_dut = vm.start()``, ``vm.stop()``. The pytest layer only uses this interface, so another
+backend (libvirt) can be registered without touching it.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pytest_dtsvirt.session.dut import Dut, VmDut
+
+
+@dataclass(frozen=True)
+class VmOptions:
+    """How the framework runs VMs (plugin options / CLI flags), independent of the cfg."""
+
+    conf_dir: str | None = None  # where <suite>.cfg and virt_global.cfg live
+    cfg_path: str | None = None  # an explicit cfg file (overrides conf_dir/<suite>.cfg)
+    accel: str = "auto"  # auto | kvm | tcg
+    boot_timeout: float | None = None  # overrides the cfg's start wait_seconds (default 120)
+    cache_dir: str | None = None  # test guest cache
+    run_id: str | None = None  # tags run dirs so the reaper knows what is ours
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Hypervisor(abc.ABC):
+    """One VM of a suite on a DUT."""
+
+    #: the VM name (section name in the suite cfg)
+    vm_name: str
+    #: the suite name (``conf/<suite>.cfg``)
+    suite: str
+
+    @abc.abstractmethod
+    def set_vm_param(self, key: str, **options: str) -> None:
+        """Add (``device``, ``net``) or replace (others) a parameter before ``start()``.
+
+        ``vm.set_vm_device(driver="vhost-user", opt_path=p)`` is sugar for
+        ``vm.set_vm_param("device", driver="vhost-user", opt_path=p)``.
+        """
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        if name.startswith("set_vm_"):
+            key = name[len("set_vm_"):]
+
+            def setter(**options: str) -> None:
+                self.set_vm_param(key, **options)
+
+            return setter
+        raise AttributeError(name)
+
+    @abc.abstractmethod
+    def start(self) -> VmDut:
+        """Boot the VM and return its guest DUT; VmStartError (with diagnostics) on failure.
+        A failed start leaves nothing running."""
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """Power the guest down and remove everything the VM created; idempotent."""
+
+    @abc.abstractmethod
+    def diagnostics(self) -> dict[str, str]:
+        """Title -> text: argv, qemu log, console tail, QMP status, phase timings..."""
+
+    @property
+    @abc.abstractmethod
+    def phase_timings(self) -> Mapping[str, float]:
+        """Boot phase -> seconds, in order (qemu, qmp, agent, host_connect, ssh)."""
+
+    @property
+    @abc.abstractmethod
+    def argv(self) -> list[str]:
+        """The qemu command line (valid after start() began)."""
+
+
+HypervisorFactory = Callable[["Dut", str, str, VmOptions], Hypervisor]
+
+_REGISTRY: dict[str, HypervisorFactory] = {}
+
+
+def register(name: str, factory: HypervisorFactory) -> None:
+    """Register a hypervisor backend under ``name`` (``kvm`` is built in)."""
+    _REGISTRY[name] = factory
+
+
+def create(kind: str, dut: Dut, vm_name: str, suite: str, options: VmOptions) -> Hypervisor:
+    """A new, not yet started VM of backend ``kind``."""
+    if kind not in _REGISTRY and kind == "kvm":
+        import pytest_dtsvirt.qemu.kvm  # noqa: F401  (registers "kvm")
+    try:
+        factory = _REGISTRY[kind]
+    except KeyError:
+        from pytest_dtsvirt.errors import ConfigError
+
+        raise ConfigError(f"unknown hypervisor {kind!r}; registered: {sorted(_REGISTRY)}")
+    return factory(dut, vm_name, suite, options)
