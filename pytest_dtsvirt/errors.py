@@ -14,7 +14,9 @@ plugin print it without a traceback.
      +-- GuestImageError        the test guest could not be built
      +-- AgentError             the qemu guest agent failed or answered with an error
      |    +-- AgentTimeout      the agent did not answer in time
+     |    +-- AgentReplyError   the agent answered a command with an error reply
      +-- VmError                a VM could not be started, reached or stopped
+          +-- QmpError          a QMP command failed, timed out or the monitor went away
           +-- VmStartError      start() failed; carries the diagnostics of the attempt
           +-- QemuExited        qemu exited while we waited for it
 """
@@ -116,8 +118,30 @@ class AgentTimeout(AgentError):
     """The guest agent did not answer within the timeout."""
 
 
+class AgentReplyError(AgentError):
+    """The agent answered ``command`` with ``{"error": {"class": ..., "desc": ...}}``."""
+
+    def __init__(self, command: str, error_class: str, desc: str) -> None:
+        self.command = command
+        self.error_class = error_class
+        self.desc = desc
+        super().__init__(f"guest agent: {command} failed: {error_class}: {desc}")
+
+
 class VmError(DtsvirtError):
     """A VM could not be started, reached or stopped."""
+
+
+class QmpError(VmError):
+    """A QMP command failed or timed out, or the QMP connection was lost.
+
+    For an error reply of qemu, ``error_class`` and ``desc`` hold its class and text;
+    both are empty for transport problems and timeouts."""
+
+    def __init__(self, message: str, error_class: str = "", desc: str = "") -> None:
+        self.error_class = error_class
+        self.desc = desc
+        super().__init__(message)
 
 
 class VmStartError(VmError):

@@ -1,4 +1,4 @@
-"""One session API over local and SSH transports (design section 2). INTERFACE STUB.
+"""One session API over local and SSH transports (design section 2).
 
 A :class:`Session` runs commands on one host (the DUT, or a guest), starts detached
 processes, opens byte streams to unix sockets and TCP ports *on that host* (so QMP, QGA and
@@ -12,9 +12,35 @@ ever reaches a shell unquoted.
 from __future__ import annotations
 
 import abc
+import re
+import secrets
+import signal
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+
+from pytest_dtsvirt.errors import CommandTimeout, SessionError
+
+#: The prompt every shell of this package is given. It ends in ``# `` for every user, so
+#: DTS-style ``send_expect(cmd, "# ")`` works for root and non-root logins alike.
+PROMPT = "[DTSVIRT]# "
+#: A regex that matches :data:`PROMPT`.
+PROMPT_RE = re.escape(PROMPT)
+
+# Starts argv detached: its own session (setsid), stdin from /dev/null, stdout/stderr to
+# files, and prints its PID. The script text is constant; the working directory, the two
+# output paths and every argv element arrive as positional parameters ("$1".."$3", "$@"),
+# which the shell expands as single words and never parses again -- so no value can inject
+# shell syntax whatever characters it contains. In a non-interactive sh a background job
+# stays in the shell's process group, so it is no group leader and setsid(1) calls setsid()
+# without forking: the PID printed by ``$!`` is the PID of the program itself.
+_SPAWN_SCRIPT = (
+    'cd -- "$1" || exit 126; out=$2; err=$3; shift 3; '
+    'setsid "$@" </dev/null >"$out" 2>"$err" & echo "$!"'
+)
+
+# Prints every /proc/<pid>/stat line of the host (the glob is constant text).
+_PROC_STAT_SCRIPT = "cat /proc/[0-9]*/stat 2>/dev/null; exit 0"
 
 
 @dataclass(frozen=True)
@@ -28,11 +54,65 @@ class CommandResult:
 
     @property
     def ok(self) -> bool:
+        """True when the command exited with status 0."""
         return self.exit_status == 0
 
 
+@dataclass(frozen=True)
+class ProcInfo:
+    """One process from ``/proc/<pid>/stat``: pid, parent pid, state letter, start time
+    (clock ticks since boot; tells a reused PID from the original process)."""
+
+    pid: int
+    ppid: int
+    state: str
+    starttime: int
+
+
+def parse_proc_stat(text: str) -> dict[int, ProcInfo]:
+    """Parse concatenated ``/proc/<pid>/stat`` lines (pure). The command name may hold
+    spaces and parentheses, so fields are counted from the *last* ``)``."""
+    procs: dict[int, ProcInfo] = {}
+    for line in text.splitlines():
+        head, sep, tail = line.rpartition(") ")
+        pid_text = head.split(" (", 1)[0]
+        fields = tail.split()
+        if not sep or not pid_text.isdigit() or len(fields) < 20:
+            continue
+        try:
+            procs[int(pid_text)] = ProcInfo(int(pid_text), int(fields[1]), fields[0],
+                                            int(fields[19]))
+        except ValueError:
+            continue
+    return procs
+
+
+def descendants_of(procs: Mapping[int, ProcInfo], roots: Iterable[int]) -> list[int]:
+    """Every descendant of ``roots`` by parent links (pure; the roots excluded)."""
+    children: dict[int, list[int]] = {}
+    for info in procs.values():
+        children.setdefault(info.ppid, []).append(info.pid)
+    found: list[int] = []
+    seen = set(roots)
+    stack = list(seen)
+    while stack:
+        for child in children.get(stack.pop(), ()):
+            if child not in seen:
+                seen.add(child)
+                found.append(child)
+                stack.append(child)
+    return found
+
+
 class Shell(abc.ABC):
-    """An interactive shell on a host (bash locally, a pty shell over SSH)."""
+    """An interactive shell on a host (bash locally, a pty shell over SSH).
+
+    After :meth:`Session.shell` returns, the prompt is :data:`PROMPT`, terminal echo is off
+    and :attr:`pid` is the PID of the shell process on its host.
+    """
+
+    #: the PID of the shell process on its host (``echo $$``)
+    pid: int = 0
 
     @abc.abstractmethod
     def send(self, text: str) -> None:
@@ -41,11 +121,36 @@ class Shell(abc.ABC):
     @abc.abstractmethod
     def expect(self, pattern: str, timeout: float) -> str:
         """Wait for regex ``pattern``; return the output before the match (the match is
-        consumed). Raises CommandTimeout (with the output so far) on timeout."""
+        consumed). Raises CommandTimeout (with the output so far) on timeout; the output
+        stays buffered."""
+
+    @abc.abstractmethod
+    def flush(self) -> str:
+        """Return and discard everything received but not yet consumed (added API)."""
 
     @abc.abstractmethod
     def close(self) -> None:
         """Close the shell; idempotent."""
+
+    def sync(self, timeout: float = 10.0) -> int:
+        """Bring the shell to a known state (added API): echo off, :data:`PROMPT`, no
+        pending output. Returns the shell's PID. Also used after a program that changed the
+        terminal mode (or was killed mid-way) to get a clean prompt back."""
+        nonce = secrets.token_hex(4)
+        # The marker is computed by the shell ($((...))), so an echoed copy of the command
+        # line can never match it.
+        self.send(
+            "stty -echo 2>/dev/null; set +o vi +o emacs 2>/dev/null; unset PROMPT_COMMAND; "
+            f"PS1='{PROMPT}'; PS2=''; echo \"DTSVIRT_{nonce}_$((6*7)) $$\"\n"
+        )
+        self.expect(rf"DTSVIRT_{nonce}_42 ", timeout)
+        pid_text = self.expect(r"\r?\n", timeout)
+        self.expect(PROMPT_RE, timeout)
+        try:
+            self.pid = int(pid_text.strip())
+        except ValueError:
+            raise SessionError(f"shell did not report its PID: {pid_text!r}")
+        return self.pid
 
 
 class Session(abc.ABC):
@@ -96,8 +201,70 @@ class Session(abc.ABC):
     def close(self) -> None:
         """Close the transport and every stream and shell it opened; idempotent."""
 
-    def __enter__(self) -> Session:
-        return self
+    # -- processes (concrete, built on run) -------------------------------------------
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def spawn(self, argv: Sequence[str], *, stdout_path: str, stderr_path: str,
+              cwd: str | None = None) -> int:
+        """Start ``argv`` detached on this host and return its PID.
+
+        The process runs in its own session and process group (``setsid``), stdin is
+        ``/dev/null``, stdout and stderr go to the given files *on this host*. No shell
+        parses any argv element or path: they are positional parameters of a constant
+        ``sh -c`` script. If the program cannot be executed the PID is that of a process
+        that has already exited (see ``stderr_path``)."""
+        if not argv:
+            raise SessionError("spawn: empty argv")
+        result = self.run(["sh", "-c", _SPAWN_SCRIPT, "sh", cwd or ".", stdout_path,
+                           stderr_path, *argv], timeout=30.0)
+        text = result.stdout.strip()
+        if not result.ok or not text.isdigit():
+            raise SessionError(f"{self.name}: could not spawn {list(argv)!r} "
+                               f"(status {result.exit_status}): {result.stderr.strip()}")
+        return int(text)
+
+    def processes(self) -> dict[int, ProcInfo]:
+        """A snapshot of the host's process table from ``/proc/*/stat`` (added API; works
+        with busybox, no pgrep needed)."""
+        return parse_proc_stat(self.run(["sh", "-c", _PROC_STAT_SCRIPT], timeout=30.0).stdout)
+
+    def proc_info(self, pid: int) -> ProcInfo | None:
+        """``/proc/<pid>/stat`` of one process, or None if there is none (added API)."""
+        result = self.run(["cat", f"/proc/{int(pid)}/stat"], timeout=30.0)
+        return parse_proc_stat(result.stdout).get(pid) if result.ok else None
+
+    def pid_alive(self, pid: int) -> bool:
+        """True if process ``pid`` exists on this host and is not a zombie."""
+        info = self.proc_info(pid)
+        return info is not None and info.state not in ("Z", "X")
+
+    def kill(self, pid: int, sig: int = signal.SIGTERM, group: bool = False) -> bool:
+        """Send ``sig`` to ``pid`` (to its process group with ``group=True``); False if
+        there was no such process."""
+        return self.kill_many([pid], sig, group=group)
+
+    def kill_many(self, pids: Sequence[int], sig: int = signal.SIGTERM,
+                  group: bool = False) -> bool:
+        """Send ``sig`` to several PIDs in one command (added API); True if every one of
+        them got it."""
+        if not pids:
+            return True
+        name = signal.Signals(sig).name.removeprefix("SIG")
+        targets = [str(-int(p) if group else int(p)) for p in pids]
+        if any(int(p) <= 1 for p in pids):
+            raise SessionError(f"refusing to signal PID(s) {list(pids)!r}")
+        return self.run(["kill", "-s", name, "--", *targets], timeout=30.0).ok
+
+
+def raise_on_failure(session_name: str, result: CommandResult) -> CommandResult:
+    """``check=True`` helper: SessionError with the stderr of a failed command."""
+    if not result.ok:
+        raise SessionError(
+            f"{session_name}: {list(result.argv)!r} exited with status {result.exit_status}: "
+            f"{result.stderr.strip()[-2000:]}"
+        )
+    return result
+
+
+def timeout_error(pattern: str, timeout: float, output: str) -> CommandTimeout:
+    """The CommandTimeout a Shell raises (the command is not known at that level)."""
+    return CommandTimeout("", pattern, timeout, output)

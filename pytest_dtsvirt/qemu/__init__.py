@@ -1,0 +1,1 @@
+"""The QEMU backend: argv building, launch, and the monitor and agent protocol clients."""

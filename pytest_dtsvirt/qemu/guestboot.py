@@ -1,0 +1,76 @@
+"""What start() needs from the DUT beyond the argv: the default guest, hugepages, hostfwd.
+
+The default guest (design section 8) is built on this machine and copied into the DUT's
+workdir once per image key, so a remote DUT boots the same guest as localhost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from pytest_dtsvirt.errors import ConfigError
+from pytest_dtsvirt.session.base import Session
+from pytest_dtsvirt.session.dut import Dut
+
+log = logging.getLogger("pytest_dtsvirt")
+
+
+def parse_hostfwd_port(info_usernet: str, guest_port: int = 22) -> int | None:
+    """The host port of the first TCP host forward to ``guest_port`` in ``info usernet``.
+
+    A row reads ``TCP[HOST_FORWARD]  FD  SRC-ADDR SRC-PORT  DST-ADDR DST-PORT  RECVQ SENDQ``.
+    """
+    for line in info_usernet.splitlines():
+        words = line.split()
+        if len(words) >= 6 and words[0] == "TCP[HOST_FORWARD]" and words[5] == str(guest_port):
+            return int(words[3])
+    return None
+
+
+def with_default_guest(spec: Any, dut: Dut, cache_dir: str | None) -> Any:
+    """``spec`` with the project's test guest filled in, staged on the DUT if remote."""
+    from pytest_dtsvirt.guest import ensure_guest_image
+
+    image = ensure_guest_image(cache_dir, progress=lambda msg: log.info("guest image: %s", msg))
+    if dut.config.is_local:
+        return spec.with_guest(image)
+    remote_dir = f"{dut.config.workdir.rstrip('/')}/guest-{image.key[:16]}"
+    session = dut.session
+    session.run(["mkdir", "-p", "-m", "0700", remote_dir], check=True, timeout=20)
+    staged: dict[str, str] = {}
+    for attr in ("kernel", "vmlinux", "initrd"):
+        local = getattr(image, attr)
+        remote = f"{remote_dir}/{os.path.basename(local)}"
+        size = os.path.getsize(local)
+        probe = session.run(["stat", "-c", "%s", remote], timeout=20)
+        if not (probe.ok and probe.stdout.strip() == str(size)):
+            log.info("copying the test guest's %s to %s:%s", attr, dut.config.name, remote)
+            session.put(local, remote + ".part")
+            session.run(["mv", "-f", remote + ".part", remote], check=True, timeout=20)
+        staged[attr] = remote
+    from dataclasses import replace
+
+    return spec.with_guest(replace(image, **staged))
+
+
+def hugepage_dir(session: Session, spec: Any) -> str:
+    """The DUT's hugetlbfs mount with enough free pages for ``spec``; ConfigError if none."""
+    mounts = session.read_file("/proc/mounts").decode(errors="replace")
+    points = [line.split()[1] for line in mounts.splitlines()
+              if len(line.split()) > 2 and line.split()[2] == "hugetlbfs"]
+    where = f"on DUT {session.name}"
+    if not points:
+        raise ConfigError(f"mem hugepage=yes but no hugetlbfs is mounted {where} "
+                          "(mount -t hugetlbfs nodev /dev/hugepages), or set hugepage=no")
+    meminfo = session.read_file("/proc/meminfo").decode(errors="replace")
+    fields = {k.strip(): v.split()[0] for k, _, v in
+              (line.partition(":") for line in meminfo.splitlines()) if v.strip()}
+    free = int(fields.get("HugePages_Free", "0"))
+    size_kb = int(fields.get("Hugepagesize", "2048"))
+    need = spec.mem.size_mb * 1024 // size_kb
+    if free < need:
+        raise ConfigError(f"mem size={spec.mem.size_mb} hugepage=yes needs {need} free "
+                          f"{size_kb} kB hugepages {where}, only {free} are free")
+    return str(points[0])

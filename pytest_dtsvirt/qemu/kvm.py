@@ -1,0 +1,378 @@
+"""``QEMUKvm``: one qemu VM on a DUT, in the reference's shape (hypervisor name ``kvm``).
+
+::
+
+    vm = QEMUKvm(dut, "vm0", "vxlan_sample")
+    vm.set_vm_device(driver="vhost-user", opt_path="./vhost-net", opt_mac="00:00:20:00:00:20")
+    vm_dut = vm.start()          # VmDut: the host DUT's API, inside the guest
+    vm_dut.send_expect("uname -a", "# ")
+    vm.stop()                    # powers down, removes everything; idempotent
+
+``start()`` builds the spec (defaults, global cfg, suite cfg, ``set_vm_*`` calls), picks the
+accelerator, makes a private run dir on the DUT, starts qemu under a supervisor that ends it
+if we die, then climbs the readiness ladder: QMP -> agent -> ``host_connect`` address -> SSH.
+Any failure (or Ctrl-C) tears down what was started and raises ``VmStartError`` carrying the
+diagnostics. Teardown escalates: guest ``kill_all`` -> agent powerdown -> QMP ``quit`` ->
+SIGTERM -> SIGKILL, each step bounded.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from pytest_dtsvirt import hypervisor
+from pytest_dtsvirt.config.load import VmParams, load_vm_params
+from pytest_dtsvirt.errors import ConfigError, DtsvirtError, Location, VmError, VmStartError
+from pytest_dtsvirt.hypervisor import Hypervisor, VmOptions
+from pytest_dtsvirt.qemu import accel as accel_mod
+from pytest_dtsvirt.qemu import guestboot
+from pytest_dtsvirt.qemu.argv import build_argv
+from pytest_dtsvirt.qemu.placement import Placement
+from pytest_dtsvirt.qemu.qga import GuestAgent
+from pytest_dtsvirt.qemu.qmp import Qmp
+from pytest_dtsvirt.runtime import rundir
+from pytest_dtsvirt.runtime.ladder import Fatal, Ladder, NotYet
+from pytest_dtsvirt.runtime.supervisor import Supervised, start_supervised
+from pytest_dtsvirt.session.dut import Dut, VmDut
+
+log = logging.getLogger("pytest_dtsvirt")
+
+CONSOLE_TAIL_LINES = 60
+
+
+class QEMUKvm(Hypervisor):
+    """A qemu/KVM (or TCG) VM of a suite on a DUT. See the module docstring."""
+
+    def __init__(self, dut: Dut, vm_name: str, suite: str,
+                 options: VmOptions | None = None) -> None:
+        self.dut = dut
+        self.vm_name = vm_name
+        self.suite = suite
+        self.options = options or VmOptions()
+        self.params: VmParams = load_vm_params(
+            self.options.cfg_path or self.options.conf_dir, suite, vm_name)
+        self._argv: list[str] = []
+        self._timings: dict[str, float] = {}
+        self._run_dir: str | None = None
+        self._proc: Supervised | None = None
+        self._qmp: Qmp | None = None
+        self._agent: GuestAgent | None = None
+        self._vm_dut: VmDut | None = None
+        self._hostfwd_port: int | None = None
+        self._placement: Placement | None = None
+        self.pci_maps: dict[str, str] = {}
+        self.accel_reason = ""
+        self._stopped = False
+        self._kept = False
+
+    # -- configuration ------------------------------------------------------------------
+    def set_vm_param(self, key: str, **options: str) -> None:
+        if self._proc is not None:
+            raise VmError(f"{self.vm_name}: set_vm_{key}() after start()")
+        self.params.add(key, {k: str(v) for k, v in options.items()},
+                        Location(file=f"set_vm_{key}()", section=self.vm_name, key=key))
+
+    @property
+    def argv(self) -> list[str]:
+        return list(self._argv)
+
+    @property
+    def phase_timings(self) -> Mapping[str, float]:
+        return dict(self._timings)
+
+    @property
+    def vm_dut(self) -> VmDut | None:
+        return self._vm_dut
+
+    @property
+    def agent(self) -> GuestAgent:
+        if self._agent is None:
+            raise VmError(f"{self.vm_name}: the guest agent is not connected")
+        return self._agent
+
+    @property
+    def qmp(self) -> Qmp:
+        if self._qmp is None:
+            raise VmError(f"{self.vm_name}: QMP is not connected")
+        return self._qmp
+
+    @property
+    def run_dir(self) -> str | None:
+        return self._run_dir
+
+    @property
+    def hostfwd_port(self) -> int | None:
+        """The DUT-loopback port forwarded to the guest's SSH port."""
+        return self._hostfwd_port
+
+    @property
+    def monitor_socket(self) -> str | None:
+        """The HMP monitor socket on the DUT (``nc -U`` it by hand)."""
+        return self._placement.monitor_socket if self._placement else None
+
+    def get_pci_mappings(self) -> list[dict[str, str]]:
+        """The reference's form: ``[{"hostpci": "08:10.0", "guestpci": "00:04.0"}, ...]``."""
+        hosts = dict(self._spec_pt_hosts)
+        return [{"hostpci": hosts.get(dev_id, ""), "guestpci": guest}
+                for dev_id, guest in sorted(self.pci_maps.items())]
+
+    # -- start --------------------------------------------------------------------------
+    def start(self) -> VmDut:
+        if self._vm_dut is not None:
+            return self._vm_dut
+        if self._stopped:
+            raise VmError(f"{self.vm_name}: start() after stop(); create a new VM")
+        try:
+            return self._boot()
+        except BaseException as exc:
+            diagnostics = self.diagnostics()
+            try:
+                self.stop()
+            except DtsvirtError as td:
+                log.error("%s: teardown after a failed start also failed: %s", self.vm_name, td)
+            if isinstance(exc, VmStartError):
+                exc.diagnostics = {**diagnostics, **exc.diagnostics}
+                raise
+            if isinstance(exc, ConfigError | KeyboardInterrupt | SystemExit):
+                raise
+            if isinstance(exc, DtsvirtError | OSError):
+                raise VmStartError(f"{self.vm_name}: {exc}", diagnostics) from exc
+            raise
+
+    def _boot(self) -> VmDut:
+        spec, warnings = self.params.build()
+        for warning in warnings:
+            log.warning("%s", warning)
+        self._spec_pt_hosts = [(f"pt_{i}", host) for i, host in enumerate(spec.passthrough_hosts)]
+        session = self.dut.session
+        budget = self.options.boot_timeout or spec.boot_timeout
+        accel, self.accel_reason = accel_mod.choose_accel(
+            self.options.accel, spec.enable_kvm, *accel_mod.probe(session.read_file))
+        if self.accel_reason:
+            log.info("%s: %s", self.vm_name, self.accel_reason)
+        if spec.uses_default_guest:
+            spec = guestboot.with_default_guest(spec, self.dut, self.options.cache_dir)
+        hugepage_dir = guestboot.hugepage_dir(session, spec) if spec.mem.hugepage else None
+        self._run_dir = rundir.make_run_dir(session, self.dut.config.workdir, self.vm_name,
+                                            self.options.run_id or rundir.current_run_id())
+        self._placement = placement = Placement(
+            run_dir=self._run_dir, accel=accel, hostfwd_port=0,
+            vnc_display=spec.vnc.display if spec.vnc else None,
+            hugepage_dir=hugepage_dir,
+            qemu=spec.qemu_paths[0] if spec.qemu_paths else self.dut.config.qemu)
+        argv = build_argv(spec, placement)
+        pins = spec.cpu.pins
+        if pins:
+            argv.append("-S")  # pin vCPU threads before the guest runs
+        self._argv = argv
+        log.info("%s: starting qemu on %s (%s): %s", self.vm_name, session.name, accel,
+                 shlex.join(argv))
+        ladder = Ladder(self.vm_name, budget, self._qemu_exit_reason)
+        self._proc = start_supervised(session, argv, self._run_dir)
+        ladder.phase("qemu", lambda: self._proc.wait_started(ladder.attempt_timeout(5)) if self._proc else 0)
+        self._qmp = ladder.phase("qmp", lambda: Qmp(session.open_unix(
+            placement.qmp_socket, ladder.attempt_timeout(2)), timeout=ladder.attempt_timeout(5)))
+        if pins:
+            self._pin_vcpus(pins)
+            self._qmp.cont()
+        self._hostfwd_port = self._read_hostfwd_port()
+        self._agent = ladder.phase("agent", lambda: self._agent_probe(ladder))
+        ladder.phase("host_connect", lambda: self._host_connect_probe(ladder))
+        self.pci_maps = self._qmp.pci_map()
+        guest_session = ladder.phase("ssh", lambda: self._ssh_probe(spec, ladder))
+        self._timings = dict(ladder.timings)
+        self._timings["total"] = round(time.monotonic() - ladder.started, 3)
+        self._vm_dut = VmDut(guest_session, self._guest_config(spec), vm=self)
+        log.info("%s: ready in %.2f s (%s)", self.vm_name, self._timings["total"],
+                 ", ".join(f"{k} {v:.2f}" for k, v in ladder.timings.items()))
+        return self._vm_dut
+
+    def _qemu_exit_reason(self) -> str | None:
+        if self._proc is None or not self._proc.exited:
+            return None
+        return f"exit status {self._proc.exit_status}; qemu said: {self._qemu_log_tail(20)}"
+
+    def _pin_vcpus(self, pins: tuple[int, ...]) -> None:
+        threads = self.qmp.vcpu_threads()
+        for index, tid in enumerate(threads):
+            cpu = pins[index % len(pins)]
+            self.dut.session.run(["taskset", "-pc", str(cpu), str(tid)], check=True, timeout=10)
+            log.info("%s: vCPU %d (thread %d) pinned to host CPU %d", self.vm_name, index, tid,
+                     cpu)
+
+    def _read_hostfwd_port(self) -> int:
+        """The ephemeral port qemu bound for the guest's SSH (``hostfwd=...:0-:22``)."""
+        text = str(self.qmp.command("human-monitor-command", **{"command-line": "info usernet"}))
+        port = guestboot.parse_hostfwd_port(text)
+        if port is None:
+            raise VmStartError(f"{self.vm_name}: no SSH host forward in 'info usernet':\n{text}")
+        return port
+
+    def _agent_probe(self, ladder: Ladder) -> GuestAgent:
+        sock = self.dut.session.open_unix(self._placement.qga_socket if self._placement else "",
+                                          ladder.attempt_timeout(2))
+        agent = GuestAgent(sock, timeout=ladder.attempt_timeout(5))
+        try:
+            agent.sync(timeout=ladder.attempt_timeout(1.0))
+            agent.ping(timeout=ladder.attempt_timeout(2.0))
+        except BaseException:
+            agent.close()
+            raise
+        return agent
+
+    def _host_connect_probe(self, ladder: Ladder) -> str:
+        address = self.agent.ipv4_of("host_connect", timeout=ladder.attempt_timeout(2.0))
+        if not address:
+            raise NotYet("host_connect has no IPv4 address yet")
+        return address
+
+    def _ssh_probe(self, spec: Any, ladder: Ladder) -> Any:
+        from pytest_dtsvirt.session.ssh import GuestAuthError, SshSession
+
+        assert self._hostfwd_port is not None
+        sock = self.dut.session.open_tcp("127.0.0.1", self._hostfwd_port,
+                                         ladder.attempt_timeout(3))
+        try:
+            return SshSession.for_guest(
+                name=f"{self.vm_name}@{self.dut.config.name}", sock=sock,
+                user=spec.login.user, password=spec.login.password,
+                timeout=ladder.attempt_timeout(10))
+        except GuestAuthError as exc:
+            raise Fatal(f"{self.vm_name}: SSH login as {spec.login.user!r} refused: {exc} "
+                        "(check the cfg's 'login = user=...,password=...')") from exc
+
+    def _guest_config(self, spec: Any) -> Any:
+        from pytest_dtsvirt.session.dutconfig import guest_dut_config
+
+        return guest_dut_config(self.vm_name, spec.login.user)
+
+    # -- stop ---------------------------------------------------------------------------
+    def keep(self) -> str:
+        """Leave the VM running after this process ends; returns how to reach it."""
+        if self._proc is not None:
+            self._proc.keep()
+        self._kept = True
+        self._stopped = True
+        self._close_clients()
+        return self.reach()
+
+    def reach(self) -> str:
+        """How a human reaches this VM (SSH command, HMP socket, console log)."""
+        host = self.dut.config.name
+        lines = []
+        if self._hostfwd_port:
+            via = "" if self.dut.config.is_local else f" (on the DUT {host})"
+            lines.append(f"ssh -p {self._hostfwd_port} -o StrictHostKeyChecking=no "
+                         f"-o UserKnownHostsFile=/dev/null root@127.0.0.1{via}")
+        if self._placement:
+            lines.append(f"nc -U {self._placement.monitor_socket}   # HMP monitor")
+            lines.append(f"tail -f {self._placement.console_log}   # serial console")
+        if self._proc and self._proc.pid:
+            lines.append(f"kill {self._proc.pid}   # qemu PID, when done")
+        return "\n".join(lines)
+
+    def stop(self) -> None:
+        """Tear down: each step bounded, all steps attempted; idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        errors: list[str] = []
+        proc, session = self._proc, self.dut.session
+
+        def step(name: str, fn: Any) -> None:
+            try:
+                fn()
+            except Exception as exc:
+                errors.append(f"{name}: {exc}")
+                log.debug("%s: teardown step %s failed: %s", self.vm_name, name, exc)
+
+        if self._vm_dut is not None:
+            step("guest kill_all", self._vm_dut.kill_all)
+            step("close guest session", self._vm_dut.close)
+        begin = time.monotonic()
+        if proc is not None and proc.pid is not None and not proc.exited:
+            if self._agent is not None:
+                step("agent powerdown", lambda: self.agent.shutdown())
+                proc.wait_exit(5.0)
+            if not proc.exited and self._qmp is not None:
+                step("qmp quit", lambda: self.qmp.quit())
+                proc.wait_exit(3.0)
+            if not proc.exited:
+                step("SIGTERM", lambda: session.run(["kill", "-TERM", str(proc.pid)], timeout=10))
+                proc.wait_exit(3.0)
+            if not proc.exited:
+                step("SIGKILL", lambda: session.run(["kill", "-KILL", str(proc.pid)], timeout=10))
+                if not proc.wait_exit(5.0):
+                    errors.append(f"qemu PID {proc.pid} still running after SIGKILL")
+            log.info("%s: qemu stopped in %.2f s", self.vm_name, time.monotonic() - begin)
+        self._close_clients()
+        if proc is not None:
+            proc.release()
+        if self._run_dir is not None and not errors:
+            step("remove run dir", lambda: rundir.remove_run_dir(session, self._run_dir or ""))
+        if errors:
+            raise VmError(f"{self.vm_name}: teardown problems: " + "; ".join(errors))
+
+    def _close_clients(self) -> None:
+        for client in (self._agent, self._qmp):
+            if client is not None:
+                try:
+                    client.close()
+                except Exception as exc:  # closing is best effort
+                    log.debug("%s: close: %s", self.vm_name, exc)
+        self._agent = self._qmp = None
+
+    # -- diagnostics --------------------------------------------------------------------
+    def _read_run_file(self, name: str) -> str:
+        if self._run_dir is None:
+            return ""
+        try:
+            return self.dut.session.read_file(f"{self._run_dir}/{name}").decode(errors="replace")
+        except DtsvirtError:
+            return ""
+
+    def _qemu_log_tail(self, lines: int) -> str:
+        text = self._read_run_file("qemu.log").strip()
+        return "\n".join(text.splitlines()[-lines:]) or "(nothing on stderr)"
+
+    def diagnostics(self) -> dict[str, str]:
+        diag: dict[str, str] = {}
+        if self._argv:
+            diag["qemu argv"] = shlex.join(self._argv)
+        if self._run_dir:
+            diag["run dir"] = f"{self.dut.config.name}:{self._run_dir}"
+            diag["qemu log"] = self._qemu_log_tail(200)
+            console = self._read_run_file("console.log").splitlines()
+            diag["console tail"] = "\n".join(console[-CONSOLE_TAIL_LINES:]) or "(empty)"
+        if self._proc is not None and self._proc.exited:
+            diag["qemu exit status"] = str(self._proc.exit_status)
+        if self._qmp is not None:
+            try:
+                diag["qmp status"] = self._qmp.query_status()
+            except Exception as exc:
+                diag["qmp status"] = f"unavailable: {exc}"
+        if self._agent is not None and self._vm_dut is None:
+            try:
+                ifaces = self._agent.network_interfaces(timeout=2.0)
+                diag["guest interfaces (agent)"] = "\n".join(
+                    f"{i.name} {i.hardware_address} {' '.join(i.ipv4)}" for i in ifaces)
+            except Exception as exc:
+                diag["guest interfaces (agent)"] = f"unavailable: {exc}"
+        if self._timings:
+            diag["boot phases (s)"] = ", ".join(f"{k}={v}" for k, v in self._timings.items())
+        if self.accel_reason:
+            diag["accelerator"] = self.accel_reason
+        if self._kept or (self._proc is not None and not self._proc.exited):
+            diag["reach"] = self.reach()
+        return diag
+
+
+def _factory(dut: Dut, vm_name: str, suite: str, options: VmOptions) -> Hypervisor:
+    return QEMUKvm(dut, vm_name, suite, options)
+
+
+hypervisor.register("kvm", _factory)

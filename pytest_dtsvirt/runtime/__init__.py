@@ -1,0 +1,1 @@
+"""The VM runtime: run dirs, supervised qemu, readiness, teardown, reaper."""

@@ -1,0 +1,165 @@
+"""The local host as a :class:`Session`: subprocess, sockets, files, pexpect shells."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+from collections.abc import Mapping, Sequence
+
+import pexpect
+
+from pytest_dtsvirt.errors import SessionError
+from pytest_dtsvirt.session.base import (
+    CommandResult,
+    Session,
+    Shell,
+    raise_on_failure,
+    timeout_error,
+)
+
+
+class LocalShell(Shell):
+    """``bash --norc --noprofile --noediting`` on a pty, driven by pexpect."""
+
+    def __init__(self, timeout: float = 10.0) -> None:
+        env = dict(os.environ, TERM="dumb", LC_ALL="C")
+        try:
+            self._child = pexpect.spawn(
+                "bash", ["--norc", "--noprofile", "--noediting"], env=env, echo=False,
+                encoding="utf-8", codec_errors="replace", dimensions=(50, 500),
+            )
+        except pexpect.ExceptionPexpect as exc:
+            raise SessionError(f"local: cannot start bash: {exc}")
+        self._closed = False
+        try:
+            self.sync(timeout)
+        except Exception:
+            self.close()
+            raise
+
+    def send(self, text: str) -> None:
+        if self._closed:
+            raise SessionError("local: the shell is closed")
+        self._child.send(text)
+
+    def expect(self, pattern: str, timeout: float) -> str:
+        if self._closed:
+            raise SessionError("local: the shell is closed")
+        try:
+            self._child.expect(pattern, timeout=timeout)
+        except pexpect.TIMEOUT:
+            raise timeout_error(pattern, timeout, str(self._child.before or ""))
+        except pexpect.EOF:
+            raise SessionError(f"local: the shell (PID {self.pid}) exited; output: "
+                               f"{str(self._child.before or '')[-500:]}")
+        return str(self._child.before)
+
+    def flush(self) -> str:
+        if self._closed:
+            return ""
+        data = str(self._child.buffer or "")
+        with contextlib.suppress(pexpect.TIMEOUT, pexpect.EOF):
+            while True:
+                data += self._child.read_nonblocking(65536, timeout=0)
+        self._child.buffer = ""
+        return data
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            self._child.close(force=True)
+
+
+class LocalSession(Session):
+    """Commands, processes, streams and files on the machine running the tests."""
+
+    def __init__(self, name: str = "local") -> None:
+        self.name = name
+        self._shells: list[LocalShell] = []
+
+    def run(self, argv: Sequence[str], *, timeout: float | None = 60.0, check: bool = False,
+            input: bytes | None = None, env: Mapping[str, str] | None = None) -> CommandResult:
+        argv = [str(a) for a in argv]
+        full_env = dict(os.environ, **env) if env else None
+        try:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise SessionError(f"{self.name}: cannot run {argv!r}: {exc}")
+        try:
+            out, err = proc.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            # our own process group (start_new_session): kill it by PID, with its children
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise SessionError(f"{self.name}: {argv!r} timed out after {timeout} s")
+        result = CommandResult(tuple(argv), proc.returncode,
+                               out.decode(errors="replace"), err.decode(errors="replace"))
+        return raise_on_failure(self.name, result) if check else result
+
+    def open_unix(self, path: str, timeout: float = 10.0) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path)
+        except OSError as exc:
+            sock.close()
+            raise SessionError(f"{self.name}: cannot connect to unix socket {path}: {exc}")
+        sock.settimeout(None)
+        return sock
+
+    def open_tcp(self, host: str, port: int, timeout: float = 10.0) -> socket.socket:
+        try:
+            sock = socket.create_connection((host, port), timeout=timeout)
+        except OSError as exc:
+            raise SessionError(f"{self.name}: cannot connect to {host}:{port}: {exc}")
+        sock.settimeout(None)
+        return sock
+
+    def read_file(self, path: str) -> bytes:
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError as exc:
+            raise SessionError(f"{self.name}: cannot read {path}: {exc}")
+
+    def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+            with os.fdopen(fd, "wb") as f:
+                os.fchmod(f.fileno(), mode)
+                f.write(data)
+        except OSError as exc:
+            raise SessionError(f"{self.name}: cannot write {path}: {exc}")
+
+    def put(self, local_path: str, remote_path: str) -> None:
+        try:
+            shutil.copyfile(local_path, remote_path)
+        except OSError as exc:
+            raise SessionError(f"{self.name}: cannot copy {local_path} to {remote_path}: {exc}")
+
+    def get(self, remote_path: str, local_path: str) -> None:
+        try:
+            shutil.copyfile(remote_path, local_path)
+        except OSError as exc:
+            raise SessionError(f"{self.name}: cannot copy {remote_path} to {local_path}: {exc}")
+
+    def shell(self) -> Shell:
+        shell = LocalShell()
+        self._shells.append(shell)
+        return shell
+
+    def close(self) -> None:
+        shells, self._shells = self._shells, []
+        for shell in shells:
+            shell.close()

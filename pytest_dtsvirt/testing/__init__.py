@@ -1,0 +1,1 @@
+"""Test helpers for pytest-dtsvirt itself (the fake hypervisor backend)."""
