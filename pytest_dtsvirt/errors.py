@@ -42,12 +42,12 @@ class Location:
 
     def __str__(self) -> str:
         where = self.file if self.line is None else f"{self.file}:{self.line}"
-        parts = [where]
+        parts = [where + ":"]
         if self.section is not None:
             parts.append(f"[{self.section}]")
         if self.key is not None:
             parts.append(self.key)
-        return " ".join(parts)
+        return " ".join(parts).rstrip(":")
 
 
 class ConfigError(DtsvirtError):

@@ -92,8 +92,9 @@ class VmRequest:
         return " ".join(parts)
 
 
-def convert_value(value: object, where: str) -> str:
-    """An option value as the cfg would hold it: bool -> yes/no, int -> decimal, str as is."""
+def convert_value(value: object, where: str, location: Location | None = None) -> str:
+    """An option value as the cfg would hold it: bool -> yes/no, int -> decimal, str as is.
+    ConfigError (``where`` names the option) for any other type."""
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int):
@@ -101,7 +102,7 @@ def convert_value(value: object, where: str) -> str:
     if isinstance(value, str):
         return value
     raise ConfigError(f"{where}: value {value!r} has type {type(value).__name__}; "
-                      "allowed: str, int, bool")
+                      "allowed: str, int, bool", location)
 
 
 def _entry(key: str, entry: object, where: Location) -> Options:
@@ -114,7 +115,7 @@ def _entry(key: str, entry: object, where: Location) -> Options:
         if not isinstance(opt, str) or not opt:
             raise ConfigError(f"{key}: option names must be non-empty strings, got {opt!r}",
                               where)
-        options.append((opt, convert_value(value, f"{key} option {opt}")))
+        options.append((opt, convert_value(value, f"{key} option {opt}", where)))
     if not options:
         raise ConfigError(f"{key}: an entry needs at least one option", where)
     return tuple(options)
@@ -145,7 +146,7 @@ def parse_marker(args: Sequence[Any], kwargs: Mapping[str, Any],
     if unknown:
         raise ConfigError(
             f"unknown VM parameter{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; "
-            f"allowed: name, suite, {', '.join(valid_keys())}", loc)
+            f"allowed: name, suite, {', '.join(k for k in valid_keys() if k != 'name')}", loc)
     entries: list[tuple[str, Options]] = []
     for key, value in bound.items():
         key_loc = Location(file=where, key=f"@pytest.mark.vm {key}")

@@ -1,1 +1,219 @@
-"""pytest entry point of pytest-dtsvirt (options, markers, hooks). Placeholder."""
+"""The pytest entry point of pytest-dtsvirt (``pytest11``): options, ini keys, the ``vm``
+marker, and the hooks that put VM diagnostics into reports and JUnit XML, keep VMs of failed
+tests on request and hand each xdist worker its DUT. The fixtures live in
+:mod:`pytest_dtsvirt.fixtures`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pytest_dtsvirt.errors import ConfigError, VmStartError
+from pytest_dtsvirt.fixtures import (
+    FACTORY_KEY,
+    SETTINGS_KEY,
+    USED_KEY,
+    Settings,
+    diagnostics_of,
+    dut,
+    dut_config,
+    function_vm_factory,
+    session_vm,
+    session_vm_dut,
+    setup_check,
+    vm,
+    vm_dut,
+    vm_factory,
+)
+from pytest_dtsvirt.marker import MARKER_HELP
+from pytest_dtsvirt.xdist_duts import worker_id
+
+log = logging.getLogger("pytest_dtsvirt")
+
+ACCELS = ("auto", "kvm", "tcg")
+KEEP = ("never", "failed", "always")
+_KEPT = ": kept running"
+#: (option, ini key, help, choices)
+_OPTIONS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
+    ("--dtsvirt-conf-dir", "dtsvirt_conf_dir",
+     "directory of the suite configs <suite>.cfg (default: conf/ in the rootdir)", ()),
+    ("--dtsvirt-duts", "dtsvirt_duts",
+     "DUT config file listing the DUTs; xdist worker gwN uses DUT N mod K "
+     "(default: this host)", ()),
+    ("--dtsvirt-accel", "dtsvirt_accel",
+     "accelerator: auto (KVM if /dev/kvm and vmx/svm, else TCG), kvm or tcg (default: auto)",
+     ACCELS),
+    ("--dtsvirt-boot-timeout", "dtsvirt_boot_timeout",
+     "seconds a guest may take to boot (default: the cfg's start wait_seconds, 120)", ()),
+    ("--dtsvirt-keep-vm", "dtsvirt_keep_vm",
+     "leave VMs running after the test: never, failed (VMs of failed tests) or always "
+     "(default: never); the report says how to reach them", KEEP),
+    ("--dtsvirt-hypervisor", "dtsvirt_hypervisor",
+     "hypervisor backend (default: kvm; 'fake' is a no-op backend for testing the plugin)", ()),
+    ("--dtsvirt-cache-dir", "dtsvirt_cache_dir",
+     "cache of the built test guest image (default: the backend's, ~/.cache/pytest-dtsvirt)", ()),
+)
+
+__all__ = ["dut", "dut_config", "function_vm_factory", "session_vm", "session_vm_dut", "vm",
+           "vm_dut", "vm_factory"]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("dtsvirt", "QEMU virtual machines as fixtures (pytest-dtsvirt)")
+    for opt, ini, text, choices in _OPTIONS:
+        kwargs: dict[str, Any] = {"choices": choices} if choices else {}
+        group.addoption(opt, dest=ini, default=None, metavar=ini.upper().removeprefix("DTSVIRT_")
+                        if not choices else None, help=text, **kwargs)
+        parser.addini(ini, f"{text} [same as {opt}]", type="string", default="")
+
+
+def _value(config: pytest.Config, ini: str) -> tuple[str | None, Path]:
+    """The option if given (paths relative to the invocation dir), else the ini value
+    (relative to the ini file's dir), else None."""
+    opt = config.getoption(ini)
+    if opt is not None:
+        return str(opt), config.invocation_params.dir
+    raw = config.getini(ini)
+    value = raw.strip() if isinstance(raw, str) else ""
+    base = config.inipath.parent if config.inipath is not None else config.rootpath
+    return (value or None), base
+
+
+def _path(config: pytest.Config, ini: str) -> str | None:
+    value, base = _value(config, ini)
+    return None if value is None else str((base / os.path.expanduser(value)).resolve())
+
+
+def _choice(config: pytest.Config, ini: str, choices: tuple[str, ...], default: str) -> str:
+    value = _value(config, ini)[0] or default
+    if value not in choices:
+        raise pytest.UsageError(f"{ini} = {value!r}: choose one of {', '.join(choices)}")
+    return value
+
+
+def settings_from(config: pytest.Config) -> Settings:
+    """Resolve options and ini keys (an option wins over its ini key)."""
+    timeout_text = _value(config, "dtsvirt_boot_timeout")[0]
+    timeout: float | None = None
+    if timeout_text is not None:
+        try:
+            timeout = float(timeout_text)
+        except ValueError:
+            timeout = -1.0
+        if not timeout > 0:
+            raise pytest.UsageError(
+                f"dtsvirt_boot_timeout = {timeout_text!r}: a positive number of seconds")
+    workerinput: dict[str, Any] = getattr(config, "workerinput", {})
+    run_id = workerinput.get("dtsvirt_run_id") or uuid.uuid4().hex[:12]
+    return Settings(
+        conf_dir=_path(config, "dtsvirt_conf_dir") or str(config.rootpath / "conf"),
+        duts_file=_path(config, "dtsvirt_duts"),
+        accel=_choice(config, "dtsvirt_accel", ACCELS, "auto"),
+        boot_timeout=timeout,
+        keep_vm=_choice(config, "dtsvirt_keep_vm", KEEP, "never"),
+        hypervisor=_value(config, "dtsvirt_hypervisor")[0] or "kvm",
+        cache_dir=_path(config, "dtsvirt_cache_dir"),
+        run_id=str(run_id),
+        worker=workerinput.get("workerid") or worker_id(),
+    )
+
+
+class _XdistHooks:
+    """Registered only when pytest-xdist is active (its hook specs exist then)."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput["dtsvirt_run_id"] = self.run_id
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARKER_HELP)
+    settings = settings_from(config)
+    config.stash[SETTINGS_KEY] = settings
+    config.pluginmanager.register(_KeptSummary(), "dtsvirt-kept-summary")
+    if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(_XdistHooks(settings.run_id), "dtsvirt-xdist")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    s = config.stash[SETTINGS_KEY]
+    return (f"dtsvirt: hypervisor={s.hypervisor} accel={s.accel} conf-dir={s.conf_dir} "
+            f"duts={s.duts_file or 'this host'} keep-vm={s.keep_vm} run-id={s.run_id}")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Marker misuse fails the test at setup with a message, before any VM boots."""
+    try:
+        setup_check(item, list(getattr(item, "fixturenames", ())))
+    except ConfigError as err:
+        pytest.fail(f"ConfigError: {err}", pytrace=False)
+
+
+def _start_errors(excinfo: pytest.ExceptionInfo[BaseException] | None) -> list[VmStartError]:
+    found: list[VmStartError] = []
+    err: BaseException | None = excinfo.value if excinfo is not None else None
+    while err is not None and len(found) < 5:
+        if isinstance(err, VmStartError) and err not in found:
+            found.append(err)
+        err = getattr(err, "dtsvirt_cause", None) or err.__cause__ or err.__context__
+    return found
+
+
+def _label(vm: Any) -> str:
+    return f"{vm.vm_name} ({vm.suite})"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item,
+                              call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    report: pytest.TestReport = yield
+    used = item.stash.get(USED_KEY, [])
+    settings = item.config.stash[SETTINGS_KEY]
+    if report.failed:
+        for err in _start_errors(call.excinfo)[:1]:
+            for title, text in err.diagnostics.items():
+                report.sections.append((f"dtsvirt boot failure: {title}", text))
+        for vm_ in used:
+            for title, text in diagnostics_of(vm_).items():
+                if title != "reach":
+                    report.sections.append((f"dtsvirt {_label(vm_)}: {title}", text))
+    keep = settings.keep_vm == "always" or (
+        settings.keep_vm == "failed" and report.failed and report.when in ("setup", "call"))
+    if keep and report.when != "teardown" and used:
+        factory = item.config.stash.get(FACTORY_KEY, None)
+        for vm_ in used:
+            if factory is not None:
+                factory.keep(vm_)
+            reach = diagnostics_of(vm_).get("reach", "(no reach info from the backend)")
+            report.sections.append((f"dtsvirt {_label(vm_)}{_KEPT}", reach))
+    return report
+
+
+class _KeptSummary:
+    """Collects "kept running" report sections (also those of xdist workers, which arrive as
+    reports on the controller) and lists them at the end of the run."""
+
+    def __init__(self) -> None:
+        self.kept: dict[tuple[str, str], str] = {}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        for title, text in report.sections:
+            if title.startswith("dtsvirt ") and title.endswith(_KEPT):
+                self.kept.setdefault((title[len("dtsvirt "):-len(_KEPT)], text), report.nodeid)
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.kept:
+            return
+        terminalreporter.section("dtsvirt: VMs left running")
+        for (label, reach), nodeid in self.kept.items():
+            terminalreporter.write_line(f"{label}, kept by {nodeid}: {reach}")

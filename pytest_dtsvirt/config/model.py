@@ -218,6 +218,23 @@ class VmSpec:
                        default_guest=True, profile=self.boot_profile)
 
 
-__all__ = ["CONTROL_ADDR", "DEFAULT_QEMU", "Backend", "BootProfile", "Cpu", "Device", "Disk",
-           "Login", "Mem", "Migration", "NetPair", "Nic", "Passthrough", "VhostCuse",
-           "VhostUser", "VirtioNet", "Vnc", "VmSpec"]
+__all__ = [
+    "CONTROL_ADDR",
+    "DEFAULT_QEMU",
+    "Backend",
+    "BootProfile",
+    "Cpu",
+    "Device",
+    "Disk",
+    "Login",
+    "Mem",
+    "Migration",
+    "NetPair",
+    "Nic",
+    "Passthrough",
+    "VhostCuse",
+    "VhostUser",
+    "VirtioNet",
+    "VmSpec",
+    "Vnc",
+]

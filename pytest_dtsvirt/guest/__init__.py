@@ -1,9 +1,30 @@
-"""The project's own test guest (design section 8). INTERFACE STUB: to be implemented."""
+"""The project's own test guest (design section 8), built only from Debian packages.
+
+``ensure_guest_image()`` returns a :class:`GuestImage` from the cache, building it first when
+no identical build is there. The build uses apt's ordinary clients (``apt-cache``,
+``apt-get download``, ``dpkg-deb``); no root is needed, only a host where ``apt-get update``
+has been run. The initramfs is deterministic: two builds from the same inputs are
+byte-identical. Boot profiles (see ``GuestImage``): "fast" boots ``vmlinux`` (PVH entry) with
+``-cpu qemu64,+rdrand -smp 1`` and the e1000 at ``addr=1f`` with ``autonegotiation=off``;
+"plain" boots the packaged bzImage ``kernel``.
+
+The guest: busybox init, the e1000 at PCI 00:1f.0 renamed ``host_connect`` and configured by
+DHCP, every other NIC's link up, ``/dev/virtio-ports/<name>`` links, qemu-ga on
+``org.qemu.guest_agent.0``, an SSH server on port 22 (root / tester), full iproute2 ``ip``
+in root's shell, and modules for e1000, virtio (pci, net, console, blk, rng), vxlan, veth,
+tun, 8021q, bridge and ext4 loadable with ``modprobe``.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+
+from pytest_dtsvirt.errors import GuestImageError
 
 
 @dataclass(frozen=True)
@@ -21,11 +42,76 @@ class GuestImage:
 
 def default_cache_dir() -> str:
     """``$DTSVIRT_CACHE_DIR`` or ``~/.cache/pytest-dtsvirt``."""
-    raise NotImplementedError
+    env = os.environ.get("DTSVIRT_CACHE_DIR")
+    if env:
+        return os.path.abspath(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "pytest-dtsvirt")
+
+
+def _from_manifest(cache_dir: str, key: str, need_disk: bool) -> GuestImage | None:
+    from pytest_dtsvirt.guest import hostkeys
+
+    d = os.path.join(cache_dir, key)
+    try:
+        with open(os.path.join(d, "manifest.json"), encoding="utf-8") as fh:
+            m = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    paths = [os.path.join(d, n) for n in ("vmlinuz", "vmlinux", "initrd.img")]
+    disk = os.path.join(d, m["disk"]) if m.get("disk") else None
+    if not all(os.path.isfile(p) for p in paths) or (need_disk and disk is None):
+        return None
+    if disk is not None and not os.path.isfile(disk):
+        return None
+    if hostkeys.current_digest(cache_dir, list(m["hostkeys"])) != m["hostkeys_digest"]:
+        return None
+    return GuestImage(kernel=paths[0], vmlinux=paths[1], initrd=paths[2], append=m["append"],
+                      disk=disk, key=key, packages=dict(m["packages"]))
 
 
 def ensure_guest_image(cache_dir: str | None = None, *, ssh: str = "dropbear",
                        extra: tuple[str, ...] = (), disk: bool = False,
                        progress: Callable[[str], None] | None = None) -> GuestImage:
-    """Build the guest into the cache unless an identical build is there; return it."""
-    raise NotImplementedError
+    """Build the guest into the cache unless an identical build is there; return it.
+
+    Package candidates are resolved with apt-cache once per state of apt's package lists
+    (stored in the cache), so a warm call runs no external command. Concurrent callers
+    (pytest-xdist workers) serialize on a lock file; the second one reuses the first's build.
+    Raises :class:`GuestImageError` when apt/dpkg are missing or the archive is unreachable.
+    """
+    from pytest_dtsvirt.guest import apt, build
+
+    say = progress or (lambda _msg: None)
+    cache = os.path.abspath(cache_dir or default_cache_dir())
+    os.makedirs(cache, mode=0o700, exist_ok=True)
+    options = build.Options(ssh=ssh, extra=tuple(sorted(set(extra))), disk=disk)
+    names = options.package_names()
+    resolve_dir = os.path.join(cache, "resolved")
+    os.makedirs(resolve_dir, mode=0o700, exist_ok=True)
+    names_hash = hashlib.sha256("\n".join(names).encode()).hexdigest()[:12]
+    resolved = os.path.join(resolve_dir, f"{apt.apt_state_fingerprint()}-{names_hash}.json")
+    packages = apt.load_resolution(resolved)
+    if packages is None:
+        say("resolving package versions with apt-cache")
+        arch = apt.native_arch()
+        packages = apt.resolve(names, arch)
+        apt.save_resolution(resolved, packages)
+    key = build.cache_key(packages, options)
+    image = _from_manifest(cache, key, disk)
+    if image is not None:
+        return image
+    with open(os.path.join(cache, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        image = _from_manifest(cache, key, disk)
+        if image is not None:
+            return image
+        say(f"building the test guest {key} in {cache}")
+        build.build(cache, packages, options, key, apt.native_arch(), say)
+    image = _from_manifest(cache, key, disk)
+    if image is None:
+        raise GuestImageError(f"build of {key} left no usable image in {cache}")
+    return image
+
+
+__all__ = ["GuestImage", "GuestImageError", "default_cache_dir", "ensure_guest_image"]

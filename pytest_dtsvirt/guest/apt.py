@@ -51,7 +51,8 @@ def _tool(name: str) -> str:
     return path
 
 
-def _run(argv: Sequence[str], what: str, cwd: str | None = None) -> str:
+def _run(argv: Sequence[str], what: str, cwd: str | None = None,
+         hint: str = _UPDATE_HINT) -> str:
     try:
         proc = subprocess.run(list(argv), cwd=cwd, capture_output=True, text=True,
                               check=False, env={**os.environ, "LC_ALL": "C"})
@@ -60,7 +61,7 @@ def _run(argv: Sequence[str], what: str, cwd: str | None = None) -> str:
     if proc.returncode != 0:
         raise GuestImageError(
             f"{what} failed (exit {proc.returncode}): {proc.stderr.strip()[-800:]}\n"
-            f"Hint: {_UPDATE_HINT}."
+            f"Hint: {hint}."
         )
     return proc.stdout
 
@@ -101,20 +102,27 @@ def parse_depends(field: str) -> list[str]:
     return names
 
 
-def show(names: Iterable[str], arch: str) -> dict[str, dict[str, str]]:
-    """Candidate records of ``names`` (one ``apt-cache show`` call). Unknown names raise."""
+def show(names: Iterable[str], arch: str, strict: bool = True) -> dict[str, dict[str, str]]:
+    """Candidate records of ``names`` (one ``apt-cache show`` call).
+
+    Unknown names raise, unless ``strict`` is false (then they are left out).
+    """
     wanted = sorted(set(names))
     if not wanted:
         return {}
-    out = _run([_tool("apt-cache"), "show", "--no-all-versions", *wanted],
-               f"apt-cache show {' '.join(wanted)}")
+    argv = [_tool("apt-cache"), "show", "--no-all-versions", *wanted]
+    if strict:
+        out = _run(argv, f"apt-cache show {' '.join(wanted)}")
+    else:
+        out = subprocess.run(argv, capture_output=True, text=True, check=False,
+                             env={**os.environ, "LC_ALL": "C"}).stdout
     found: dict[str, dict[str, str]] = {}
     for rec in parse_records(out):
         name = rec.get("Package", "")
         if name in wanted and rec.get("Architecture") in (arch, "all") and name not in found:
             found[name] = rec
     missing = [n for n in wanted if n not in found]
-    if missing:
+    if missing and strict:
         raise GuestImageError(
             f"apt knows no installable candidate for: {', '.join(missing)}. Hint: {_UPDATE_HINT}."
         )
@@ -221,7 +229,9 @@ def download(packages: Iterable[Package], debs_dir: str,
 
 def extract(deb: str, dest: str) -> None:
     """``dpkg-deb -x deb dest``."""
-    _run([_tool("dpkg-deb"), "-x", deb, dest], f"dpkg-deb -x {os.path.basename(deb)}")
+    os.makedirs(dest, mode=0o700, exist_ok=True)
+    _run([_tool("dpkg-deb"), "-x", deb, dest], f"dpkg-deb -x {os.path.basename(deb)}",
+         hint="the .deb may be damaged (delete it from the cache) or the disk full")
 
 
 def depends_of(names: Iterable[str], arch: str) -> dict[str, list[str]]:

@@ -276,44 +276,54 @@ class QEMUKvm(Hypervisor):
         return "\n".join(lines)
 
     def stop(self) -> None:
-        """Tear down: each step bounded, all steps attempted; idempotent."""
+        """Tear down: each step bounded, every step attempted; idempotent.
+
+        Guest-side steps (``kill_all``, agent powerdown) are courtesy: when they fail the
+        escalation goes on. Only a qemu that survives SIGKILL or a run dir that cannot be
+        removed is reported as a teardown error.
+        """
         if self._stopped:
             return
         self._stopped = True
         errors: list[str] = []
         proc, session = self._proc, self.dut.session
 
-        def step(name: str, fn: Any) -> None:
+        def attempt(name: str, fn: Any) -> bool:
             try:
                 fn()
+                return True
             except Exception as exc:
-                errors.append(f"{name}: {exc}")
-                log.debug("%s: teardown step %s failed: %s", self.vm_name, name, exc)
+                log.info("%s: teardown: %s failed (%s); escalating", self.vm_name, name, exc)
+                return False
 
+        alive = proc is not None and proc.pid is not None and not proc.exited
         if self._vm_dut is not None:
-            step("guest kill_all", self._vm_dut.kill_all)
-            step("close guest session", self._vm_dut.close)
-        begin = time.monotonic()
-        if proc is not None and proc.pid is not None and not proc.exited:
-            if self._agent is not None:
-                step("agent powerdown", lambda: self.agent.shutdown())
+            if alive:
+                attempt("guest kill_all", self._vm_dut.kill_all)
+            attempt("closing the guest session", self._vm_dut.close)
+        if alive and proc is not None:
+            begin = time.monotonic()
+            if self._agent is not None and attempt("agent powerdown", self.agent.shutdown):
                 proc.wait_exit(5.0)
-            if not proc.exited and self._qmp is not None:
-                step("qmp quit", lambda: self.qmp.quit())
+            if not proc.exited and self._qmp is not None and attempt("QMP quit", self.qmp.quit):
                 proc.wait_exit(3.0)
+            for sig, grace in (("TERM", 3.0), ("KILL", 5.0)):
+                if proc.exited:
+                    break
+                attempt(f"SIG{sig}", lambda sig=sig: session.run(
+                    ["kill", f"-{sig}", str(proc.pid)], timeout=10))
+                proc.wait_exit(grace)
             if not proc.exited:
-                step("SIGTERM", lambda: session.run(["kill", "-TERM", str(proc.pid)], timeout=10))
-                proc.wait_exit(3.0)
-            if not proc.exited:
-                step("SIGKILL", lambda: session.run(["kill", "-KILL", str(proc.pid)], timeout=10))
-                if not proc.wait_exit(5.0):
-                    errors.append(f"qemu PID {proc.pid} still running after SIGKILL")
+                errors.append(f"qemu PID {proc.pid} still running after SIGKILL")
             log.info("%s: qemu stopped in %.2f s", self.vm_name, time.monotonic() - begin)
         self._close_clients()
         if proc is not None:
             proc.release()
         if self._run_dir is not None and not errors:
-            step("remove run dir", lambda: rundir.remove_run_dir(session, self._run_dir or ""))
+            try:
+                rundir.remove_run_dir(session, self._run_dir)
+            except DtsvirtError as exc:
+                errors.append(f"removing the run dir {self._run_dir}: {exc}")
         if errors:
             raise VmError(f"{self.vm_name}: teardown problems: " + "; ".join(errors))
 

@@ -212,14 +212,19 @@ class Qmp:
         self.execute("cont")
 
     def quit(self, timeout: float | None = None) -> None:
-        """``quit``: qemu exits. A connection lost before the answer counts as success."""
+        """``quit``: qemu exits. Waits (bounded) for qemu to hang up, so its ``SHUTDOWN``
+        event is recorded, then closes. A connection lost before the answer is success."""
+        t = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + t
         try:
-            self.execute("quit", timeout=timeout)
+            self.execute("quit", timeout=t)
         except QmpError as exc:
-            if exc.error_class:  # a real error reply
-                raise
-            if self._client.runstate == Runstate.RUNNING:
-                raise  # a timeout with the connection still up
+            if exc.error_class or self._client.runstate == Runstate.RUNNING:
+                raise  # a real error reply, or a timeout with the connection still up
+        while self._client.runstate == Runstate.RUNNING and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if self._client.runstate == Runstate.RUNNING:
+            log.warning("QMP: qemu still connected %.1f s after quit", t)
         self.close()
 
     # -- events ----------------------------------------------------------------------------

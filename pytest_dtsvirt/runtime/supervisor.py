@@ -5,8 +5,8 @@ arguments (``sh -c SCRIPT RUN_DIR ARGV...``): no shell ever parses an argv eleme
 starts qemu in the background with stdout/stderr in the run dir, prints ``pid N``, and
 watches its own stdin: our end of that pipe (a local pipe, or the SSH exec channel) closes
 when this process dies or the DUT connection drops, and the supervisor then ends qemu
-(SIGTERM, SIGKILL after 5 s). So a killed pytest worker or a lost SSH link never leaves a
-qemu behind. Writing ``keep`` detaches qemu from that watch (``--keep``, keep-on-failure).
+(SIGTERM, SIGKILL after 5 s) and removes the run dir. So a killed pytest worker or a lost
+SSH link never leaves a qemu, a socket or a pidfile behind. Writing ``keep`` detaches qemu from that watch (``--keep``, keep-on-failure).
 When qemu exits the supervisor records its status and prints ``exit N``.
 """
 
@@ -29,12 +29,14 @@ q=$!
 echo "$$ $q" >"$0/supervisor.pid"
 echo "pid $q"
 ( if read -r cmd <&3 && [ "$cmd" = keep ]; then exit 0; fi
+  : >"$0/orphaned"
   kill -TERM "$q" 2>/dev/null; i=0
   while kill -0 "$q" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
   kill -KILL "$q" 2>/dev/null ) &
 w=$!
 exec 3<&-
 wait "$q"; st=$?
+if [ -e "$0/orphaned" ]; then rm -rf -- "$0"; exit 0; fi
 echo "$st" >"$0/exit-status"
 kill "$w" 2>/dev/null
 echo "exit $st"

@@ -201,6 +201,12 @@ class Session(abc.ABC):
     def close(self) -> None:
         """Close the transport and every stream and shell it opened; idempotent."""
 
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- processes (concrete, built on run) -------------------------------------------
 
     def spawn(self, argv: Sequence[str], *, stdout_path: str, stderr_path: str,

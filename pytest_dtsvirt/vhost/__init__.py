@@ -8,22 +8,15 @@ role is played here by DPDK's ``dpdk-testpmd`` (Debian package ``dpdk-dev``) wit
 
 from __future__ import annotations
 
-from pytest_dtsvirt.vhost.testpmd import (
-    LocalHost,
-    PacketRecord,
-    PortStats,
-    TestpmdBackend,
-    TestpmdHost,
-    parse_packet_log,
-    parse_port_stats,
-)
+from pytest_dtsvirt.vhost.parse import PacketRecord, PortStats, parse_packet_log, parse_port_stats
+from pytest_dtsvirt.vhost.testpmd import TestpmdBackend, TestpmdHost, build_testpmd_argv
 
 __all__ = [
-    "LocalHost",
     "PacketRecord",
     "PortStats",
     "TestpmdBackend",
     "TestpmdHost",
+    "build_testpmd_argv",
     "parse_packet_log",
     "parse_port_stats",
 ]

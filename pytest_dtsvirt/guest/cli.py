@@ -1,0 +1,78 @@
+"""``dtsvirt image build``: build (or reuse) the test guest and print where it is."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from pytest_dtsvirt.errors import GuestImageError
+from pytest_dtsvirt.guest import GuestImage, default_cache_dir, ensure_guest_image
+
+
+def add_image_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``image build`` on the ``dtsvirt`` command's subparsers.
+
+    The handler is stored as ``func`` (called with the parsed namespace, returns the exit
+    status).
+    """
+    image = subparsers.add_parser("image", help="the embedded test guest image")
+    sub = image.add_subparsers(dest="image_command", required=True)
+    build = sub.add_parser(
+        "build", help="build the test guest from Debian packages (reused when unchanged)",
+        description="Build the test guest (kernel, vmlinux, initramfs) from Debian packages "
+                    "with apt-get download; no root needed once `apt-get update` has run.")
+    build.add_argument("--cache-dir", default=None,
+                       help=f"cache directory (default: {default_cache_dir()})")
+    build.add_argument("--ssh", choices=("dropbear", "openssh"), default="dropbear",
+                       help="SSH server in the guest (default: dropbear)")
+    build.add_argument("--extra", nargs="+", default=[], metavar="PKG",
+                       help="more Debian packages to put into the guest")
+    build.add_argument("--disk", action="store_true",
+                       help="also make a bootable qcow2 disk image")
+    build.add_argument("--json", action="store_true", help="print one JSON object")
+    build.set_defaults(func=run_build)
+
+
+def image_json(image: GuestImage) -> dict[str, object]:
+    """The JSON form of a built image."""
+    return {"kernel": image.kernel, "vmlinux": image.vmlinux, "initrd": image.initrd,
+            "append": image.append, "disk": image.disk, "key": image.key,
+            "packages": dict(image.packages)}
+
+
+def run_build(args: argparse.Namespace) -> int:
+    """Handler of ``dtsvirt image build``."""
+    start = time.monotonic()
+
+    def progress(msg: str) -> None:
+        print(f"[{time.monotonic() - start:5.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    try:
+        image = ensure_guest_image(args.cache_dir, ssh=args.ssh, extra=tuple(args.extra),
+                                   disk=args.disk, progress=progress)
+    except GuestImageError as exc:
+        print(f"dtsvirt image build: error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(image_json(image), indent=1))
+    else:
+        for name, value in image_json(image).items():
+            if name != "packages" and value is not None:
+                print(f"{name}: {value}")
+        print(f"packages: {len(image.packages)} "
+              f"(kernel {next((v for k, v in image.packages.items() if k.startswith('linux-image')), '?')})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry (``python -m pytest_dtsvirt.guest.cli build ...``)."""
+    parser = argparse.ArgumentParser(prog="dtsvirt")
+    add_image_command(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

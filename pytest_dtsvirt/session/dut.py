@@ -1,0 +1,256 @@
+"""The DUT API of DTS (``send_expect``, ``kill_all``, ...) on top of a :class:`Session`.
+
+:class:`Dut` is a host reached through a session; :class:`VmDut` is a guest (reached over
+SSH through the host) with the same API plus its VM. ``kill_all`` ends, by PID, every process
+started through the DUT's shells and :meth:`Dut.spawn` -- never by name, never the shells
+themselves, never anything else on the host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Self
+
+from pytest_dtsvirt.errors import CommandTimeout, SessionError
+from pytest_dtsvirt.session.base import (
+    PROMPT,
+    PROMPT_RE,
+    CommandResult,
+    ProcInfo,
+    Session,
+    Shell,
+    descendants_of,
+)
+from pytest_dtsvirt.session.dutconfig import DutConfig
+
+log = logging.getLogger(__name__)
+
+_PROMPT_STEM = PROMPT.rstrip("# ")  # what is left of the prompt when "# " is the match
+
+
+def clean_output(before: str, command: str) -> str:
+    """DTS-style output of ``send_expect`` (pure): ``\\r\\n`` -> ``\\n``, an echoed copy of
+    the command and a trailing prompt stem (when the match was ``# ``) removed."""
+    text = before.replace("\r\n", "\n").replace("\r", "")
+    cmd = command.strip()
+    if cmd and text.startswith(cmd + "\n"):
+        text = text[len(cmd) + 1:]
+    if text.endswith(_PROMPT_STEM):
+        text = text[: -len(_PROMPT_STEM)]
+    return text.rstrip("\n")
+
+
+class DutShell:
+    """One interactive shell on a DUT with the DTS ``send_expect`` API (what
+    :meth:`Dut.alt_session` returns)."""
+
+    def __init__(self, shell: Shell, name: str) -> None:
+        self._shell = shell
+        self.name = name
+        self.closed = False
+
+    @property
+    def pid(self) -> int:
+        """The PID of the shell process on its host."""
+        return self._shell.pid
+
+    def send_expect(self, cmd: str, expected: str, timeout: float = 15) -> str:
+        """Type ``cmd`` and a newline, wait for regex ``expected``; return the output before
+        the match. CommandTimeout (with the output so far) if it does not appear."""
+        if self.closed:
+            raise SessionError(f"{self.name}: the shell is closed")
+        self._shell.send(cmd + "\n")
+        try:
+            return clean_output(self._shell.expect(expected, timeout), cmd)
+        except CommandTimeout as exc:
+            raise CommandTimeout(cmd, expected, timeout, exc.output) from None
+
+    def send_command(self, cmd: str, timeout: float = 1.0) -> str:
+        """Type ``cmd``; return its output once the prompt is back, or whatever arrived
+        within ``timeout`` seconds if it is not (the command keeps running)."""
+        if self.closed:
+            raise SessionError(f"{self.name}: the shell is closed")
+        self._shell.send(cmd + "\n")
+        try:
+            before = self._shell.expect(PROMPT_RE, timeout)
+        except CommandTimeout:
+            before = self._shell.flush()
+        return clean_output(before, cmd)
+
+    def sync(self, timeout: float = 10.0) -> None:
+        """Get a clean prompt back (echo off, known prompt, no pending output)."""
+        self._shell.sync(timeout)
+
+    def close(self) -> None:
+        """Close the shell; idempotent."""
+        self.closed = True
+        self._shell.close()
+
+
+class Dut:
+    """A device under test reached through ``session``; the API of DTS's ``Dut``."""
+
+    def __init__(self, session: Session, config: DutConfig) -> None:
+        self.session = session
+        self.config = config
+        self.name = config.name
+        self._shells: list[DutShell] = []
+        self._main: DutShell | None = None
+        self._spawned: dict[int, int] = {}  # pid -> start time (tells a reused PID apart)
+
+    # -- shells ----------------------------------------------------------------------------
+
+    def _new_shell(self) -> DutShell:
+        shell = DutShell(self.session.shell(), self.name)
+        self._shells.append(shell)
+        return shell
+
+    @property
+    def shell(self) -> DutShell:
+        """The main shell (opened on first use)."""
+        if self._main is None or self._main.closed:
+            self._main = self._new_shell()
+        return self._main
+
+    def send_expect(self, cmd: str, expected: str, timeout: float = 15) -> str:
+        """``send_expect`` in the main shell; see :meth:`DutShell.send_expect`."""
+        return self.shell.send_expect(cmd, expected, timeout)
+
+    def send_command(self, cmd: str, timeout: float = 1.0) -> str:
+        """``send_command`` in the main shell; see :meth:`DutShell.send_command`."""
+        return self.shell.send_command(cmd, timeout)
+
+    def alt_session(self) -> DutShell:
+        """A second, independent shell on the same host (covered by :meth:`kill_all`)."""
+        return self._new_shell()
+
+    # -- commands, processes, files ----------------------------------------------------------
+
+    def run(self, argv: Sequence[str], *, timeout: float | None = 60.0, check: bool = False,
+            input: bytes | None = None, env: Mapping[str, str] | None = None) -> CommandResult:
+        """:meth:`Session.run` on this DUT (added convenience)."""
+        return self.session.run(argv, timeout=timeout, check=check, input=input, env=env)
+
+    def spawn(self, argv: Sequence[str], *, stdout_path: str, stderr_path: str,
+              cwd: str | None = None) -> int:
+        """:meth:`Session.spawn`, recorded so that :meth:`kill_all` ends it."""
+        pid = self.session.spawn(argv, stdout_path=stdout_path, stderr_path=stderr_path,
+                                 cwd=cwd)
+        info = self.session.proc_info(pid)
+        if info is not None:
+            self._spawned[pid] = info.starttime
+        return pid
+
+    def get_memory_channels(self) -> int:
+        """The DUT's memory channels (DUT config ``memory_channels``, default 4)."""
+        return self.config.memory_channels
+
+    def copy_to(self, local_path: str, remote_path: str) -> None:
+        """Copy a local file to the DUT."""
+        self.session.put(local_path, remote_path)
+
+    def copy_from(self, remote_path: str, local_path: str) -> None:
+        """Copy a file from the DUT to the local machine."""
+        self.session.get(remote_path, local_path)
+
+    # -- kill_all ------------------------------------------------------------------------
+
+    def _victims(self, procs: Mapping[int, ProcInfo], known: dict[int, int]) -> dict[int, int]:
+        shell_pids = {s.pid for s in self._shells if not s.closed}
+        roots = [p for p, start in self._spawned.items()
+                 if p in procs and procs[p].starttime == start]
+        found = {p: procs[p].starttime for p in roots}
+        for pid in descendants_of(procs, [*shell_pids, *roots]):
+            found[pid] = procs[pid].starttime
+        for pid, start in known.items():
+            if pid in procs and procs[pid].starttime == start:
+                found[pid] = start
+        return {p: s for p, s in found.items()
+                if p not in shell_pids and p > 1 and procs[p].state not in ("Z", "X")}
+
+    def kill_all(self, timeout: float = 5.0) -> list[int]:
+        """End every process started through this DUT's shells and :meth:`spawn`, by PID:
+        SIGTERM, then SIGKILL for what is left after ``timeout`` s. The shells stay open and
+        get a clean prompt back. Returns the PIDs that were signalled."""
+        procs = self.session.processes()
+        victims = self._victims(procs, {})
+        signalled = set(victims)
+        if victims:
+            log.info("%s: kill_all: SIGTERM %s", self.name, sorted(victims))
+            self.session.kill_many(sorted(victims), signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while victims and time.monotonic() < deadline:
+                time.sleep(0.05)
+                procs = self.session.processes()
+                victims = self._victims(procs, victims)
+                if new := set(victims) - signalled:
+                    self.session.kill_many(sorted(new), signal.SIGTERM)
+                    signalled |= new
+            for _ in range(3):
+                if not victims:
+                    break
+                log.warning("%s: kill_all: SIGKILL %s", self.name, sorted(victims))
+                self.session.kill_many(sorted(victims), signal.SIGKILL)
+                signalled |= set(victims)
+                time.sleep(0.05)
+                victims = self._victims(self.session.processes(), victims)
+            if victims:
+                raise SessionError(f"{self.name}: kill_all: PIDs {sorted(victims)} survived "
+                                   "SIGKILL")
+        self._spawned.clear()
+        for shell in self._shells:
+            if not shell.closed:
+                shell.sync()
+        return sorted(signalled)
+
+    def close(self) -> None:
+        """End what this DUT started (:meth:`kill_all`, best effort), close its shells and
+        the session; idempotent."""
+        with contextlib.suppress(SessionError):
+            if any(not s.closed for s in self._shells) or self._spawned:
+                self.kill_all()
+        for shell in self._shells:
+            shell.close()
+        self._shells, self._main = [], None
+        self.session.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} via {self.session.name}>"
+
+
+class VmDut(Dut):
+    """A guest as a DUT: the :class:`Dut` API inside the guest, plus its VM.
+
+    ``vm`` is the hypervisor object (typed loosely to avoid an import cycle); ``kill_all``
+    ends processes *in the guest*, by the same PID mechanism.
+    """
+
+    def __init__(self, session: Session, config: DutConfig, vm: Any) -> None:
+        super().__init__(session, config)
+        self.vm = vm
+
+    @property
+    def vm_name(self) -> str:
+        """The VM's name (section of the suite cfg)."""
+        return str(getattr(self.vm, "vm_name", self.config.name))
+
+    @property
+    def pci_maps(self) -> Any:
+        """The host<->guest PCI address map of passed-through devices (from the VM)."""
+        return self.vm.pci_maps
+
+    @property
+    def phase_timings(self) -> Mapping[str, float]:
+        """Boot phase -> seconds (from the VM)."""
+        timings: Mapping[str, float] = self.vm.phase_timings
+        return timings

@@ -1,0 +1,419 @@
+"""A host reached over SSH (paramiko) as a :class:`Session`.
+
+* commands: an exec channel running ``shlex.join(argv)`` (so no value reaches the remote
+  shell unquoted), wrapped so that the remote PID is known and a timeout can kill the
+  command's process group by PID;
+* streams: TCP through ``direct-tcpip`` channels, unix sockets through an exec channel running
+  ``socat`` on the host (paramiko has no ``direct-streamlocal``); both relayed to a local
+  socketpair (:mod:`relay`) so callers get a real socket;
+* files: SFTP, or ``cat`` over an exec channel when the host has no SFTP server (dropbear);
+* shells: a pty shell with the deterministic prompt of :meth:`Shell.sync`.
+
+``sock=`` opens the session *through* an existing byte stream, e.g. a guest's SSH port
+reached from the DUT: ``SshSession("127.0.0.1", port, sock=dut.open_tcp("127.0.0.1", port))``.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import logging
+import re
+import select
+import shlex
+import socket
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+
+import paramiko
+
+from pytest_dtsvirt.errors import SessionError
+from pytest_dtsvirt.session.base import (
+    CommandResult,
+    Session,
+    Shell,
+    raise_on_failure,
+    timeout_error,
+)
+from pytest_dtsvirt.session.relay import Relay
+
+log = logging.getLogger(__name__)
+
+_AUTO_ADD_WARNED: set[str] = set()
+_AUTO_ADD_LOCK = threading.Lock()
+# Prints the PID of the command (sshd made it a session leader) on stderr, then execs argv.
+_RUN_WRAPPER = 'echo "$$" >&2; exec "$@"'
+# Characters with a meaning in socat address syntax; such paths are refused, not escaped.
+_SOCAT_UNSAFE = re.compile(r"[\s,:!\"'\\(){}\[\]]")
+
+
+class SshShell(Shell):
+    """An interactive pty shell on an SSH channel with an expect loop of its own."""
+
+    def __init__(self, session: SshSession, timeout: float = 15.0) -> None:
+        self._session = session
+        self._buf = ""
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._closed = False
+        with session._errors("open a shell"):
+            self._chan = session._transport_ok().open_session(timeout=timeout)
+            self._chan.get_pty(term="dumb", width=500, height=50)
+            self._chan.invoke_shell()
+        try:
+            self.sync(timeout)
+        except Exception:
+            self.close()
+            raise
+
+    def send(self, text: str) -> None:
+        if self._closed:
+            raise SessionError(f"{self._session.name}: the shell is closed")
+        with self._session._errors("write to the shell"):
+            self._chan.sendall(text.encode())
+
+    def expect(self, pattern: str, timeout: float) -> str:
+        if self._closed:
+            raise SessionError(f"{self._session.name}: the shell is closed")
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            match = rx.search(self._buf)
+            if match:
+                before = self._buf[: match.start()]
+                self._buf = self._buf[match.end():]
+                return before
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise timeout_error(pattern, timeout, self._buf)
+            if not self._read(remaining):
+                self._eof()
+
+    def _eof(self) -> None:
+        """The channel ended: the shell exited (it sent an exit status) or the connection
+        is gone (paramiko closes every channel when the transport dies)."""
+        if not self._chan.exit_status_ready():
+            deadline = time.monotonic() + 2.0
+            while self._session._transport.is_active() and time.monotonic() < deadline:
+                time.sleep(0.02)
+        self._session._transport_ok()
+        raise SessionError(f"{self._session.name}: the shell (PID {self.pid}) exited; "
+                           f"output: {self._buf[-500:]}")
+
+    def _read(self, wait: float) -> bool:
+        """Wait up to ``wait`` s for data and buffer it; False on EOF."""
+        if not self._chan.recv_ready():
+            ready, _, _ = select.select([self._chan], [], [], wait)
+            if not ready:
+                return True
+        with self._session._errors("read from the shell"):
+            data = self._chan.recv(65536)
+        if not data:
+            return False
+        self._buf += self._decoder.decode(data)
+        return True
+
+    def flush(self) -> str:
+        if self._closed:
+            return ""
+        while self._chan.recv_ready() and self._read(0):
+            pass
+        data, self._buf = self._buf, ""
+        return data
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            self._chan.close()
+
+
+class SshSession(Session):
+    """A host reached over SSH with key or password authentication.
+
+    Host keys are checked against ``known_hosts`` (default ``~/.ssh/known_hosts``); with
+    ``host_key_check=False`` unknown keys are accepted (one warning per host), which is meant
+    for throwaway guests only. The password is never logged or put into an error message.
+    """
+
+    def __init__(self, host: str, port: int = 22, user: str = "root", *,
+                 password: str | None = None, key_filename: str | None = None,
+                 known_hosts: str | None = None, host_key_check: bool = True,
+                 sock: socket.socket | None = None, timeout: float = 15.0,
+                 name: str | None = None) -> None:
+        self.host, self.port, self.user = host, port, user
+        self.name = name or f"{user}@{host}:{port}"
+        self._closed = False
+        self._relays: list[Relay] = []
+        self._shells: list[SshShell] = []
+        self._sftp: paramiko.SFTPClient | None = None
+        self._sftp_missing = False
+        self._has_socat: bool | None = None
+        self._client = paramiko.SSHClient()
+        where = known_hosts or "~/.ssh/known_hosts"
+        if host_key_check:
+            try:
+                if known_hosts:
+                    self._client.load_host_keys(known_hosts)
+                else:
+                    self._client.load_system_host_keys()
+            except OSError as exc:
+                raise SessionError(f"{self.name}: cannot read known_hosts {where}: {exc}")
+            self._client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        else:
+            with _AUTO_ADD_LOCK:
+                if self.name not in _AUTO_ADD_WARNED:
+                    _AUTO_ADD_WARNED.add(self.name)
+                    log.warning("%s: host key not checked (host_key_check = no)", self.name)
+            self._client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+        try:
+            self._client.connect(
+                hostname=host, port=port, username=user, password=password,
+                key_filename=key_filename, sock=sock, timeout=timeout, banner_timeout=timeout,
+                auth_timeout=timeout, allow_agent=False,
+                look_for_keys=password is None and key_filename is None,
+            )
+        except paramiko.BadHostKeyException as exc:
+            self._client.close()
+            raise SessionError(
+                f"{self.name}: host key mismatch: the server offered a {exc.key.get_name()} "
+                f"key that differs from the one in {where}; refusing to connect (possible "
+                "man-in-the-middle, or the host was reinstalled: fix the known_hosts entry)"
+            ) from None
+        except paramiko.AuthenticationException:
+            self._client.close()
+            how = "password" if password is not None else f"key {key_filename or '(default)'}"
+            raise SessionError(f"{self.name}: authentication failed ({how})") from None
+        except paramiko.SSHException as exc:
+            self._client.close()
+            if "known_hosts" in str(exc):
+                raise SessionError(f"{self.name}: host key not found in {where}; add it "
+                                   "(ssh-keyscan) or set host_key_check = no") from None
+            raise SessionError(f"{self.name}: SSH connection failed: {exc}") from None
+        except (OSError, EOFError) as exc:
+            self._client.close()
+            raise SessionError(f"{self.name}: cannot connect: {exc}") from None
+        transport = self._client.get_transport()
+        assert transport is not None
+        self._transport = transport
+        transport.set_keepalive(15)
+        raw = transport.sock
+        if isinstance(raw, socket.socket) and raw.family in (socket.AF_INET, socket.AF_INET6):
+            # small requests (channel opens) otherwise wait ~40 ms for delayed ACKs (Nagle)
+            with contextlib.suppress(OSError):
+                raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _transport_ok(self) -> paramiko.Transport:
+        if self._closed:
+            raise SessionError(f"{self.name}: the session is closed")
+        if not self._transport.is_active():
+            raise SessionError(f"connection to DUT {self.name} lost")
+        return self._transport
+
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        """Turn paramiko/socket errors into SessionError ('connection lost' if it is)."""
+        try:
+            yield
+        except SessionError:
+            raise
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            if self._closed or not self._transport.is_active():
+                raise SessionError(f"connection to DUT {self.name} lost (while trying to "
+                                   f"{what})") from None
+            raise SessionError(f"{self.name}: cannot {what}: {exc}") from None
+
+    def _exec(self, argv: Sequence[str], timeout: float | None,
+              input: bytes | None = None) -> tuple[int, bytes, bytes]:
+        """Run argv; (status, stdout, stderr) as bytes."""
+        command = shlex.join(["sh", "-c", _RUN_WRAPPER, "sh", *argv])
+        deadline = None if timeout is None else time.monotonic() + timeout
+        out, err = bytearray(), bytearray()
+        with self._errors(f"run {list(argv)!r}"):
+            chan = self._transport_ok().open_session(timeout=30.0)
+            try:
+                chan.exec_command(command)
+                if input:
+                    chan.sendall(input)
+                chan.shutdown_write()
+                pause = 0.0005
+                while True:
+                    busy = False
+                    while chan.recv_ready():
+                        out += chan.recv(65536)
+                        busy = True
+                    while chan.recv_stderr_ready():
+                        err += chan.recv_stderr(65536)
+                        busy = True
+                    drained = not (chan.recv_ready() or chan.recv_stderr_ready())
+                    if drained and (chan.closed or (chan.exit_status_ready()
+                                                    and chan.eof_received)):
+                        break
+                    if deadline is not None and time.monotonic() > deadline:
+                        self._kill_timed_out(bytes(err), argv)
+                        raise SessionError(f"{self.name}: {list(argv)!r} timed out after "
+                                           f"{timeout} s")
+                    if not busy:
+                        time.sleep(pause)
+                        pause = min(pause * 2, 0.02)
+                    else:
+                        pause = 0.0005
+                status = chan.recv_exit_status()
+            finally:
+                chan.close()
+        if status == -1:
+            self._transport_ok()
+            raise SessionError(f"{self.name}: {list(argv)!r} ended without an exit status")
+        pid_line, _, rest = bytes(err).partition(b"\n")
+        return status, bytes(out), rest if pid_line.strip().isdigit() else bytes(err)
+
+    def _kill_timed_out(self, err: bytes, argv: Sequence[str]) -> None:
+        pid_text = err.partition(b"\n")[0].strip()
+        if pid_text.isdigit() and int(pid_text) > 1:
+            pid = int(pid_text)
+            with contextlib.suppress(SessionError):
+                self._exec(["kill", "-s", "KILL", "--", f"-{pid}", str(pid)], timeout=15.0)
+        else:
+            log.warning("%s: cannot kill timed out %r (PID unknown)", self.name, list(argv))
+
+    # -- Session -------------------------------------------------------------------------
+
+    def run(self, argv: Sequence[str], *, timeout: float | None = 60.0, check: bool = False,
+            input: bytes | None = None, env: Mapping[str, str] | None = None) -> CommandResult:
+        argv = [str(a) for a in argv]
+        if env and not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k) for k in env):
+            raise SessionError(f"{self.name}: invalid environment variable name in {list(env)}")
+        full = ["env", "--", *(f"{k}={v}" for k, v in env.items()), *argv] if env else argv
+        status, out, err = self._exec(full, timeout, input)
+        result = CommandResult(tuple(argv), status, out.decode(errors="replace"),
+                               err.decode(errors="replace"))
+        return raise_on_failure(self.name, result) if check else result
+
+    def _relay(self, chan: paramiko.Channel, what: str) -> socket.socket:
+        self._relays = [r for r in self._relays if r.alive or _close(r)]
+        relay = Relay(chan, f"{self.name} {what}")
+        self._relays.append(relay)
+        return relay.socket
+
+    def open_tcp(self, host: str, port: int, timeout: float = 10.0) -> socket.socket:
+        transport = self._transport_ok()
+        try:
+            chan = transport.open_channel("direct-tcpip", (host, int(port)), ("127.0.0.1", 0),
+                                          timeout=timeout)
+        except paramiko.ChannelException as exc:
+            raise SessionError(f"{self.name}: cannot connect to {host}:{port} from that "
+                               f"host: {exc.text}") from None
+        except (paramiko.SSHException, EOFError, OSError) as exc:
+            self._transport_ok()
+            raise SessionError(f"{self.name}: cannot open a channel to {host}:{port}: "
+                               f"{exc}") from None
+        return self._relay(chan, f"tcp {host}:{port}")
+
+    def open_unix(self, path: str, timeout: float = 10.0) -> socket.socket:
+        if _SOCAT_UNSAFE.search(path):
+            raise SessionError(f"{self.name}: unix socket path {path!r} has characters socat "
+                               "cannot take in an address")
+        if self._has_socat is None:
+            self._has_socat = self.run(["sh", "-c", "command -v socat"], timeout=30.0).ok
+        if not self._has_socat:
+            raise SessionError(f"{self.name}: socat is not installed on that host; it is "
+                               "needed to reach unix sockets (QMP, QGA) there over SSH")
+        command = shlex.join(["socat", "-d", "-d", "-", f"UNIX-CONNECT:{path}"])
+        err = b""
+        with self._errors(f"connect to unix socket {path}"):
+            chan = self._transport_ok().open_session(timeout=timeout)
+            chan.exec_command(command)
+            deadline = time.monotonic() + timeout
+            while b"starting data transfer loop" not in err:
+                if chan.recv_stderr_ready():
+                    err += chan.recv_stderr(65536)
+                elif chan.exit_status_ready() or time.monotonic() > deadline:
+                    chan.close()
+                    lines = err.decode(errors="replace").strip().splitlines()
+                    reason = lines[-1] if lines else "timed out"
+                    raise SessionError(f"{self.name}: cannot connect to unix socket {path}: "
+                                       f"{reason}")
+                else:
+                    time.sleep(0.002)
+        return self._relay(chan, f"unix {path}")
+
+    def _sftp_client(self) -> paramiko.SFTPClient | None:
+        if self._sftp is None and not self._sftp_missing:
+            try:
+                self._sftp = self._transport_ok().open_sftp_client()
+            except (paramiko.SSHException, EOFError, OSError):
+                self._transport_ok()
+                self._sftp_missing = True  # e.g. dropbear without sftp-server: use cat
+        return self._sftp
+
+    def read_file(self, path: str) -> bytes:
+        sftp = self._sftp_client()
+        with self._errors(f"read {path}"):
+            if sftp is not None:
+                with sftp.open(path, "rb") as f:
+                    return bytes(f.read())
+            status, out, err = self._exec(["cat", "--", path], 300.0)
+            if status != 0:
+                raise SessionError(f"{self.name}: cannot read {path}: {err.decode().strip()}")
+            return out
+
+    def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
+        sftp = self._sftp_client()
+        with self._errors(f"write {path}"):
+            if sftp is not None:
+                with sftp.open(path, "wb") as f:
+                    sftp.chmod(path, mode)
+                    f.write(data)
+                return
+            status, _, err = self._exec(
+                ["sh", "-c", 'umask 077 && cat >"$1" && chmod "$2" "$1"', "sh", path,
+                 f"{mode:o}"], 300.0, data)
+            if status != 0:
+                raise SessionError(f"{self.name}: cannot write {path}: {err.decode().strip()}")
+
+    def put(self, local_path: str, remote_path: str) -> None:
+        sftp = self._sftp_client()
+        if sftp is None:
+            with open(local_path, "rb") as f:
+                self.write_file(remote_path, f.read(), 0o644)
+            return
+        with self._errors(f"copy {local_path} to {remote_path}"):
+            sftp.put(local_path, remote_path)
+
+    def get(self, remote_path: str, local_path: str) -> None:
+        sftp = self._sftp_client()
+        if sftp is None:
+            data = self.read_file(remote_path)
+            with open(local_path, "wb") as f:
+                f.write(data)
+            return
+        with self._errors(f"copy {remote_path} to {local_path}"):
+            sftp.get(remote_path, local_path)
+
+    def shell(self) -> Shell:
+        shell = SshShell(self)
+        self._shells.append(shell)
+        return shell
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for relay in self._relays:
+            relay.close()
+        for shell in self._shells:
+            shell.close()
+        self._relays, self._shells = [], []
+        if self._sftp is not None:
+            with contextlib.suppress(Exception):
+                self._sftp.close()
+        with contextlib.suppress(Exception):
+            self._client.close()
+
+
+def _close(relay: Relay) -> bool:
+    relay.close()
+    return False

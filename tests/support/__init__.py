@@ -1,0 +1,1 @@
+"""Reusable helpers for the tests (real sshd, ...)."""

@@ -1,0 +1,311 @@
+"""The Dut API (send_expect, alt_session, kill_all, ...) on the local host and over real SSH,
+plus the DUT config file."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.sshd import SshdHandle, start_sshd
+
+from pytest_dtsvirt.errors import CommandTimeout, ConfigError, SessionError
+from pytest_dtsvirt.session.dut import Dut, VmDut, clean_output
+from pytest_dtsvirt.session.dutconfig import (
+    DutConfig,
+    connect,
+    load_dut_configs,
+    local_dut_config,
+    parse_dut_configs,
+    parse_dut_spec,
+)
+from pytest_dtsvirt.session.local import LocalSession
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdHandle]:
+    handle = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield handle
+    handle.stop()
+
+
+def ssh_config(h: SshdHandle, **kw: object) -> DutConfig:
+    return DutConfig(name="sshdut", host=h.host, port=h.port, user=h.user, key=h.key_path,
+                     known_hosts=h.known_hosts, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["local", "ssh"])
+def dut(request: pytest.FixtureRequest) -> Iterator[Dut]:
+    if request.param == "local":
+        d = connect(local_dut_config())
+    else:
+        d = connect(ssh_config(request.getfixturevalue("sshd")))
+    yield d
+    d.close()
+
+
+def wait_gone(dut: Dut, pid: int, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not dut.session.pid_alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_send_expect_returns_output_before_the_match(dut: Dut) -> None:
+    assert dut.send_expect("echo hello; echo world", "# ") == "hello\nworld"
+    # a regex, and the text after the match stays for the next expect
+    assert dut.send_expect("echo 'id=42 rest'", r"id=\d+") == ""
+    assert dut.send_expect("true", "# ") == " rest"
+    dut.shell.sync()  # drops the prompt printed after `true`
+    assert dut.send_expect("printf 'testpmd> '", "testpmd> ") == ""
+    dut.shell.sync()
+    assert dut.send_expect("echo $((6*7))", "# ", timeout=5) == "42"
+
+
+def test_send_expect_timeout_carries_the_output(dut: Dut) -> None:
+    with pytest.raises(CommandTimeout) as info:
+        dut.send_expect("echo started-; sleep 30", "never-printed", timeout=1)
+    assert info.value.command == "echo started-; sleep 30"
+    assert info.value.expected == "never-printed"
+    assert "started-" in info.value.output
+    assert "started-" in str(info.value)
+    killed = dut.kill_all()
+    assert killed  # the sleep
+    assert dut.send_expect("echo back", "# ") == "back"
+
+
+def test_send_command(dut: Dut) -> None:
+    assert dut.send_command("echo quick", timeout=5) == "quick"
+    start = time.monotonic()
+    out = dut.send_command("echo slow-start; sleep 30", timeout=0.5)
+    assert time.monotonic() - start < 5
+    assert "slow-start" in out
+    dut.kill_all()
+
+
+def test_alt_session_is_independent(dut: Dut, tmp_path: Path) -> None:
+    dut.send_command("sleep 1000", timeout=0.2)  # the main shell is busy
+    alt = dut.alt_session()
+    assert alt.pid != dut.shell.pid
+    assert alt.send_expect(f"cd {tmp_path} && pwd", "# ") == str(tmp_path)
+    assert alt.send_expect("echo alt", "# ") == "alt"
+    alt2 = dut.alt_session()
+    assert alt2.send_expect("pwd", "# ") != str(tmp_path)
+    dut.kill_all()
+    assert dut.send_expect("echo main-free", "# ") == "main-free"
+    alt.close()
+    with pytest.raises(SessionError):
+        alt.send_expect("echo", "# ")
+
+
+def test_kill_all_ends_only_what_the_dut_started(dut: Dut, tmp_path: Path) -> None:
+    # an unrelated process on the same host, started outside this Dut
+    unrelated = dut.session.spawn(["sleep", "1000"], stdout_path="/dev/null",
+                                  stderr_path="/dev/null")
+    try:
+        dut.send_expect("sleep 1000 &", "# ")
+        bg = int(dut.send_expect("echo $!", "# "))
+        alt = dut.alt_session()
+        alt.send_command("sleep 1001", timeout=0.2)  # foreground, never returns
+        spawned = dut.spawn(["sh", "-c", "sleep 1002 & wait"], stdout_path="/dev/null",
+                            stderr_path="/dev/null")
+        procs = dut.session.processes()
+        spawned_child = next(p.pid for p in procs.values() if p.ppid == spawned)
+        alt_child = next(p.pid for p in procs.values() if p.ppid == alt.pid)
+        for pid in (bg, alt_child, spawned, spawned_child, unrelated):
+            assert dut.session.pid_alive(pid)
+        shells = (dut.shell.pid, alt.pid)
+
+        killed = dut.kill_all()
+
+        assert {bg, alt_child, spawned, spawned_child} <= set(killed)
+        for pid in (bg, alt_child, spawned, spawned_child):
+            assert wait_gone(dut, pid), pid
+        assert unrelated not in killed and dut.session.pid_alive(unrelated)
+        for pid in shells:
+            assert pid not in killed and dut.session.pid_alive(pid)
+        # both shells are usable again with a clean prompt
+        assert dut.send_expect("echo main", "# ") == "main"
+        assert alt.send_expect("echo alt", "# ") == "alt"
+        assert dut.kill_all() == []
+    finally:
+        dut.session.kill(unrelated, signal.SIGKILL)
+
+
+def test_kill_all_after_a_program_changed_the_terminal(dut: Dut) -> None:
+    # raw mode with echo on, as an interactive program (testpmd) leaves it when killed
+    dut.send_command("stty raw echo; sleep 1000", timeout=0.3)
+    assert dut.kill_all()
+    assert dut.send_expect("echo clean", "# ") == "clean"
+
+
+def test_kill_all_spares_a_reused_pid(dut: Dut) -> None:
+    """A spawned PID that ended is not signalled later, even if the PID were reused."""
+    pid = dut.spawn(["true"], stdout_path="/dev/null", stderr_path="/dev/null")
+    assert wait_gone(dut, pid)
+    assert pid not in dut.kill_all()
+
+
+def test_files_and_memory_channels(dut: Dut, tmp_path: Path) -> None:
+    src, remote, back = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    src.write_bytes(b"\x00\x01 data")
+    dut.copy_to(str(src), str(remote))
+    dut.copy_from(str(remote), str(back))
+    assert back.read_bytes() == b"\x00\x01 data"
+    assert dut.get_memory_channels() == 4
+
+
+def test_close_kills_and_is_idempotent(sshd: SshdHandle) -> None:
+    for config in (local_dut_config(), ssh_config(sshd, memory_channels=2)):
+        d = connect(config)
+        assert d.get_memory_channels() == config.memory_channels
+        d.send_expect("sleep 1000 &", "# ")
+        bg = int(d.send_expect("echo $!", "# "))
+        with LocalSession() as observer:
+            d.close()
+            d.close()
+            assert not observer.pid_alive(bg)
+
+
+def test_vm_dut_kill_all_and_vm_attributes(sshd: SshdHandle) -> None:
+    class FakeVm:  # the hypervisor object; only its attributes are read here
+        def __init__(self) -> None:
+            self.vm_name = "vm0"
+            self.pci_maps = [{"hostpci": "0000:81:02.0", "guestpci": "0000:00:04.0"}]
+            self.phase_timings = {"qemu": 0.1, "ssh": 3.5}
+
+    vm = FakeVm()
+    from pytest_dtsvirt.session.ssh import SshSession
+
+    session = SshSession(sshd.host, sshd.port, sshd.user, key_filename=sshd.key_path,
+                         known_hosts=sshd.known_hosts)
+    with VmDut(session, DutConfig(name="vm0-guest", host=sshd.host), vm) as vm_dut:
+        assert isinstance(vm_dut, Dut)
+        assert vm_dut.vm is vm and vm_dut.vm_name == "vm0"
+        assert vm_dut.pci_maps == vm.pci_maps
+        assert vm_dut.phase_timings == {"qemu": 0.1, "ssh": 3.5}
+        vm_dut.send_expect("sleep 1000 &", "# ")
+        bg = int(vm_dut.send_expect("echo $!", "# "))
+        assert bg in vm_dut.kill_all()
+        assert wait_gone(vm_dut, bg)
+
+
+# -- pure helpers and the DUT config ----------------------------------------------------------
+
+def test_clean_output() -> None:
+    assert clean_output("a\r\nb\r\n[DTSVIRT]", "x") == "a\nb"
+    assert clean_output("echo hi\r\nhi\r\n", "echo hi") == "hi"
+    assert clean_output("", "x") == ""
+
+
+GOOD = """\
+# comment
+[dut1]
+host = 10.0.0.5
+port: 2222
+user = tester
+key = ~/.ssh/id_ed25519
+known_hosts = /etc/ssh/ssh_known_hosts
+host_key_check = no
+qemu = /opt/qemu/bin/qemu-system-x86_64
+workdir = /var/tmp/dv
+memory_channels = 6
+
+[local]
+
+[crb]
+dut_ip = 10.0.0.6
+dut_user = root
+dut_passwd = pa;ss word
+channels = 2
+os = linux
+tester_ip = 10.0.0.7
+"""
+
+
+def test_parse_dut_configs(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        dut1, local, crb = parse_dut_configs(GOOD, "crbs.cfg")
+    assert dut1.name == "dut1" and not dut1.is_local
+    assert (dut1.host, dut1.port, dut1.user, dut1.host_key_check) == ("10.0.0.5", 2222,
+                                                                      "tester", False)
+    assert dut1.key is not None and dut1.key.endswith("/.ssh/id_ed25519")
+    assert not dut1.key.startswith("~")
+    assert (dut1.qemu, dut1.run_root, dut1.memory_channels) == (
+        "/opt/qemu/bin/qemu-system-x86_64", "/var/tmp/dv", 6)
+    assert local.is_local and local.memory_channels == 4 and local.qemu == "qemu-system-x86_64"
+    assert local.run_root.startswith("/tmp/dtsvirt-")
+    assert (crb.host, crb.user, crb.password, crb.memory_channels) == ("10.0.0.6", "root",
+                                                                       "pa;ss word", 2)
+    assert crb.run_root == "/tmp/dtsvirt-root"
+    assert "pa;ss" not in repr(crb)
+    assert "crbs.cfg:20: [crb] os" in caplog.text
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[d]\nhostname = x\n", r"f.cfg:2 \[d\] hostname: unknown key; valid keys: host, port"),
+    ("[d]\nport = 0\n", r"f.cfg:2 \[d\] port: must be a number 1-65535, not '0'"),
+    ("[d]\nport = ssh\n", r"f.cfg:2 \[d\] port: must be a number"),
+    ("[d]\nhost_key_check = maybe\n", r"f.cfg:2 \[d\] host_key_check: must be yes or no"),
+    ("[d]\nmemory_channels = -1\n", r"f.cfg:2 \[d\] memory_channels: must be a positive"),
+    ("[d]\nhost = a\nhost = b\n", r"f.cfg:3 \[d\] host: duplicate key \(first at line 2\)"),
+    ("[d]\n[d]\n", r"f.cfg:2 \[d\]: duplicate section \(first at line 1\)"),
+    ("host = a\n", r"f.cfg:1: expected 'key = value' inside a \[section\]"),
+    ("# nothing\n", r"f.cfg: no DUT section"),
+    ("[d]\npassword = x\nkey = y\n", r"f.cfg:1 \[d\]: give either password or key"),
+])
+def test_dut_config_errors(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_dut_configs(text, "f.cfg")
+
+
+def test_dut_config_collects_every_problem() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_dut_configs("[a]\nbad = 1\nport = x\n", "f.cfg")
+    assert str(info.value).splitlines() == [
+        str(info.value.problems[0]), str(info.value.problems[1])]
+    assert "f.cfg:2" in str(info.value) and "f.cfg:3" in str(info.value)
+
+
+def test_load_dut_configs(tmp_path: Path) -> None:
+    path = tmp_path / "duts.cfg"
+    path.write_text(GOOD)
+    assert [c.name for c in load_dut_configs(str(path))] == ["dut1", "local", "crb"]
+    with pytest.raises(ConfigError, match=r"missing\.cfg: cannot read DUT config"):
+        load_dut_configs(str(tmp_path / "missing.cfg"))
+
+
+def test_parse_dut_spec() -> None:
+    assert parse_dut_spec("local").is_local
+    spec = parse_dut_spec("tester@dut5.lab:2200")
+    assert (spec.user, spec.host, spec.port, spec.name) == ("tester", "dut5.lab", 2200,
+                                                             "tester@dut5.lab:2200")
+    assert (parse_dut_spec("10.1.2.3").port, parse_dut_spec("10.1.2.3").login) == (22, "root")
+    assert parse_dut_spec("[fe80::1]:22").host == "fe80::1"
+    for bad in ("a@b@c", "host:", "host:99999", "a b", "me@local"):
+        with pytest.raises(ConfigError, match="--dut"):
+            parse_dut_spec(bad)
+
+
+def test_connect_over_ssh_with_config_file(sshd: SshdHandle, tmp_path: Path) -> None:
+    path = tmp_path / "duts.cfg"
+    path.write_text(f"[remote]\nhost = {sshd.host}\nport = {sshd.port}\nuser = {sshd.user}\n"
+                    f"key = {sshd.key_path}\nknown_hosts = {sshd.known_hosts}\n")
+    (config,) = load_dut_configs(str(path))
+    with connect(config) as d:
+        assert d.session.name == "remote"
+        assert d.send_expect("echo remote-ok", "# ") == "remote-ok"
+    bad = tmp_path / "bad_known_hosts"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")],
+                   check=True)
+    kind, blob = (tmp_path / "k.pub").read_text().split()[:2]
+    bad.write_text(f"[{sshd.host}]:{sshd.port} {kind} {blob}\n")
+    with pytest.raises(SessionError, match="remote: host key mismatch"):
+        connect(DutConfig(name="remote", host=sshd.host, port=sshd.port, user=sshd.user,
+                          key=sshd.key_path, known_hosts=str(bad)))

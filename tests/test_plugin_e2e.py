@@ -1,0 +1,120 @@
+"""The pytest layer with real guests (kvm backend, TCG here): an inner pytest session boots
+the project's test guest through the plugin's fixtures and records what the guest saw.
+
+Boots 5 guests in all (about 4-10 s each under TCG).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+pytestmark = pytest.mark.slow
+
+CFG = """\
+[vm0]
+mem =
+    size=512;
+start =
+    wait_seconds=180;
+"""
+
+INNER_HELPERS = """
+import os, re
+OUT = {out!r}
+
+def record(name, text):
+    with open(os.path.join(OUT, name), "w") as f:
+        f.write(text)
+
+def guest(vm_dut, cmd):
+    return vm_dut.send_expect(cmd, "# ", 30)
+"""
+
+
+def _run(pytester: pytest.Pytester, out: Path, body: str) -> pytest.RunResult:
+    conf = pytester.path / "conf"
+    conf.mkdir(exist_ok=True)
+    (conf / "e2e.cfg").write_text(CFG)
+    pytester.makepyfile(test_e2e=INNER_HELPERS.format(out=str(out)) + body)
+    return pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--dtsvirt-accel", "tcg", f"--dtsvirt-conf-dir={conf}",
+        "-o", "log_cli=false", timeout=600)
+
+
+def _no_qemu_left(marker: str) -> None:
+    """No process on this host has ``marker`` (a run dir path) in its command line."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        assert marker not in cmdline, f"leaked process {pid}: {cmdline[:200]}"
+
+
+@pytest.fixture
+def out(pytester: pytest.Pytester) -> Path:
+    path = pytester.path / "out"
+    path.mkdir()
+    return path
+
+
+def test_function_vms_fresh_session_vm_shared(pytester: pytest.Pytester, out: Path) -> None:
+    result = _run(pytester, out, """
+import pytest
+
+@pytest.mark.parametrize("i", range(2))
+def test_fresh(vm, vm_dut, i):
+    record(f"fresh{i}", guest(vm_dut, "cat /proc/sys/kernel/random/boot_id"))
+    record(f"rundir-fresh{i}", vm.diagnostics().get("run dir", ""))
+
+@pytest.mark.parametrize("i", range(2))
+def test_shared(session_vm, session_vm_dut, i):
+    record(f"shared{i}", guest(session_vm_dut, "cat /proc/sys/kernel/random/boot_id"))
+    record(f"rundir-shared{i}", session_vm.diagnostics().get("run dir", ""))
+""")
+    result.assert_outcomes(passed=4)
+    ids = {name: re.findall(r"[0-9a-f-]{36}", (out / name).read_text())
+           for name in ("fresh0", "fresh1", "shared0", "shared1")}
+    assert all(len(v) == 1 for v in ids.values()), ids
+    assert ids["fresh0"] != ids["fresh1"]
+    assert ids["shared0"] == ids["shared1"]
+    assert ids["shared0"] not in (ids["fresh0"], ids["fresh1"])
+    for name in ("rundir-fresh0", "rundir-fresh1", "rundir-shared0"):
+        run_dir = (out / name).read_text().partition(":")[2]
+        assert run_dir, name
+        assert not os.path.exists(run_dir), f"{run_dir} left behind"
+        _no_qemu_left(run_dir)
+
+
+def test_marker_changes_what_the_guest_sees(pytester: pytest.Pytester, out: Path) -> None:
+    result = _run(pytester, out, """
+import pytest
+
+def test_default(vm_dut):
+    record("default-mem", guest(vm_dut, "grep MemTotal /proc/meminfo"))
+    record("default-macs", guest(vm_dut, "cat /sys/class/net/*/address"))
+
+@pytest.mark.vm(mem={"size": 768},
+                device=[{"driver": "virtio-net-pci", "opt_mac": "52:54:00:aa:bb:cc"}])
+def test_marked(vm, vm_dut):
+    record("marked-mem", guest(vm_dut, "grep MemTotal /proc/meminfo"))
+    record("marked-macs", guest(vm_dut, "cat /sys/class/net/*/address"))
+    record("marked-argv", " ".join(vm.argv))
+""")
+    result.assert_outcomes(passed=2)
+
+    def mem_kib(name: str) -> int:
+        match = re.search(r"MemTotal:\s+(\d+) kB", (out / name).read_text())
+        assert match, name
+        return int(match.group(1))
+
+    assert 300_000 < mem_kib("default-mem") < 512 * 1024
+    assert 600_000 < mem_kib("marked-mem") < 768 * 1024
+    assert "52:54:00:aa:bb:cc" not in (out / "default-macs").read_text()
+    assert "52:54:00:aa:bb:cc" in (out / "marked-macs").read_text()
+    assert "virtio-net-pci" in (out / "marked-argv").read_text()

@@ -1,0 +1,201 @@
+"""SshSession against a real OpenSSH server on a loopback address (Session contract, host
+keys, authentication, lost connections, jump through another session)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.contract import (  # noqa: F401  (collected here)
+    roundtrip,
+    test_files,
+    test_kill_group,
+    test_open_tcp,
+    test_open_unix,
+    test_run_check_raises_with_stderr,
+    test_run_passes_argv_verbatim,
+    test_run_status_stderr_input_env,
+    test_run_timeout_kills_the_command,
+    test_shell_prompt_pid_and_timeout,
+    test_spawn_detached_with_verbatim_argv,
+)
+from support.sshd import SshdHandle, start_sshd
+
+from pytest_dtsvirt.errors import SessionError
+from pytest_dtsvirt.session.ssh import SshSession
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdHandle]:
+    handle = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield handle
+    handle.stop()
+
+
+def connect(h: SshdHandle, **kw: object) -> SshSession:
+    args: dict[str, object] = {"key_filename": h.key_path, "known_hosts": h.known_hosts}
+    args.update(kw)
+    return SshSession(h.host, h.port, h.user, **args)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def session(sshd: SshdHandle) -> Iterator[SshSession]:
+    s = connect(sshd)
+    yield s
+    s.close()
+
+
+def test_name_and_close_is_idempotent(sshd: SshdHandle) -> None:
+    s = connect(sshd)
+    assert s.name == f"{sshd.user}@{sshd.host}:{sshd.port}"
+    shell = s.shell()
+    pid = shell.pid
+    s.close()
+    s.close()
+    with pytest.raises(SessionError, match="closed"):
+        s.run(["true"])
+    with connect(sshd) as other:
+        assert not other.pid_alive(pid)  # the pty shell got its hangup
+
+
+def test_close_ends_relays(session: SshSession, tmp_path: Path) -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        sock = session.open_tcp("127.0.0.1", server.getsockname()[1])
+        conn, _ = server.accept()
+        session.close()
+        conn.settimeout(5)
+        assert conn.recv(10) == b""  # the far end sees the channel close
+        conn.close()
+    assert sock.fileno() == -1
+
+
+def test_host_key_mismatch(sshd: SshdHandle, tmp_path: Path) -> None:
+    other = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    kind, blob = Path(f"{other}.pub").read_text().split()[:2]
+    wrong = tmp_path / "known_hosts"
+    wrong.write_text(f"[{sshd.host}]:{sshd.port} {kind} {blob}\n")
+    with pytest.raises(SessionError, match=r"host key mismatch.*known_hosts"):
+        connect(sshd, known_hosts=str(wrong))
+
+
+def test_unknown_host_key_and_no_check(sshd: SshdHandle, tmp_path: Path,
+                                       caplog: pytest.LogCaptureFixture) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    with pytest.raises(SessionError, match="host key not found"):
+        connect(sshd, known_hosts=str(empty))
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):
+            with connect(sshd, known_hosts=str(empty), host_key_check=False) as s:
+                assert s.run(["echo", "ok"]).stdout == "ok\n"
+    warnings = [r for r in caplog.records if "host key not checked" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_authentication_failure_never_shows_the_password(
+        sshd: SshdHandle, caplog: pytest.LogCaptureFixture) -> None:
+    secret = "s3cr3t-Pa55word-dtsvirt"
+    with caplog.at_level(logging.DEBUG), \
+            pytest.raises(SessionError, match="authentication failed") as info:
+        SshSession(sshd.host, sshd.port, sshd.user, password=secret,
+                   known_hosts=sshd.known_hosts)
+    assert secret not in str(info.value)
+    assert secret not in caplog.text
+
+
+def test_connection_refused(sshd: SshdHandle) -> None:
+    with socket.socket() as s:
+        s.bind((sshd.host, 0))
+        port = s.getsockname()[1]
+    with pytest.raises(SessionError, match="cannot connect"):
+        SshSession(sshd.host, port, sshd.user, key_filename=sshd.key_path,
+                   known_hosts=sshd.known_hosts, timeout=5)
+
+
+def test_jump_through_another_session(session: SshSession, sshd: SshdHandle) -> None:
+    sock = session.open_tcp(sshd.host, sshd.port)
+    with SshSession(sshd.host, sshd.port, sshd.user, key_filename=sshd.key_path,
+                    known_hosts=sshd.known_hosts, sock=sock) as inner:
+        assert inner.run(["echo", "through", "the jump"]).stdout == "through the jump\n"
+        # the inner session's own streams ride on the outer channel too
+        with socket.socket() as server:
+            server.bind(("127.0.0.1", 0))
+            server.listen(1)
+            with inner.open_tcp("127.0.0.1", server.getsockname()[1]) as s2:
+                conn, _ = server.accept()
+                with conn:
+                    s2.sendall(b"ping")
+                    conn.settimeout(5)
+                    assert conn.recv(4) == b"ping"
+        shell = inner.shell()
+        shell.send("echo inner-shell\n")
+        assert "inner-shell" in shell.expect(r"\[DTSVIRT\]# ", 10)
+
+
+@pytest.fixture
+def own_sshd(tmp_path: Path) -> Iterator[SshdHandle]:
+    handle = start_sshd(tmp_path)
+    yield handle
+    handle.stop()
+
+
+def test_connection_drop_is_a_clear_error(own_sshd: SshdHandle, tmp_path: Path) -> None:
+    s = connect(own_sshd)
+    try:
+        shell = s.shell()
+        tunnel = s.open_tcp(own_sshd.host, own_sshd.port)
+        assert s.run(["true"]).ok
+        own_sshd.stop()  # listener and per-connection children, by PID
+        with pytest.raises(SessionError, match=f"connection to DUT {s.name} lost"):
+            shell.send("echo hello\n")
+            shell.expect("hello", 10)
+        with pytest.raises(SessionError, match=f"connection to DUT {s.name} lost"):
+            s.run(["true"])
+        with pytest.raises(SessionError, match=f"connection to DUT {s.name} lost"):
+            s.open_tcp("127.0.0.1", 22)
+        with pytest.raises(SessionError, match=f"connection to DUT {s.name} lost"):
+            s.read_file("/etc/hostname")
+        tunnel.settimeout(5)
+        received = b""
+        while chunk := tunnel.recv(100):  # what was relayed before the drop, then EOF
+            received += chunk
+        assert received.startswith(b"SSH-2.0-") or received == b""
+    finally:
+        s.close()
+
+
+def test_unix_socket_path_with_socat_syntax_is_refused(session: SshSession) -> None:
+    with pytest.raises(SessionError, match="socat"):
+        session.open_unix("/tmp/a,fork")
+
+
+def test_cat_fallback_without_sftp(session: SshSession, tmp_path: Path) -> None:
+    """Hosts without an SFTP server (dropbear guests) use cat over exec channels."""
+    session._sftp_missing = True  # as if the subsystem request had failed
+    data = bytes(range(256)) * 100
+    path = tmp_path / "f"
+    session.write_file(str(path), data, 0o604)
+    assert path.read_bytes() == data and path.stat().st_mode & 0o777 == 0o604
+    assert session.read_file(str(path)) == data
+    session.get(str(path), str(tmp_path / "g"))
+    assert (tmp_path / "g").read_bytes() == data
+    with pytest.raises(SessionError, match="nonexistent"):
+        session.read_file(str(tmp_path / "nonexistent"))
+
+
+def test_relay_survives_large_two_way_traffic(session: SshSession) -> None:
+    from support.contract import echo_server
+
+    with echo_server(socket.AF_INET, ("127.0.0.1", 0)) as server:
+        socks = [session.open_tcp("127.0.0.1", server.address[1]) for _ in range(4)]
+        for i, sock in enumerate(socks):
+            with sock:
+                payload = bytes([i]) * 200_000
+                assert roundtrip(sock, payload) == payload

@@ -1,0 +1,445 @@
+"""Tests of the dpdk-testpmd vhost-user backend: parsers on captured real output, and real
+testpmd with vhost-user ports (plus, when the test guest is available, a real VXLAN datapath
+through a real qemu guest)."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+
+import paramiko
+import pytest
+
+from pytest_dtsvirt.errors import SessionError
+from pytest_dtsvirt.session.local import LocalSession
+from pytest_dtsvirt.vhost import (
+    PortStats,
+    TestpmdBackend,
+    build_testpmd_argv,
+    parse_packet_log,
+    parse_port_stats,
+)
+
+# Captured from dpdk-testpmd 22.11.11 (Debian 12): two pcap ports replaying one VXLAN packet
+# (UDP dst 4789, VNI 1000, inner ICMP) and one plain UDP packet; "set verbose 3",
+# "set fwd csum", "csum parse-tunnel on 0|1", "start", "show port stats 0".
+CSUM_CAPTURE = """\
+testpmd> start
+csum packet forwarding - ports=2 - cores=1 - streams=2 - NUMA support enabled, MP allocation mode: native
+Logical Core 1 (socket 0) forwards packets on 2 streams:
+  RX P=0/Q=0 (socket 0) -> TX P=1/Q=0 (socket 0) peer=02:00:00:00:00:01
+  RX P=1/Q=0 (socket 0) -> TX P=0/Q=0 (socket 0) peer=02:00:00:00:00:00
+
+  csum packet forwarding packets/burst=32
+  nb forwarding cores=1 - nb forwarding ports=2
+  port 0: RX queue number: 1 Tx queue number: 1
+    Rx offloads=0x0 Tx offloads=0x0
+  port 1: RX queue number: 1 Tx queue number: 1
+    Rx offloads=0x0 Tx offloads=0x0
+testpmd> port 0/queue 0: received 2 packets
+  src=00:00:20:00:00:20 - dst=00:00:20:00:00:21 - pool=mb_pool_0 - type=0x0800 - length=124 - nb_segs=1 - timestamp 0  - sw ptype: L2_ETHER L3_IPV4 L4_UDP  - l2_len=14 - l3_len=20 - l4_len=8 - Receive queue=0x0
+  ol_flags: RTE_MBUF_F_RX_L4_CKSUM_UNKNOWN RTE_MBUF_F_RX_IP_CKSUM_UNKNOWN RTE_MBUF_F_RX_OUTER_L4_CKSUM_UNKNOWN
+  src=00:00:20:00:00:20 - dst=00:00:20:00:00:21 - pool=mb_pool_0 - type=0x0800 - length=47 - nb_segs=1 - timestamp 0  - sw ptype: L2_ETHER L3_IPV4 L4_UDP  - l2_len=14 - l3_len=20 - l4_len=8 - Receive queue=0x0
+  ol_flags: RTE_MBUF_F_RX_L4_CKSUM_UNKNOWN RTE_MBUF_F_RX_IP_CKSUM_UNKNOWN RTE_MBUF_F_RX_OUTER_L4_CKSUM_UNKNOWN
+-----------------
+port=0, mbuf=0x11bb3e040, pkt_len=124, nb_segs=1:
+rx: l2_len=30 ethertype=800 l3_len=20 l4_proto=1 l4_len=0 flags=RTE_MBUF_F_RX_L4_CKSUM_UNKNOWN RTE_MBUF_F_RX_IP_CKSUM_UNKNOWN RTE_MBUF_F_RX_OUTER_L4_CKSUM_UNKNOWN
+rx: outer_l2_len=14 outer_ethertype=800 outer_l3_len=20
+tx: flags=RTE_MBUF_F_TX_L4_NO_CKSUM RTE_MBUF_F_TX_IPV4 RTE_MBUF_F_TX_OUTER_IPV4 RTE_MBUF_F_TX_TUNNEL_VXLAN
+-----------------
+port=0, mbuf=0x11bb3d040, pkt_len=47, nb_segs=1:
+rx: l2_len=14 ethertype=800 l3_len=20 l4_proto=17 l4_len=8 flags=RTE_MBUF_F_RX_L4_CKSUM_UNKNOWN RTE_MBUF_F_RX_IP_CKSUM_UNKNOWN RTE_MBUF_F_RX_OUTER_L4_CKSUM_UNKNOWN
+tx: flags=RTE_MBUF_F_TX_L4_NO_CKSUM RTE_MBUF_F_TX_IPV4
+port 1/queue 0: sent 2 packets
+  src=02:70:63:61:70:01 - dst=02:00:00:00:00:01 - pool=mb_pool_0 - type=0x0800 - length=124 - nb_segs=1 - sw ptype: L2_ETHER L3_IPV4 L4_UDP  - l2_len=14 - l3_len=20 - l4_len=8 - Send queue=0x0
+  ol_flags: RTE_MBUF_F_TX_L4_NO_CKSUM RTE_MBUF_F_TX_IPV4 RTE_MBUF_F_TX_OUTER_IPV4 RTE_MBUF_F_TX_TUNNEL_VXLAN
+  src=02:70:63:61:70:01 - dst=02:00:00:00:00:01 - pool=mb_pool_0 - type=0x0800 - length=47 - nb_segs=1 - sw ptype: L2_ETHER L3_IPV4 L4_UDP  - l2_len=14 - l3_len=20 - l4_len=8 - Send queue=0x0
+  ol_flags: RTE_MBUF_F_TX_L4_NO_CKSUM RTE_MBUF_F_TX_IPV4
+port 1/queue 0: received 2 packets
+  src=00:00:20:00:00:20 - dst=00:00:20:00:00:21 - pool=mb_pool_0 - type=0x0800 - length=124 - nb_segs=1 - timestamp 0  - sw ptype: L2_ETHER L3_IPV4 L4_UDP  - l2_len=14 - l3_len=20 - l4_len=8 - Receive queue=0x0
+  ol_flags: RTE_MBUF_F_RX_L4_CKSUM_UNKNOWN RTE_MBUF_F_RX_IP_CKSUM_UNKNOWN RTE_MBUF_F_RX_OUTER_L4_CKSUM_UNKNOWN
+  src=00:00:20:00:00:20 - dst=00:00:20:00:00:21 - pool=mb_pool_0 - type=0x0800 - length=47 - nb_segs=1 - timestamp 0  - sw ptype: L2_ETHER L3_IPV4 L4_UDP  - l2_len=14 - l3_len=20 - l4_len=8 - Receive queue=0x0
+  ol_flags: RTE_MBUF_F_RX_L4_CKSUM_UNKNOWN RTE_MBUF_F_RX_IP_CKSUM_UNKNOWN RTE_MBUF_F_RX_OUTER_L4_CKSUM_UNKNOWN
+-----------------
+port=1, mbuf=0x11bb3d040, pkt_len=124, nb_segs=1:
+rx: l2_len=30 ethertype=800 l3_len=20 l4_proto=1 l4_len=0 flags=RTE_MBUF_F_RX_L4_CKSUM_UNKNOWN RTE_MBUF_F_RX_IP_CKSUM_UNKNOWN RTE_MBUF_F_RX_OUTER_L4_CKSUM_UNKNOWN
+rx: outer_l2_len=14 outer_ethertype=800 outer_l3_len=20
+tx: flags=RTE_MBUF_F_TX_L4_NO_CKSUM RTE_MBUF_F_TX_IPV4 RTE_MBUF_F_TX_OUTER_IPV4 RTE_MBUF_F_TX_TUNNEL_VXLAN
+-----------------
+port=1, mbuf=0x11bb3e040, pkt_len=47, nb_segs=1:
+rx: l2_len=14 ethertype=800 l3_len=20 l4_proto=17 l4_len=8 flags=RTE_MBUF_F_RX_L4_CKSUM_UNKNOWN RTE_MBUF_F_RX_IP_CKSUM_UNKNOWN RTE_MBUF_F_RX_OUTER_L4_CKSUM_UNKNOWN
+tx: flags=RTE_MBUF_F_TX_L4_NO_CKSUM RTE_MBUF_F_TX_IPV4
+port 0/queue 0: sent 2 packets
+  src=02:70:63:61:70:00 - dst=02:00:00:00:00:00 - pool=mb_pool_0 - type=0x0800 - length=124 - nb_segs=1 - sw ptype: L2_ETHER L3_IPV4 L4_UDP  - l2_len=14 - l3_len=20 - l4_len=8 - Send queue=0x0
+  ol_flags: RTE_MBUF_F_TX_L4_NO_CKSUM RTE_MBUF_F_TX_IPV4 RTE_MBUF_F_TX_OUTER_IPV4 RTE_MBUF_F_TX_TUNNEL_VXLAN
+  src=02:70:63:61:70:00 - dst=02:00:00:00:00:00 - pool=mb_pool_0 - type=0x0800 - length=47 - nb_segs=1 - sw ptype: L2_ETHER L3_IPV4 L4_UDP  - l2_len=14 - l3_len=20 - l4_len=8 - Send queue=0x0
+  ol_flags: RTE_MBUF_F_TX_L4_NO_CKSUM RTE_MBUF_F_TX_IPV4
+show port stats 0
+
+  ######################## NIC statistics for port 0  ########################
+  RX-packets: 2          RX-missed: 0          RX-bytes:  171
+  RX-errors: 0
+  RX-nombuf:  0
+  TX-packets: 2          TX-errors: 0          TX-bytes:  171
+
+  Throughput (since last show)
+  Rx-pps:            0          Rx-bps:            0
+  Tx-pps:            0          Tx-bps:            0
+  ############################################################################
+"""  # noqa: E501  (captured output, verbatim)
+
+needs_testpmd = pytest.mark.skipif(shutil.which("dpdk-testpmd") is None,
+                                   reason="dpdk-testpmd (package dpdk-dev) is not installed")
+
+
+def test_parse_port_stats_from_capture() -> None:
+    stats = parse_port_stats(CSUM_CAPTURE)
+    assert stats == {0: PortStats(port=0, rx_packets=2, rx_missed=0, rx_bytes=171, rx_errors=0,
+                                  rx_nombuf=0, tx_packets=2, tx_errors=0, tx_bytes=171)}
+
+
+def test_parse_port_stats_all_ports_with_crlf_and_trailing_blanks() -> None:
+    block = (
+        "  ######################## NIC statistics for port {p}  ########################\n"
+        "  RX-packets: {rx}          RX-missed: 0          RX-bytes:  {rxb}\n"
+        "  RX-errors: 0\n  RX-nombuf:  0         \n"
+        "  TX-packets: {tx}          TX-errors: 1          TX-bytes:  {txb}\n\n"
+        "  Throughput (since last show)\n  Rx-pps:            0          Rx-bps:            0\n"
+        "  ############################################################################\n"
+    )
+    text = (block.format(p=0, rx=10, rxb=1480, tx=12, txb=1776)
+            + block.format(p=1, rx=12, rxb=1776, tx=10, txb=1480)).replace("\n", "\r\n")
+    stats = parse_port_stats(text)
+    assert sorted(stats) == [0, 1]
+    assert (stats[0].rx_packets, stats[0].tx_packets, stats[0].tx_errors) == (10, 12, 1)
+    assert (stats[1].rx_bytes, stats[1].tx_bytes) == (1776, 1480)
+
+
+def test_parse_port_stats_rejects_truncated_block() -> None:
+    text = ("  #### NIC statistics for port 3  ####\n  RX-packets: 1\n"
+            "  ############################################################################\n")
+    with pytest.raises(ValueError, match="port 3"):
+        parse_port_stats(text)
+
+
+def test_parse_packet_log_from_capture() -> None:
+    records = parse_packet_log(CSUM_CAPTURE)
+    assert [(r.port, r.direction) for r in records] == [
+        (0, "rx"), (0, "rx"), (1, "tx"), (1, "tx"), (1, "rx"), (1, "rx"), (0, "tx"), (0, "tx")]
+    first = records[0]
+    assert first.src == "00:00:20:00:00:20" and first.dst == "00:00:20:00:00:21"
+    assert first.ether_type == 0x0800 and first.length == 124
+    assert first.sw_ptype == ("L2_ETHER", "L3_IPV4", "L4_UDP")
+    assert first.hw_ptype == ()
+    assert first.ol_flags[0] == "RTE_MBUF_F_RX_L4_CKSUM_UNKNOWN"
+    # Only csum forwarding's TX flag tells VXLAN apart on the vhost PMD.
+    assert [r.is_vxlan for r in records] == [False, False, True, False,
+                                            False, False, True, False]
+    assert records[2].length == 124 and records[3].length == 47
+
+
+def test_parse_packet_log_with_crlf_and_trailing_blanks() -> None:
+    text = "\r\n".join(line + " " for line in CSUM_CAPTURE.split("\n"))
+    assert parse_packet_log(text) == parse_packet_log(CSUM_CAPTURE)
+
+
+def test_parse_packet_log_hardware_vxlan_ptype() -> None:
+    # The shape testpmd prints when a PMD reports a tunnel packet type (util.c, DPDK 22.11).
+    text = (
+        "port 0/queue 0: received 1 packets\n"
+        "  src=00:00:20:00:00:20 - dst=00:00:20:00:00:21 - pool=mb_pool_0 - type=0x0800 - "
+        "length=148 - nb_segs=1 - hw ptype: L2_ETHER L3_IPV4_EXT_UNKNOWN L4_UDP TUNNEL_VXLAN "
+        "INNER_L2_ETHER INNER_L3_IPV4_EXT_UNKNOWN INNER_L4_ICMP  - sw ptype: L2_ETHER L3_IPV4 "
+        "L4_UDP  - l2_len=14 - l3_len=20 - l4_len=8 - VXLAN packet: packet type =123, "
+        "Destination UDP port =4789, VNI = 1000, last_rsvd = 0 - Receive queue=0x0\n"
+        "  ol_flags: RTE_MBUF_F_RX_L4_CKSUM_GOOD \n")
+    (record,) = parse_packet_log(text)
+    assert record.is_vxlan and record.vxlan_udp_port == 4789
+    assert "TUNNEL_VXLAN" in record.hw_ptype and record.length == 148
+
+
+def test_parse_packet_log_ignores_lines_without_header_and_empty_input() -> None:
+    assert parse_packet_log("") == []
+    stray = ("  src=00:00:20:00:00:20 - dst=00:00:20:00:00:21 - pool=mb_pool_0 - type=0x0800 - "
+             "length=60 - nb_segs=1 - sw ptype: L2_ETHER  - l2_len=14 - Receive queue=0x0\n")
+    assert parse_packet_log(stray) == []
+
+
+def test_build_testpmd_argv() -> None:
+    argv = build_testpmd_argv("dpdk-testpmd", ["/run/d/s0", "/run/d/s1"], file_prefix="p1",
+                        eth_peers={1: "00:00:20:00:00:21", 0: "00:00:20:00:00:20"})
+    assert argv == [
+        "dpdk-testpmd", "--no-huge", "-m", "512", "--no-pci", "--no-shconf", "--file-prefix=p1",
+        "--vdev", "net_vhost0,iface=/run/d/s0,queues=1",
+        "--vdev", "net_vhost1,iface=/run/d/s1,queues=1",
+        "--", "-i", "--total-num-mbufs=16384",
+        "--eth-peer=0,00:00:20:00:00:20", "--eth-peer=1,00:00:20:00:00:21"]
+    with pytest.raises(ValueError, match="','"):
+        build_testpmd_argv("dpdk-testpmd", ["/tmp/a,b"], file_prefix="p")
+
+
+@needs_testpmd
+def test_real_testpmd_two_vhost_ports() -> None:
+    host = LocalSession()
+    try:
+        pmd = TestpmdBackend(host, ports=2)
+        with pmd:
+            pid, run_dir = pmd.pid, pmd.run_dir
+            assert pid is not None and run_dir is not None
+            assert oct(os.stat(run_dir).st_mode & 0o777) == "0o700"
+            assert len(pmd.socket_paths) == 2
+            assert all(os.path.exists(p) for p in pmd.socket_paths)
+            pmd.set_verbose(1)
+            pmd.set_fwd("io")
+            pmd.start()
+            stats = [pmd.port_stats(0), pmd.port_stats(1)]
+            assert [s.port for s in stats] == [0, 1]
+            assert all(s.rx_packets == 0 and s.tx_packets == 0 for s in stats)
+            assert pmd.packet_log() == []
+            assert "Forward statistics for port 0" in pmd.stop_fwd()
+            with pytest.raises(SessionError):
+                pmd.set_fwd("no-such-mode")
+        assert pmd.pid is None
+        assert not os.path.exists(f"/proc/{pid}") or _is_zombie(pid)
+        assert not os.path.exists(run_dir)
+        assert not os.path.exists(f"/var/run/dpdk/{pmd.file_prefix}")
+    finally:
+        host.close()
+
+
+@needs_testpmd
+def test_real_testpmd_quit_and_failed_launch_leave_nothing() -> None:
+    host = LocalSession()
+    try:
+        pmd = TestpmdBackend(host, ports=1).launch()
+        pid, run_dir = pmd.pid, pmd.run_dir
+        assert run_dir is not None
+        pmd.quit()
+        assert pid is not None and (not os.path.exists(f"/proc/{pid}") or _is_zombie(pid))
+        assert not os.path.exists(run_dir)
+        bad = TestpmdBackend(host, ports=1, eal_args=["--no-such-eal-option"], ready_timeout=20)
+        with pytest.raises(SessionError):
+            bad.launch()
+        assert bad.pid is None and bad.run_dir is None
+    finally:
+        host.close()
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_parse_packet_log_window_keeps_header_before_start() -> None:
+    text = CSUM_CAPTURE
+    # a window starting between "port 1/queue 0: sent 2 packets" and its first packet line
+    header = text.index("port 1/queue 0: sent 2 packets")
+    start = text.index("\n", header) + 1
+    records = parse_packet_log(text, start)
+    assert [(r.port, r.direction) for r in records][:2] == [(1, "tx"), (1, "tx")]
+    assert records[0].offset == start
+    assert len(records) == 6
+    assert parse_packet_log(text, len(text)) == []
+
+
+# ------------------------------------------------------------------ the real datapath (VM)
+
+log = logging.getLogger(__name__)
+MACS = ("00:00:20:00:00:20", "00:00:20:00:00:21")
+UNDERLAY = ("172.31.0.1", "172.31.0.2")
+OVERLAY = ("192.168.100.1", "192.168.100.2")
+PINGS = 20
+VXLAN_FRAME = 98 + 50  # an ICMP echo frame (56 data bytes) + VXLAN/UDP/IPv4/Ethernet
+
+
+def vxlan_commands(ip: str, ports: tuple[str, str]) -> list[str]:
+    """The guest side: each vhost-user port in its own netns with a VXLAN VTEP on it."""
+    cmds = ["modprobe vxlan"]
+    for i, port in enumerate(ports):
+        ns = f"vx{i}"
+        cmds += [f"{ip} netns add {ns}", f"{ip} link set {port} netns {ns}",
+                 f"{ip} -n {ns} link set lo up",
+                 f"{ip} -n {ns} addr add {UNDERLAY[i]}/24 dev {port}",
+                 f"{ip} -n {ns} link set {port} up",
+                 f"{ip} -n {ns} link add vxlan0 type vxlan id 1000 local {UNDERLAY[i]} "
+                 f"remote {UNDERLAY[1 - i]} dstport 4789 dev {port}",
+                 f"{ip} -n {ns} addr add {OVERLAY[i]}/24 dev vxlan0",
+                 f"{ip} -n {ns} link set vxlan0 up"]
+    return cmds
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _guest_image() -> object:
+    try:
+        from pytest_dtsvirt.guest import ensure_guest_image
+
+        return ensure_guest_image()
+    except NotImplementedError:
+        pytest.skip("the test guest image is not implemented yet")
+
+
+class Guest:
+    """A qemu started by hand (no framework) with two vhost-user ports, reached over SSH."""
+
+    def __init__(self, image: object, sockets: list[str], run_dir: str) -> None:
+        self.port = _free_port()
+        self.run_dir = run_dir
+        self.argv = [
+            "qemu-system-x86_64", "-accel", "tcg", "-machine", "pc", "-cpu", "qemu64,+rdrand",
+            "-smp", "1", "-m", "512", "-nodefaults", "-display", "none", "-no-reboot",
+            "-object", "memory-backend-memfd,id=mem0,size=512M,share=on",
+            "-numa", "node,memdev=mem0",
+            "-kernel", image.vmlinux, "-initrd", image.initrd,  # type: ignore[attr-defined]
+            "-append", image.append,  # type: ignore[attr-defined]
+            "-netdev", f"user,id=hc,restrict=on,hostfwd=tcp:127.0.0.1:{self.port}-:22",
+            "-device", "e1000,netdev=hc,addr=1f,autonegotiation=off",
+            "-serial", f"file:{run_dir}/console.log"]
+        for i, (path, mac) in enumerate(zip(sockets, MACS, strict=True)):
+            self.argv += ["-chardev", f"socket,id=char{i},path={path}",
+                          "-netdev", f"type=vhost-user,id=netdev{i},chardev=char{i},"
+                          "vhostforce=on",
+                          "-device", f"virtio-net-pci,netdev=netdev{i},mac={mac},vectors=0"]
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ssh = paramiko.SSHClient()
+        self.ssh.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+
+    def boot(self, timeout: float = 120.0) -> float:
+        began = time.monotonic()
+        with open(f"{self.run_dir}/qemu.log", "wb") as out:
+            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT)
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"qemu exited {self.proc.returncode}: {self.diagnostics()}")
+            try:
+                self.ssh.connect("127.0.0.1", port=self.port, username="root",
+                                 password="tester", timeout=3, banner_timeout=3,
+                                 auth_timeout=3, look_for_keys=False, allow_agent=False)
+                return time.monotonic() - began
+            except (OSError, paramiko.SSHException):
+                if time.monotonic() - began > timeout:
+                    raise AssertionError(f"no SSH in {timeout} s: {self.diagnostics()}")
+                time.sleep(0.3)
+
+    def run(self, cmd: str, timeout: float = 60.0) -> str:
+        _, stdout, stderr = self.ssh.exec_command(cmd, timeout=timeout)
+        out = stdout.read().decode() + stderr.read().decode()
+        status = stdout.channel.recv_exit_status()
+        assert status == 0, f"guest: {cmd!r} -> {status}:\n{out}"
+        return out
+
+    def diagnostics(self) -> str:
+        parts = [shlex.join(self.argv)]
+        for name in ("qemu.log", "console.log"):
+            try:
+                with open(f"{self.run_dir}/{name}", errors="replace") as f:
+                    parts.append(f"--- {name}\n{f.read()[-3000:]}")
+            except OSError:
+                pass
+        return "\n".join(parts)
+
+    def close(self) -> None:
+        self.ssh.close()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()  # by PID (Popen)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+@pytest.fixture
+def datapath() -> Iterator[tuple[TestpmdBackend, Guest]]:
+    """testpmd with two vhost-user ports, and a guest booted by hand on them."""
+    if shutil.which("dpdk-testpmd") is None:
+        pytest.skip("dpdk-testpmd (package dpdk-dev) is not installed")
+    image = _guest_image()
+    host = LocalSession()
+    run_dir = tempfile.mkdtemp(prefix="dtsvirt-test-vhost-")
+    pmd = TestpmdBackend(host, ports=2, eth_peers=dict(enumerate(MACS)))
+    guest: Guest | None = None
+    try:
+        pmd.launch()
+        guest = Guest(image, pmd.socket_paths, run_dir)
+        boot = guest.boot()
+        log.info("guest with two vhost-user ports reached SSH in %.2f s", boot)
+        yield pmd, guest
+    finally:
+        if guest is not None:
+            guest.close()
+        pmd.close()
+        host.close()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _ping(guest: Guest, ip: str, count: int) -> tuple[int, int]:
+    out = guest.run(f"{ip} netns exec vx0 ping -c {count} -i 0.2 -W 3 {OVERLAY[1]}")
+    found = re.search(r"(\d+) packets transmitted, (\d+) packets received", out)
+    assert found, out
+    return int(found.group(1)), int(found.group(2))
+
+
+@pytest.mark.slow
+def test_real_vxlan_datapath_through_testpmd(datapath: tuple[TestpmdBackend, Guest]) -> None:
+    pmd, guest = datapath
+    names = dict((mac, name) for name, mac in re.findall(
+        r"if=(\S+) (\S+)",
+        guest.run('for i in /sys/class/net/*; do echo "if=${i##*/} $(cat $i/address)"; done')))
+    ports = (names[MACS[0]], names[MACS[1]])
+    ip = guest.run("for p in /sbin/ip /bin/ip; do [ -x $p ] && [ ! -L $p ] && echo $p && "
+                   "break; done").strip()
+    assert ip, "no iproute2 in the guest"
+
+    # 1. io forwarding: overlay pings succeed, counters move, testpmd saw the UDP frames
+    pmd.set_verbose(1)
+    pmd.set_fwd("io")
+    pmd.start()
+    for cmd in vxlan_commands(ip, ports):
+        guest.run(cmd)
+    pmd.packet_log(clear=True)
+    assert _ping(guest, ip, PINGS) == (PINGS, PINGS)
+    stats = [pmd.port_stats(0), pmd.port_stats(1)]
+    for st in stats:
+        assert st.rx_packets >= PINGS and st.tx_packets >= PINGS, st
+        assert st.rx_errors == 0 and st.tx_errors == 0, st
+    assert stats[1].tx_packets <= stats[0].rx_packets
+    assert stats[0].tx_packets <= stats[1].rx_packets
+    frames = collections.Counter(
+        (r.port, r.src) for r in pmd.packet_log(clear=True)
+        if r.direction == "rx" and "L4_UDP" in r.sw_ptype and r.length == VXLAN_FRAME)
+    assert frames[(0, MACS[0])] >= PINGS and frames[(1, MACS[1])] >= PINGS, frames
+    vxlan0 = guest.run(f"{ip} -n vx1 -s link show vxlan0")
+    assert re.search(r"RX:.*\n\s+\d+\s+(\d+)", vxlan0), vxlan0
+    pmd.stop_fwd()
+
+    # 2. csum forwarding with tunnel parsing: testpmd itself classifies the frames as VXLAN
+    pmd.set_fwd("csum")
+    pmd.csum_parse_tunnel(0)
+    pmd.csum_parse_tunnel(1)
+    pmd.set_verbose(2)
+    pmd.start()
+    pmd.packet_log(clear=True)
+    assert _ping(guest, ip, 10) == (10, 10)
+    sent = [r for r in pmd.packet_log() if r.direction == "tx" and r.is_vxlan]
+    for port in (0, 1):
+        mine = [r for r in sent if r.port == port and r.length == VXLAN_FRAME]
+        assert len(mine) >= 10, collections.Counter((r.port, r.length) for r in sent)
+        assert {r.dst for r in mine} == {MACS[port]}
+    pmd.stop_fwd()
