@@ -20,9 +20,9 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
-from support.guest import booted, qga, run, ssh, wait_host_connect  # noqa: E402
+from support.guest import booted, qga, run, ssh, wait_host_connect
 
-from pytest_dtsvirt.guest import ensure_guest_image  # noqa: E402
+from pytest_dtsvirt.guest import ensure_guest_image
 
 MARKER = "dtsvirt-guest: init start"
 STEPS = ("init line", "agent ping", "host_connect addr", "ssh login", "shutdown->exit")

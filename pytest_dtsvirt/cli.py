@@ -27,7 +27,10 @@ from pytest_dtsvirt.config.model import VmSpec
 from pytest_dtsvirt.errors import ConfigError, ConfigWarning, DtsvirtError, Location
 
 #: modules that register more subcommands when imported (e.g. "pytest_dtsvirt.guest.cli")
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = [
+    "pytest_dtsvirt.guest.cli",
+    "pytest_dtsvirt.runtime.cli",
+]
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_NOT_CHECKABLE = 0, 1, 2, 3
 
@@ -214,7 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The parser with every registered subcommand."""
     for mod in COMMAND_MODULES:
         importlib.import_module(mod)
-    parser = argparse.ArgumentParser(prog="dtsvirt", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="dtsvirt", description="pytest-dtsvirt by hand: print, lint and check qemu command "
+        "lines of DTS suite configs, build the test guest, boot a VM, reap leftovers.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for cmd in _COMMANDS.values():
         sp = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)

@@ -108,16 +108,16 @@ def convert_value(value: object, where: str, location: Location | None = None) -
 def _entry(key: str, entry: object, where: Location) -> Options:
     if not isinstance(entry, Mapping):
         raise ConfigError(
-            f"{key}: an entry must be a dict of options (or a list of dicts), "
+            "an entry must be a dict of options (or a list of dicts), "
             f"got {type(entry).__name__} {entry!r}", where)
     options: list[tuple[str, str]] = []
     for opt, value in entry.items():
         if not isinstance(opt, str) or not opt:
-            raise ConfigError(f"{key}: option names must be non-empty strings, got {opt!r}",
+            raise ConfigError("option names must be non-empty strings, got {opt!r}",
                               where)
-        options.append((opt, convert_value(value, f"{key} option {opt}", where)))
+        options.append((opt, convert_value(value, f"option {opt}", where)))
     if not options:
-        raise ConfigError(f"{key}: an entry needs at least one option", where)
+        raise ConfigError("an entry needs at least one option", where)
     return tuple(options)
 
 
@@ -152,7 +152,7 @@ def parse_marker(args: Sequence[Any], kwargs: Mapping[str, Any],
         key_loc = Location(file=where, key=f"@pytest.mark.vm {key}")
         items = value if isinstance(value, list | tuple) else [value]
         if not items:
-            raise ConfigError(f"{key}: empty list; give one dict or a list of dicts", key_loc)
+            raise ConfigError("empty list; give one dict or a list of dicts", key_loc)
         entries.extend((key, _entry(key, item, key_loc)) for item in items)
     return VmRequest(name=name, suite=suite, entries=tuple(entries))
 

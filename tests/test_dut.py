@@ -18,6 +18,7 @@ from pytest_dtsvirt.session.dut import Dut, VmDut, clean_output
 from pytest_dtsvirt.session.dutconfig import (
     DutConfig,
     connect,
+    guest_dut_config,
     load_dut_configs,
     local_dut_config,
     parse_dut_configs,
@@ -59,13 +60,16 @@ def wait_gone(dut: Dut, pid: int, timeout: float = 5.0) -> bool:
 
 def test_send_expect_returns_output_before_the_match(dut: Dut) -> None:
     assert dut.send_expect("echo hello; echo world", "# ") == "hello\nworld"
-    # a regex, and the text after the match stays for the next expect
-    assert dut.send_expect("echo 'id=42 rest'", r"id=\d+") == ""
-    assert dut.send_expect("true", "# ") == " rest"
-    dut.shell.sync()  # drops the prompt printed after `true`
+    # a regex; as in DTS what follows the match is discarded before the next command
+    assert dut.send_expect("echo 'before id=42 rest'; sleep 0.2", r"id=\d+") == "before "
+    time.sleep(0.5)
+    assert dut.send_expect("echo next", "# ") == "next"
     assert dut.send_expect("printf 'testpmd> '", "testpmd> ") == ""
-    dut.shell.sync()
     assert dut.send_expect("echo $((6*7))", "# ", timeout=5) == "42"
+    # a background job that ends between commands leaves nothing behind
+    dut.send_expect("sleep 0.2 &", "# ")
+    time.sleep(0.6)
+    assert dut.send_expect("echo done", "# ") == "done"
 
 
 def test_send_expect_timeout_carries_the_output(dut: Dut) -> None:
@@ -237,32 +241,36 @@ def test_parse_dut_configs(caplog: pytest.LogCaptureFixture) -> None:
                                                                       "tester", False)
     assert dut1.key is not None and dut1.key.endswith("/.ssh/id_ed25519")
     assert not dut1.key.startswith("~")
-    assert (dut1.qemu, dut1.run_root, dut1.memory_channels) == (
+    assert (dut1.qemu, dut1.workdir, dut1.memory_channels) == (
         "/opt/qemu/bin/qemu-system-x86_64", "/var/tmp/dv", 6)
     assert local.is_local and local.memory_channels == 4 and local.qemu == "qemu-system-x86_64"
-    assert local.run_root.startswith("/tmp/dtsvirt-")
+    assert local.workdir.startswith("/tmp/dtsvirt-")
     assert (crb.host, crb.user, crb.password, crb.memory_channels) == ("10.0.0.6", "root",
                                                                        "pa;ss word", 2)
-    assert crb.run_root == "/tmp/dtsvirt-root"
+    assert crb.workdir == "/tmp/dtsvirt-root"
     assert "pa;ss" not in repr(crb)
     assert "crbs.cfg:20: [crb] os" in caplog.text
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("[d]\nhostname = x\n", r"f.cfg:2 \[d\] hostname: unknown key; valid keys: host, port"),
-    ("[d]\nport = 0\n", r"f.cfg:2 \[d\] port: must be a number 1-65535, not '0'"),
-    ("[d]\nport = ssh\n", r"f.cfg:2 \[d\] port: must be a number"),
-    ("[d]\nhost_key_check = maybe\n", r"f.cfg:2 \[d\] host_key_check: must be yes or no"),
-    ("[d]\nmemory_channels = -1\n", r"f.cfg:2 \[d\] memory_channels: must be a positive"),
-    ("[d]\nhost = a\nhost = b\n", r"f.cfg:3 \[d\] host: duplicate key \(first at line 2\)"),
-    ("[d]\n[d]\n", r"f.cfg:2 \[d\]: duplicate section \(first at line 1\)"),
-    ("host = a\n", r"f.cfg:1: expected 'key = value' inside a \[section\]"),
-    ("# nothing\n", r"f.cfg: no DUT section"),
-    ("[d]\npassword = x\nkey = y\n", r"f.cfg:1 \[d\]: give either password or key"),
+@pytest.mark.parametrize(("text", "line", "section", "key", "message"), [
+    ("[d]\nhostname = x\n", 2, "d", "hostname", r"unknown key; valid keys: host, port"),
+    ("[d]\nport = 0\n", 2, "d", "port", r"must be a number 1-65535, not '0'"),
+    ("[d]\nport = ssh\n", 2, "d", "port", r"must be a number"),
+    ("[d]\nhost_key_check = maybe\n", 2, "d", "host_key_check", r"must be yes or no"),
+    ("[d]\nmemory_channels = -1\n", 2, "d", "memory_channels", r"must be a positive"),
+    ("[d]\nhost = a\nhost = b\n", 3, "d", "host", r"duplicate key \(first at line 2\)"),
+    ("[d]\n[d]\n", 2, "d", None, r"duplicate section \(first at line 1\)"),
+    ("host = a\n", 1, None, None, r"expected 'key = value' inside a \[section\]"),
+    ("# nothing\n", None, None, None, r"no DUT section"),
+    ("[d]\npassword = x\nkey = y\n", 1, "d", None, r"give either password or key"),
 ])
-def test_dut_config_errors(text: str, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
+def test_dut_config_errors(text: str, line: int | None, section: str | None, key: str | None,
+                           message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as info:
         parse_dut_configs(text, "f.cfg")
+    loc = info.value.location
+    assert (loc.file, loc.line, loc.section, loc.key) == ("f.cfg", line, section, key)
+    assert str(info.value).startswith(str(loc))
 
 
 def test_dut_config_collects_every_problem() -> None:
@@ -271,6 +279,13 @@ def test_dut_config_collects_every_problem() -> None:
     assert str(info.value).splitlines() == [
         str(info.value.problems[0]), str(info.value.problems[1])]
     assert "f.cfg:2" in str(info.value) and "f.cfg:3" in str(info.value)
+
+
+def test_guest_dut_config() -> None:
+    cfg = guest_dut_config("vm0", "root", password="tester")
+    assert (cfg.name, cfg.login, cfg.host_key_check, cfg.is_local) == ("vm0", "root", False,
+                                                                       False)
+    assert cfg.workdir == "/tmp/dtsvirt-root" and "tester" not in repr(cfg)
 
 
 def test_load_dut_configs(tmp_path: Path) -> None:
@@ -309,3 +324,70 @@ def test_connect_over_ssh_with_config_file(sshd: SshdHandle, tmp_path: Path) -> 
     with pytest.raises(SessionError, match="remote: host key mismatch"):
         connect(DutConfig(name="remote", host=sshd.host, port=sshd.port, user=sshd.user,
                           key=sshd.key_path, known_hosts=str(bad)))
+
+
+# -- a real guest (busybox ash, dropbear without SFTP, no socat) -----------------------------
+
+@pytest.fixture(scope="module")
+def guest_dut() -> Iterator[VmDut]:
+    from support.guest import booted, session_image, ssh
+
+    from pytest_dtsvirt.session.ssh import SshSession
+
+    with booted(session_image()) as vm, LocalSession() as host:
+        ssh(vm).close()  # waits until the guest's SSH server answers
+        session = SshSession.for_guest(name="vm0", sock=host.open_tcp("127.0.0.1", vm.ssh_port),
+                                       user="root", password="tester")
+        vm_dut = VmDut(session, guest_dut_config("vm0", "root", "tester"), vm)
+        try:
+            yield vm_dut
+        finally:
+            vm_dut.close()
+
+
+@pytest.mark.slow
+def test_guest_shell_survives_background_jobs(guest_dut: VmDut) -> None:
+    """busybox ash exits when a background job ends while it reads input, unless the shell
+    is set up with ignoreeof (Shell.sync does that)."""
+    shell_pid = guest_dut.shell.pid
+    guest_dut.send_expect("sleep 0.2 &", "# ")
+    time.sleep(0.8)
+    assert guest_dut.session.pid_alive(shell_pid)
+    assert guest_dut.send_expect("echo still-here", "# ") == "still-here"
+
+
+@pytest.mark.slow
+def test_guest_kill_all(guest_dut: VmDut) -> None:
+    session = guest_dut.session
+    unrelated = session.spawn(["sleep", "1000"], stdout_path="/dev/null",
+                              stderr_path="/dev/null")
+    guest_dut.send_expect("sleep 1001 &", "# ")
+    bg = int(guest_dut.send_expect("echo $!", "# "))
+    alt = guest_dut.alt_session()
+    alt.send_command("sleep 1002", timeout=0.3)
+    spawned = guest_dut.spawn(["sleep", "1003"], stdout_path="/tmp/o", stderr_path="/tmp/e")
+    killed = guest_dut.kill_all()
+    assert {bg, spawned} <= set(killed) and len(killed) == 3  # + alt's foreground sleep
+    assert unrelated not in killed and session.pid_alive(unrelated)
+    assert not session.pid_alive(bg) and not session.pid_alive(spawned)
+    assert guest_dut.send_expect("echo main", "# ") == "main"
+    assert alt.send_expect("echo alt", "# ") == "alt"
+    assert session.kill(unrelated, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_guest_files_timeouts_and_sockets(guest_dut: VmDut, tmp_path: Path) -> None:
+    session = guest_dut.session
+    data = bytes(range(256)) * 50
+    session.write_file("/tmp/f", data, 0o640)  # no SFTP in the guest: cat over exec
+    assert session.read_file("/tmp/f") == data
+    assert session.run(["stat", "-c", "%a", "/tmp/f"]).stdout == "640\n"
+    (tmp_path / "up").write_bytes(data[::-1])
+    guest_dut.copy_to(str(tmp_path / "up"), "/tmp/up")
+    guest_dut.copy_from("/tmp/up", str(tmp_path / "down"))
+    assert (tmp_path / "down").read_bytes() == data[::-1]
+    with pytest.raises(SessionError, match="timed out"):
+        session.run(["sh", "-c", "echo $$ > /tmp/pid; exec sleep 100"], timeout=1)
+    assert not session.pid_alive(int(session.read_file("/tmp/pid")))
+    with pytest.raises(SessionError, match="socat is not installed"):
+        session.open_unix("/tmp/any.sock")

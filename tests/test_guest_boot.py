@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
-
-from pytest_dtsvirt.guest import GuestImage
-
 from support.guest import Vm, booted, qga, run, session_image, ssh, wait_host_connect
+
+from pytest_dtsvirt.guest import GuestImage, ensure_guest_image
 
 pytestmark = pytest.mark.slow
 
@@ -81,4 +81,37 @@ def test_plain_profile_boots_the_packaged_bzimage(image: GuestImage) -> None:
         wait_host_connect(vm, timeout=90)
         rc, out = run(ssh(vm, timeout=90), "cat /proc/cmdline")
         assert rc == 0 and "console=ttyS0" in out
+        _shutdown(vm)
+
+
+def _sha256(path: str) -> str:
+    import hashlib
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
+
+
+def test_disk_image_boots_without_kernel_and_is_not_written() -> None:
+    image = ensure_guest_image(disk=True, progress=logging.getLogger("dtsvirt.guest").info)
+    assert image.disk is not None and image.disk.endswith(".qcow2")
+    before = _sha256(image.disk)
+    with booted(image, "disk") as vm:
+        assert "-kernel" not in vm.argv
+        wait_host_connect(vm, timeout=90)
+        rc, out = run(ssh(vm, timeout=60), "cat /proc/cmdline; echo scribble > /tmp/x")
+        assert rc == 0 and "BOOT_IMAGE=/vmlinuz" in out, out
+        _shutdown(vm)
+    assert _sha256(image.disk) == before
+
+
+def test_openssh_variant_with_an_extra_package() -> None:
+    image = ensure_guest_image(ssh="openssh", extra=("ethtool",),
+                               progress=logging.getLogger("dtsvirt.guest").info)
+    assert "openssh-server" in image.packages and "ethtool" in image.packages
+    assert "dropbear-bin" not in image.packages
+    with booted(image, "fast") as vm:
+        wait_host_connect(vm)
+        client = ssh(vm)
+        assert "OpenSSH" in client.get_transport().remote_version  # type: ignore[union-attr]
+        rc, out = run(client, "/sbin/ethtool -i host_connect; ip netns add y && ip netns")
+        assert rc == 0 and "driver: e1000" in out and "y" in out.split(), out
         _shutdown(vm)

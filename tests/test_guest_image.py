@@ -8,14 +8,19 @@ import shutil
 import time
 
 import pytest
+from support.guest import session_image
 
 from pytest_dtsvirt.errors import GuestImageError
-from pytest_dtsvirt.guest import GuestImage, cpio, default_cache_dir, ensure_guest_image, kernel
+from pytest_dtsvirt.guest import (
+    GuestImage,
+    cpio,
+    default_cache_dir,
+    ensure_guest_image,
+    kernel,
+    rootfs,
+)
 from pytest_dtsvirt.guest import apt as guest_apt
-from pytest_dtsvirt.guest import rootfs
 from pytest_dtsvirt.guest.cpio import Node
-
-from support.guest import session_image
 
 
 def read_newc(data: bytes) -> dict[str, tuple[int, bytes]]:
@@ -122,7 +127,7 @@ def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: object) ->
 
 def test_missing_apt_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(GuestImageError, match="apt-cache.*not found|not found.*apt"):
+    with pytest.raises(GuestImageError, match=r"apt-cache.*not found|not found.*apt"):
         ensure_guest_image(str(tmp_path))
 
 
@@ -205,7 +210,7 @@ def test_rebuild_is_byte_identical(image: GuestImage, tmp_path: object) -> None:
 def test_cli_json(image: GuestImage, capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
-    from pytest_dtsvirt.guest.cli import main
+    from pytest_dtsvirt.cli import main
     assert main(["image", "build", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["initrd"] == image.initrd and out["key"] == image.key

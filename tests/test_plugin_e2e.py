@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import signal
+import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -36,14 +40,14 @@ def guest(vm_dut, cmd):
 """
 
 
-def _run(pytester: pytest.Pytester, out: Path, body: str) -> pytest.RunResult:
+def _run(pytester: pytest.Pytester, out: Path, body: str, *args: str) -> pytest.RunResult:
     conf = pytester.path / "conf"
     conf.mkdir(exist_ok=True)
     (conf / "e2e.cfg").write_text(CFG)
     pytester.makepyfile(test_e2e=INNER_HELPERS.format(out=str(out)) + body)
     return pytester.runpytest_subprocess(
         "-p", "no:cacheprovider", "--dtsvirt-accel", "tcg", f"--dtsvirt-conf-dir={conf}",
-        "-o", "log_cli=false", timeout=600)
+        "-o", "log_cli=false", *args, timeout=600)
 
 
 def _no_qemu_left(marker: str) -> None:
@@ -118,3 +122,47 @@ def test_marked(vm, vm_dut):
     assert "52:54:00:aa:bb:cc" not in (out / "default-macs").read_text()
     assert "52:54:00:aa:bb:cc" in (out / "marked-macs").read_text()
     assert "virtio-net-pci" in (out / "marked-argv").read_text()
+
+
+
+def test_keep_vm_of_failed_test(pytester: pytest.Pytester, out: Path) -> None:
+    """--dtsvirt-keep-vm failed: the failed test's guest outlives pytest and the report says
+    how to reach it; the passing test's guest is stopped. Then ended here by PID."""
+    result = _run(pytester, out, """
+def test_fails(vm):
+    record("rundir-failed", vm.diagnostics()["run dir"])
+    assert False, "on purpose"
+
+def test_passes(vm):
+    record("rundir-passed", vm.diagnostics()["run dir"])
+""", "--dtsvirt-keep-vm=failed")
+    failed_dir = (out / "rundir-failed").read_text().partition(":")[2]
+    text = result.stdout.str()
+    match = re.search(r"kill (\d+)   # qemu PID", text)
+    port = re.search(r"ssh -p (\d+) .*root@127\.0\.0\.1", text)
+    try:
+        result.assert_outcomes(passed=1, failed=1)
+        assert "kept running" in text and "dtsvirt: VMs left running" in text
+        assert match and port, text[-3000:]
+        cmdline = Path(f"/proc/{match.group(1)}/cmdline").read_bytes()
+        assert b"qemu-system" in cmdline and failed_dir.encode() in cmdline
+        with socket.create_connection(("127.0.0.1", int(port.group(1))), timeout=10) as s:
+            s.settimeout(10)
+            assert s.recv(64).startswith(b"SSH-2.0-")   # the guest's sshd answers
+        passed_dir = (out / "rundir-passed").read_text().partition(":")[2]
+        assert not os.path.exists(passed_dir)
+        _no_qemu_left(passed_dir)
+    finally:
+        if match:
+            pid = int(match.group(1))
+            try:
+                if failed_dir.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+            deadline = time.monotonic() + 10
+            while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+                time.sleep(0.05)
+        if failed_dir:
+            _no_qemu_left(failed_dir)
+            shutil.rmtree(failed_dir, ignore_errors=True)

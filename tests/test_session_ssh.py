@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from support.contract import (  # noqa: F401  (collected here)
 from support.sshd import SshdHandle, start_sshd
 
 from pytest_dtsvirt.errors import SessionError
-from pytest_dtsvirt.session.ssh import SshSession
+from pytest_dtsvirt.session.ssh import GuestAuthError, SshSession
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +172,22 @@ def test_connection_drop_is_a_clear_error(own_sshd: SshdHandle, tmp_path: Path) 
         s.close()
 
 
+def test_open_unix_without_socat_on_the_host(tmp_path: Path) -> None:
+    """A host whose PATH has no socat: a clear error, not a hang or a broken stream."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "sh").symlink_to("/bin/sh")
+    handle = start_sshd(tmp_path, extra_config=[f"SetEnv PATH={bindir}"])
+    try:
+        with connect(handle) as s:
+            assert str(bindir) in s.run(["sh", "-c", 'echo "$PATH"']).stdout
+            assert not s.run(["sh", "-c", "command -v socat"]).ok
+            with pytest.raises(SessionError, match="socat is not installed on that host"):
+                s.open_unix(str(tmp_path / "any.sock"))
+    finally:
+        handle.stop()
+
+
 def test_unix_socket_path_with_socat_syntax_is_refused(session: SshSession) -> None:
     with pytest.raises(SessionError, match="socat"):
         session.open_unix("/tmp/a,fork")
@@ -199,3 +216,38 @@ def test_relay_survives_large_two_way_traffic(session: SshSession) -> None:
             with sock:
                 payload = bytes([i]) * 200_000
                 assert roundtrip(sock, payload) == payload
+
+
+def test_for_guest_through_a_tunnel(session: SshSession, sshd: SshdHandle) -> None:
+    """How kvm.py reaches a guest: the DUT's open_tcp to the host forward, no host key."""
+    sock = session.open_tcp(sshd.host, sshd.port)
+    with SshSession.for_guest(name="vm0@dut", sock=sock, user=sshd.user,
+                              key_filename=sshd.key_path) as guest:
+        assert guest.name == "vm0@dut"
+        assert guest.run(["echo", "guest"]).stdout == "guest\n"
+    sock = session.open_tcp(sshd.host, sshd.port)
+    with pytest.raises(GuestAuthError, match="vm0@dut: authentication failed"):
+        SshSession.for_guest(name="vm0@dut", sock=sock, user=sshd.user, password="wrong")
+    assert sock.fileno() == -1
+
+
+def test_finished_stream_stays_readable_after_later_opens(session: SshSession) -> None:
+    """Opening more streams releases finished relays but never closes a caller's socket
+    with unread data in it."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(4)
+        first = session.open_tcp("127.0.0.1", server.getsockname()[1])
+        conn, _ = server.accept()
+        conn.sendall(b"last words")
+        conn.close()  # the far end is gone: the relay finishes
+        time.sleep(0.5)
+        second = session.open_tcp("127.0.0.1", server.getsockname()[1])
+        server.accept()[0].close()
+        first.settimeout(5)
+        received = b""
+        while chunk := first.recv(100):
+            received += chunk
+        assert received == b"last words"
+        first.close()
+        second.close()

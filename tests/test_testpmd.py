@@ -20,6 +20,7 @@ import paramiko
 import pytest
 
 from pytest_dtsvirt.errors import SessionError
+from pytest_dtsvirt.guest import GuestImage, ensure_guest_image
 from pytest_dtsvirt.session.local import LocalSession
 from pytest_dtsvirt.vhost import (
     PortStats,
@@ -286,19 +287,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _guest_image() -> object:
-    try:
-        from pytest_dtsvirt.guest import ensure_guest_image
-
-        return ensure_guest_image()
-    except NotImplementedError:
-        pytest.skip("the test guest image is not implemented yet")
-
-
 class Guest:
     """A qemu started by hand (no framework) with two vhost-user ports, reached over SSH."""
 
-    def __init__(self, image: object, sockets: list[str], run_dir: str) -> None:
+    def __init__(self, image: GuestImage, sockets: list[str], run_dir: str) -> None:
         self.port = _free_port()
         self.run_dir = run_dir
         self.argv = [
@@ -306,8 +298,7 @@ class Guest:
             "-smp", "1", "-m", "512", "-nodefaults", "-display", "none", "-no-reboot",
             "-object", "memory-backend-memfd,id=mem0,size=512M,share=on",
             "-numa", "node,memdev=mem0",
-            "-kernel", image.vmlinux, "-initrd", image.initrd,  # type: ignore[attr-defined]
-            "-append", image.append,  # type: ignore[attr-defined]
+            "-kernel", image.vmlinux, "-initrd", image.initrd, "-append", image.append,
             "-netdev", f"user,id=hc,restrict=on,hostfwd=tcp:127.0.0.1:{self.port}-:22",
             "-device", "e1000,netdev=hc,addr=1f,autonegotiation=off",
             "-serial", f"file:{run_dir}/console.log"]
@@ -370,7 +361,7 @@ def datapath() -> Iterator[tuple[TestpmdBackend, Guest]]:
     """testpmd with two vhost-user ports, and a guest booted by hand on them."""
     if shutil.which("dpdk-testpmd") is None:
         pytest.skip("dpdk-testpmd (package dpdk-dev) is not installed")
-    image = _guest_image()
+    image = ensure_guest_image()
     host = LocalSession()
     run_dir = tempfile.mkdtemp(prefix="dtsvirt-test-vhost-")
     pmd = TestpmdBackend(host, ports=2, eth_peers=dict(enumerate(MACS)))
@@ -408,12 +399,11 @@ def test_real_vxlan_datapath_through_testpmd(datapath: tuple[TestpmdBackend, Gue
     assert ip, "no iproute2 in the guest"
 
     # 1. io forwarding: overlay pings succeed, counters move, testpmd saw the UDP frames
-    pmd.set_verbose(1)
-    pmd.set_fwd("io")
-    pmd.start()
     for cmd in vxlan_commands(ip, ports):
         guest.run(cmd)
-    pmd.packet_log(clear=True)
+    pmd.set_verbose(1)
+    pmd.set_fwd("io")
+    pmd.start()  # forwarding busy-polls a core: only while traffic is expected
     assert _ping(guest, ip, PINGS) == (PINGS, PINGS)
     stats = [pmd.port_stats(0), pmd.port_stats(1)]
     for st in stats:

@@ -7,18 +7,14 @@ import json
 import sys
 import time
 
+from pytest_dtsvirt.cli import register_command
 from pytest_dtsvirt.errors import GuestImageError
 from pytest_dtsvirt.guest import GuestImage, default_cache_dir, ensure_guest_image
 
 
-def add_image_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``image build`` on the ``dtsvirt`` command's subparsers.
-
-    The handler is stored as ``func`` (called with the parsed namespace, returns the exit
-    status).
-    """
-    image = subparsers.add_parser("image", help="the embedded test guest image")
-    sub = image.add_subparsers(dest="image_command", required=True)
+def _setup(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``dtsvirt image``: the ``build`` action and its options."""
+    sub = parser.add_subparsers(dest="image_command", required=True)
     build = sub.add_parser(
         "build", help="build the test guest from Debian packages (reused when unchanged)",
         description="Build the test guest (kernel, vmlinux, initramfs) from Debian packages "
@@ -32,7 +28,6 @@ def add_image_command(subparsers: argparse._SubParsersAction[argparse.ArgumentPa
     build.add_argument("--disk", action="store_true",
                        help="also make a bootable qcow2 disk image")
     build.add_argument("--json", action="store_true", help="print one JSON object")
-    build.set_defaults(func=run_build)
 
 
 def image_json(image: GuestImage) -> dict[str, object]:
@@ -61,18 +56,10 @@ def run_build(args: argparse.Namespace) -> int:
         for name, value in image_json(image).items():
             if name != "packages" and value is not None:
                 print(f"{name}: {value}")
-        print(f"packages: {len(image.packages)} "
-              f"(kernel {next((v for k, v in image.packages.items() if k.startswith('linux-image')), '?')})")
+        kernel = [f"{k} {v}" for k, v in image.packages.items() if k.startswith("linux-image")]
+        print(f"packages: {len(image.packages)} ({', '.join(kernel)})")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (``python -m pytest_dtsvirt.guest.cli build ...``)."""
-    parser = argparse.ArgumentParser(prog="dtsvirt")
-    add_image_command(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+register_command("image", "the embedded test guest image (dtsvirt image build)", _setup,
+                 run_build)

@@ -125,20 +125,18 @@ def modules_dep(names: Iterable[str], infos: Mapping[str, ModInfo],
                 paths: Mapping[str, str]) -> str:
     """``modules.dep`` text in depmod's format: each module, then its dependencies so that
     loading from the end of the line to the start satisfies every dependency."""
+    def visit(mod: str, seen: set[str], order: list[str]) -> None:
+        if mod in seen:
+            return
+        seen.add(mod)
+        for dep in infos[mod].depends:
+            visit(dep, seen, order)
+        order.append(mod)  # post-order: a module after everything it needs
+
     lines = []
     for name in sorted(names, key=lambda n: paths[n]):
         order: list[str] = []
-        seen: set[str] = set()
-
-        def visit(mod: str) -> None:
-            if mod in seen:
-                return
-            seen.add(mod)
-            for dep in infos[mod].depends:
-                visit(dep)
-            order.append(mod)
-
-        visit(name)
+        visit(name, set(), order)
         deps = [paths[m] for m in reversed(order) if m != name]
         lines.append(f"{paths[name]}:{''.join(' ' + d for d in deps)}")
     return "\n".join(lines) + "\n"

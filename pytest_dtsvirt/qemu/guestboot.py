@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 from pytest_dtsvirt.errors import ConfigError
+from pytest_dtsvirt.qemu.placement import probe_hugepage_dir
 from pytest_dtsvirt.session.base import Session
 from pytest_dtsvirt.session.dut import Dut
 
@@ -57,20 +58,22 @@ def with_default_guest(spec: Any, dut: Dut, cache_dir: str | None) -> Any:
 
 def hugepage_dir(session: Session, spec: Any) -> str:
     """The DUT's hugetlbfs mount with enough free pages for ``spec``; ConfigError if none."""
-    mounts = session.read_file("/proc/mounts").decode(errors="replace")
-    points = [line.split()[1] for line in mounts.splitlines()
-              if len(line.split()) > 2 and line.split()[2] == "hugetlbfs"]
+
+    def read_text(path: str) -> str:
+        return session.read_file(path).decode(errors="replace")
+
     where = f"on DUT {session.name}"
-    if not points:
+    mount = probe_hugepage_dir(read_text)
+    if mount is None:
         raise ConfigError(f"mem hugepage=yes but no hugetlbfs is mounted {where} "
                           "(mount -t hugetlbfs nodev /dev/hugepages), or set hugepage=no")
-    meminfo = session.read_file("/proc/meminfo").decode(errors="replace")
     fields = {k.strip(): v.split()[0] for k, _, v in
-              (line.partition(":") for line in meminfo.splitlines()) if v.strip()}
+              (line.partition(":") for line in read_text("/proc/meminfo").splitlines())
+              if v.strip()}
     free = int(fields.get("HugePages_Free", "0"))
     size_kb = int(fields.get("Hugepagesize", "2048"))
     need = spec.mem.size_mb * 1024 // size_kb
     if free < need:
         raise ConfigError(f"mem size={spec.mem.size_mb} hugepage=yes needs {need} free "
                           f"{size_kb} kB hugepages {where}, only {free} are free")
-    return str(points[0])
+    return mount

@@ -16,8 +16,10 @@ import re
 import secrets
 import signal
 import socket
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Self
 
 from pytest_dtsvirt.errors import CommandTimeout, SessionError
 
@@ -60,13 +62,14 @@ class CommandResult:
 
 @dataclass(frozen=True)
 class ProcInfo:
-    """One process from ``/proc/<pid>/stat``: pid, parent pid, state letter, start time
-    (clock ticks since boot; tells a reused PID from the original process)."""
+    """One process from ``/proc/<pid>/stat``: pid, parent pid, state letter, process group,
+    start time (clock ticks since boot; tells a reused PID from the original process)."""
 
     pid: int
     ppid: int
     state: str
     starttime: int
+    pgrp: int = 0
 
 
 def parse_proc_stat(text: str) -> dict[int, ProcInfo]:
@@ -81,7 +84,7 @@ def parse_proc_stat(text: str) -> dict[int, ProcInfo]:
             continue
         try:
             procs[int(pid_text)] = ProcInfo(int(pid_text), int(fields[1]), fields[0],
-                                            int(fields[19]))
+                                            int(fields[19]), int(fields[2]))
         except ValueError:
             continue
     return procs
@@ -139,8 +142,16 @@ class Shell(abc.ABC):
         nonce = secrets.token_hex(4)
         # The marker is computed by the shell ($((...))), so an echoed copy of the command
         # line can never match it.
+        # Each option on a line of its own: a shell that lacks one aborts the rest of the
+        # line. ignoreeof: busybox ash (1.35, the test guest) reads an EOF when SIGCHLD
+        # interrupts its line editor -- i.e. whenever a background job ends -- and would
+        # exit; with ignoreeof it prints a notice and a new prompt instead.
+        self.send("set +o vi +o emacs 2>/dev/null\n")
+        self.send("set -o ignoreeof 2>/dev/null\n")
+        # no job control: no "[1]+ Done" notices mixed into the next command's output
+        self.send("set +m 2>/dev/null\n")
         self.send(
-            "stty -echo 2>/dev/null; set +o vi +o emacs 2>/dev/null; unset PROMPT_COMMAND; "
+            "stty -echo 2>/dev/null; unset PROMPT_COMMAND; "
             f"PS1='{PROMPT}'; PS2=''; echo \"DTSVIRT_{nonce}_$((6*7)) $$\"\n"
         )
         self.expect(rf"DTSVIRT_{nonce}_42 ", timeout)
@@ -151,6 +162,73 @@ class Shell(abc.ABC):
         except ValueError:
             raise SessionError(f"shell did not report its PID: {pid_text!r}")
         return self.pid
+
+
+class BufferedShell(Shell):
+    """A Shell whose expect loop works on its own text buffer; a transport only provides
+    :meth:`_recv` (and :meth:`_on_eof`). Shared by the local and the SSH shell."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._buf = ""
+        self._closed = False
+
+    @abc.abstractmethod
+    def _recv(self, wait: float) -> str | None:
+        """Wait up to ``wait`` s for output: the text ("" if none came), None on EOF."""
+
+    @abc.abstractmethod
+    def _write(self, data: bytes) -> None:
+        """Write bytes to the shell's terminal."""
+
+    @abc.abstractmethod
+    def _close(self) -> None:
+        """Release the transport."""
+
+    def _on_eof(self) -> SessionError:
+        """The error to raise when the shell's output ended."""
+        return SessionError(f"{self._name}: the shell (PID {self.pid}) exited; output: "
+                            f"{self._buf[-500:]}")
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SessionError(f"{self._name}: the shell is closed")
+
+    def send(self, text: str) -> None:
+        self._check_open()
+        self._write(text.encode())
+
+    def expect(self, pattern: str, timeout: float) -> str:
+        self._check_open()
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            match = rx.search(self._buf)
+            if match:
+                before = self._buf[: match.start()]
+                self._buf = self._buf[match.end():]
+                return before
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise timeout_error(pattern, timeout, self._buf)
+            data = self._recv(remaining)
+            if data is None:
+                raise self._on_eof()
+            self._buf += data
+
+    def flush(self) -> str:
+        if self._closed:
+            return ""
+        while data := self._recv(0):
+            self._buf += data
+        data, self._buf = self._buf, ""
+        return data
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._close()
 
 
 class Session(abc.ABC):
@@ -201,7 +279,7 @@ class Session(abc.ABC):
     def close(self) -> None:
         """Close the transport and every stream and shell it opened; idempotent."""
 
-    def __enter__(self) -> Session:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -251,14 +329,43 @@ class Session(abc.ABC):
     def kill_many(self, pids: Sequence[int], sig: int = signal.SIGTERM,
                   group: bool = False) -> bool:
         """Send ``sig`` to several PIDs in one command (added API); True if every one of
-        them got it."""
+        them (with ``group``: at least one member of every group) got it.
+
+        Groups are resolved to their members' PIDs from ``/proc`` rather than passed as
+        negative PIDs: procps ``kill`` needs ``--`` before a negative PID and busybox
+        ``kill`` rejects ``--`` after ``-s SIG``, while positive PIDs work in both."""
         if not pids:
             return True
-        name = signal.Signals(sig).name.removeprefix("SIG")
-        targets = [str(-int(p) if group else int(p)) for p in pids]
         if any(int(p) <= 1 for p in pids):
             raise SessionError(f"refusing to signal PID(s) {list(pids)!r}")
-        return self.run(["kill", "-s", name, "--", *targets], timeout=30.0).ok
+        targets = [int(p) for p in pids]
+        if group:
+            groups = set(targets)
+            members = [p for p in self.processes().values()
+                       if p.pgrp in groups and p.state not in ("Z", "X")]
+            if not members:
+                return False
+            ok = {p.pgrp for p in members} == groups
+            targets = [p.pid for p in members]
+            return self._signal(targets, sig) and ok
+        return self._signal(targets, sig)
+
+    def kill_tree(self, pid: int, sig: int = signal.SIGKILL) -> list[int]:
+        """Send ``sig`` to ``pid``, its descendants and the members of its process group
+        (added API; for a command that must end with everything it started). Returns the
+        PIDs signalled."""
+        procs = self.processes()
+        if pid not in procs:
+            return []
+        targets = {pid, *descendants_of(procs, [pid])}
+        targets |= {p.pid for p in procs.values() if p.pgrp == pid}
+        pids = sorted(p for p in targets if p > 1 and procs[p].state not in ("Z", "X"))
+        self._signal(pids, sig)
+        return pids
+
+    def _signal(self, pids: Sequence[int], sig: int) -> bool:
+        name = signal.Signals(sig).name.removeprefix("SIG")
+        return self.run(["kill", "-s", name, *(str(p) for p in pids)], timeout=30.0).ok
 
 
 def raise_on_failure(session_name: str, result: CommandResult) -> CommandResult:

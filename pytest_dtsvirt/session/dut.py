@@ -60,9 +60,13 @@ class DutShell:
 
     def send_expect(self, cmd: str, expected: str, timeout: float = 15) -> str:
         """Type ``cmd`` and a newline, wait for regex ``expected``; return the output before
-        the match. CommandTimeout (with the output so far) if it does not appear."""
+        the match. CommandTimeout (with the output so far) if it does not appear.
+
+        As in DTS, output still pending from earlier commands (text after an earlier match,
+        job notices, stale prompts) is discarded before ``cmd`` is sent."""
         if self.closed:
             raise SessionError(f"{self.name}: the shell is closed")
+        self._shell.flush()
         self._shell.send(cmd + "\n")
         try:
             return clean_output(self._shell.expect(expected, timeout), cmd)
@@ -74,6 +78,7 @@ class DutShell:
         within ``timeout`` seconds if it is not (the command keeps running)."""
         if self.closed:
             raise SessionError(f"{self.name}: the shell is closed")
+        self._shell.flush()
         self._shell.send(cmd + "\n")
         try:
             before = self._shell.expect(PROMPT_RE, timeout)

@@ -66,8 +66,12 @@ class DutConfig:
     known_hosts: str | None = None
     host_key_check: bool = True
     qemu: str = DEFAULT_QEMU
-    workdir: str | None = None  # None: /tmp/dtsvirt-<user>
+    workdir: str = ""  # "" -> /tmp/dtsvirt-<login user> (filled in at construction)
     memory_channels: int = DEFAULT_MEMORY_CHANNELS
+
+    def __post_init__(self) -> None:
+        if not self.workdir:
+            object.__setattr__(self, "workdir", f"/tmp/dtsvirt-{self.login}")
 
     @property
     def is_local(self) -> bool:
@@ -81,15 +85,18 @@ class DutConfig:
             return self.user
         return getpass.getuser() if self.is_local else "root"
 
-    @property
-    def run_root(self) -> str:
-        """The directory for run dirs on the DUT (``workdir`` or ``/tmp/dtsvirt-<user>``)."""
-        return self.workdir or f"/tmp/dtsvirt-{self.login}"
-
 
 def local_dut_config(name: str = LOCAL) -> DutConfig:
     """The config of this machine as a DUT."""
     return DutConfig(name=name)
+
+
+def guest_dut_config(name: str, user: str, password: str | None = None,
+                     memory_channels: int = DEFAULT_MEMORY_CHANNELS) -> DutConfig:
+    """The config of a guest as a DUT (for :class:`VmDut`): reached over SSH through the
+    host DUT, host key not checked (a throwaway guest's key changes with every image)."""
+    return DutConfig(name=name, host=name, user=user, password=password,
+                     host_key_check=False, memory_channels=memory_channels)
 
 
 def _convert(key: str, value: str, loc: Location) -> object:

@@ -14,18 +14,19 @@ import pexpect
 
 from pytest_dtsvirt.errors import SessionError
 from pytest_dtsvirt.session.base import (
+    BufferedShell,
     CommandResult,
     Session,
     Shell,
     raise_on_failure,
-    timeout_error,
 )
 
 
-class LocalShell(Shell):
-    """``bash --norc --noprofile --noediting`` on a pty, driven by pexpect."""
+class LocalShell(BufferedShell):
+    """``bash --norc --noprofile --noediting`` on a pty (spawned by pexpect)."""
 
     def __init__(self, timeout: float = 10.0) -> None:
+        super().__init__("local")
         env = dict(os.environ, TERM="dumb", LC_ALL="C")
         try:
             self._child = pexpect.spawn(
@@ -34,44 +35,28 @@ class LocalShell(Shell):
             )
         except pexpect.ExceptionPexpect as exc:
             raise SessionError(f"local: cannot start bash: {exc}")
-        self._closed = False
         try:
             self.sync(timeout)
         except Exception:
             self.close()
             raise
 
-    def send(self, text: str) -> None:
-        if self._closed:
-            raise SessionError("local: the shell is closed")
-        self._child.send(text)
-
-    def expect(self, pattern: str, timeout: float) -> str:
-        if self._closed:
-            raise SessionError("local: the shell is closed")
+    def _recv(self, wait: float) -> str | None:
         try:
-            self._child.expect(pattern, timeout=timeout)
+            return str(self._child.read_nonblocking(65536, timeout=wait))
         except pexpect.TIMEOUT:
-            raise timeout_error(pattern, timeout, str(self._child.before or ""))
-        except pexpect.EOF:
-            raise SessionError(f"local: the shell (PID {self.pid}) exited; output: "
-                               f"{str(self._child.before or '')[-500:]}")
-        return str(self._child.before)
-
-    def flush(self) -> str:
-        if self._closed:
             return ""
-        data = str(self._child.buffer or "")
-        with contextlib.suppress(pexpect.TIMEOUT, pexpect.EOF):
-            while True:
-                data += self._child.read_nonblocking(65536, timeout=0)
-        self._child.buffer = ""
-        return data
+        except pexpect.EOF:
+            return None
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    def _write(self, data: bytes) -> None:
+        try:
+            while data:
+                data = data[os.write(self._child.child_fd, data):]
+        except OSError as exc:
+            raise SessionError(f"local: cannot write to the shell: {exc}")
+
+    def _close(self) -> None:
         with contextlib.suppress(Exception):
             self._child.close(force=True)
 

@@ -91,16 +91,20 @@ class Relay:
             with contextlib.suppress(OSError):
                 self._inner.close()
 
-    def close(self) -> None:
-        """Stop the relay, close the channel and both socket ends; idempotent."""
-        if self._closed.is_set():
-            return
-        self._closed.set()
-        with contextlib.suppress(OSError):
-            self._wake_w.send(b"x")
-        self._thread.join(timeout=5.0)
-        for sock in (self.socket, self._wake_r, self._wake_w):
+    def close(self, close_socket: bool = True) -> None:
+        """Stop the relay, close the channel and the relay's own sockets; also the caller's
+        socket unless ``close_socket`` is False (a finished relay is released that way, so
+        the caller can still read what was relayed before EOF). Idempotent."""
+        if not self._closed.is_set():
+            self._closed.set()
             with contextlib.suppress(OSError):
-                sock.close()
-        with contextlib.suppress(Exception):
-            self._channel.close()
+                self._wake_w.send(b"x")
+            self._thread.join(timeout=5.0)
+            for sock in (self._wake_r, self._wake_w):
+                with contextlib.suppress(OSError):
+                    sock.close()
+            with contextlib.suppress(Exception):
+                self._channel.close()
+        if close_socket:
+            with contextlib.suppress(OSError):
+                self.socket.close()

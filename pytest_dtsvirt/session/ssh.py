@@ -21,6 +21,7 @@ import logging
 import re
 import select
 import shlex
+import signal
 import socket
 import threading
 import time
@@ -30,11 +31,11 @@ import paramiko
 
 from pytest_dtsvirt.errors import SessionError
 from pytest_dtsvirt.session.base import (
+    BufferedShell,
     CommandResult,
     Session,
     Shell,
     raise_on_failure,
-    timeout_error,
 )
 from pytest_dtsvirt.session.relay import Relay
 
@@ -48,14 +49,18 @@ _RUN_WRAPPER = 'echo "$$" >&2; exec "$@"'
 _SOCAT_UNSAFE = re.compile(r"[\s,:!\"'\\(){}\[\]]")
 
 
-class SshShell(Shell):
-    """An interactive pty shell on an SSH channel with an expect loop of its own."""
+class GuestAuthError(SessionError):
+    """The SSH server refused the login (wrong user, password or key). Retrying will not
+    help, unlike a connection that is refused because the server is not up yet."""
+
+
+class SshShell(BufferedShell):
+    """An interactive pty shell on an SSH channel."""
 
     def __init__(self, session: SshSession, timeout: float = 15.0) -> None:
+        super().__init__(session.name)
         self._session = session
-        self._buf = ""
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        self._closed = False
         with session._errors("open a shell"):
             self._chan = session._transport_ok().open_session(timeout=timeout)
             self._chan.get_pty(term="dumb", width=500, height=50)
@@ -66,30 +71,22 @@ class SshShell(Shell):
             self.close()
             raise
 
-    def send(self, text: str) -> None:
-        if self._closed:
-            raise SessionError(f"{self._session.name}: the shell is closed")
+    def _write(self, data: bytes) -> None:
         with self._session._errors("write to the shell"):
-            self._chan.sendall(text.encode())
+            self._chan.sendall(data)
 
-    def expect(self, pattern: str, timeout: float) -> str:
-        if self._closed:
-            raise SessionError(f"{self._session.name}: the shell is closed")
-        rx = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        while True:
-            match = rx.search(self._buf)
-            if match:
-                before = self._buf[: match.start()]
-                self._buf = self._buf[match.end():]
-                return before
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise timeout_error(pattern, timeout, self._buf)
-            if not self._read(remaining):
-                self._eof()
+    def _recv(self, wait: float) -> str | None:
+        if not self._chan.recv_ready():
+            if self._chan.closed or self._chan.eof_received:
+                return None
+            ready, _, _ = select.select([self._chan], [], [], wait)
+            if not ready:
+                return ""
+        with self._session._errors("read from the shell"):
+            data = self._chan.recv(65536)
+        return self._decoder.decode(data) if data else None
 
-    def _eof(self) -> None:
+    def _on_eof(self) -> SessionError:
         """The channel ended: the shell exited (it sent an exit status) or the connection
         is gone (paramiko closes every channel when the transport dies)."""
         if not self._chan.exit_status_ready():
@@ -97,34 +94,9 @@ class SshShell(Shell):
             while self._session._transport.is_active() and time.monotonic() < deadline:
                 time.sleep(0.02)
         self._session._transport_ok()
-        raise SessionError(f"{self._session.name}: the shell (PID {self.pid}) exited; "
-                           f"output: {self._buf[-500:]}")
+        return super()._on_eof()
 
-    def _read(self, wait: float) -> bool:
-        """Wait up to ``wait`` s for data and buffer it; False on EOF."""
-        if not self._chan.recv_ready():
-            ready, _, _ = select.select([self._chan], [], [], wait)
-            if not ready:
-                return True
-        with self._session._errors("read from the shell"):
-            data = self._chan.recv(65536)
-        if not data:
-            return False
-        self._buf += self._decoder.decode(data)
-        return True
-
-    def flush(self) -> str:
-        if self._closed:
-            return ""
-        while self._chan.recv_ready() and self._read(0):
-            pass
-        data, self._buf = self._buf, ""
-        return data
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    def _close(self) -> None:
         with contextlib.suppress(Exception):
             self._chan.close()
 
@@ -184,7 +156,7 @@ class SshSession(Session):
         except paramiko.AuthenticationException:
             self._client.close()
             how = "password" if password is not None else f"key {key_filename or '(default)'}"
-            raise SessionError(f"{self.name}: authentication failed ({how})") from None
+            raise GuestAuthError(f"{self.name}: authentication failed ({how})") from None
         except paramiko.SSHException as exc:
             self._client.close()
             if "known_hosts" in str(exc):
@@ -203,6 +175,20 @@ class SshSession(Session):
             # small requests (channel opens) otherwise wait ~40 ms for delayed ACKs (Nagle)
             with contextlib.suppress(OSError):
                 raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    @classmethod
+    def for_guest(cls, *, name: str, sock: socket.socket, user: str,
+                  password: str | None = None, key_filename: str | None = None,
+                  timeout: float = 15.0) -> SshSession:
+        """A session to a guest through ``sock`` (e.g. the DUT's ``open_tcp`` to the
+        guest's SSH host forward), host key not checked. GuestAuthError if the login is
+        refused; SessionError for anything else (not up yet...)."""
+        try:
+            return cls("127.0.0.1", 22, user, password=password, key_filename=key_filename,
+                       host_key_check=False, sock=sock, timeout=timeout, name=name)
+        except BaseException:
+            sock.close()
+            raise
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -273,9 +259,8 @@ class SshSession(Session):
     def _kill_timed_out(self, err: bytes, argv: Sequence[str]) -> None:
         pid_text = err.partition(b"\n")[0].strip()
         if pid_text.isdigit() and int(pid_text) > 1:
-            pid = int(pid_text)
             with contextlib.suppress(SessionError):
-                self._exec(["kill", "-s", "KILL", "--", f"-{pid}", str(pid)], timeout=15.0)
+                self.kill_tree(int(pid_text), signal.SIGKILL)
         else:
             log.warning("%s: cannot kill timed out %r (PID unknown)", self.name, list(argv))
 
@@ -293,7 +278,7 @@ class SshSession(Session):
         return raise_on_failure(self.name, result) if check else result
 
     def _relay(self, chan: paramiko.Channel, what: str) -> socket.socket:
-        self._relays = [r for r in self._relays if r.alive or _close(r)]
+        self._relays = [r for r in self._relays if r.alive or _release(r)]
         relay = Relay(chan, f"{self.name} {what}")
         self._relays.append(relay)
         return relay.socket
@@ -414,6 +399,7 @@ class SshSession(Session):
             self._client.close()
 
 
-def _close(relay: Relay) -> bool:
-    relay.close()
+def _release(relay: Relay) -> bool:
+    """Free a finished relay's thread resources; the caller keeps its socket."""
+    relay.close(close_socket=False)
     return False

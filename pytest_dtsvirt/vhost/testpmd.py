@@ -230,7 +230,7 @@ class TestpmdBackend:
         if self._shell is not None and self.pid is not None:
             try:
                 self._shell.send("quit\n")
-            except SessionError:
+            except (SessionError, OSError):
                 pass  # close() escalates anyway
             else:
                 self._wait_gone(timeout)

@@ -25,7 +25,7 @@ import paramiko
 from pytest_dtsvirt.guest import GuestImage, ensure_guest_image
 
 MAC = "52:54:00:12:34:56"
-PROFILES = ("fast", "plain")
+PROFILES = ("fast", "plain", "disk")
 
 
 _IMAGE: list[GuestImage] = []
@@ -56,12 +56,19 @@ def qemu_argv(image: GuestImage, profile: str, run_dir: str, ssh_port: int, *,
     elif profile == "plain":
         boot = ["-kernel", image.kernel, "-cpu", "qemu64", "-smp", "2"]
         nic = f"e1000,netdev=n0,addr=1f,mac={mac}"
+    elif profile == "disk":  # the bootable disk (SYSLINUX), no -kernel
+        if image.disk is None:
+            raise ValueError("image built without disk=True")
+        boot = ["-drive", f"file={image.disk},format=qcow2,if=ide,snapshot=on",
+                "-cpu", "qemu64,+rdrand", "-smp", "1"]
+        nic = f"e1000,netdev=n0,addr=1f,mac={mac},autonegotiation=off,romfile="
     else:
         raise ValueError(profile)
+    if profile != "disk":
+        boot += ["-initrd", image.initrd, "-append", image.append]
     return [
         "qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-nodefaults", "-no-user-config",
         "-display", "none", "-no-reboot", *boot,
-        "-initrd", image.initrd, "-append", image.append,
         "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
         "-device", nic,
         "-chardev", f"socket,id=qga0,path={run_dir}/qga.sock,server=on,wait=off",

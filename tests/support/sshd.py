@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,8 +95,10 @@ def _free_port(address: str) -> int:
 
 
 def start_sshd(tmp_path: Path, address: str = "127.0.0.2", port: int | None = None,
-               password_auth: bool = False, timeout: float = 10.0) -> SshdHandle:
-    """Start sshd on ``address`` (a loopback address) and a free port; see module doc."""
+               password_auth: bool = False, timeout: float = 10.0,
+               extra_config: Sequence[str] = ()) -> SshdHandle:
+    """Start sshd on ``address`` (a loopback address) and a free port; see module doc.
+    ``extra_config`` lines are appended to sshd_config (e.g. ``SetEnv PATH=...``)."""
     d = Path(tmp_path) / f"sshd-{address}"
     d.mkdir(mode=0o700, parents=True, exist_ok=True)
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation directory
@@ -128,6 +131,7 @@ def start_sshd(tmp_path: Path, address: str = "127.0.0.2", port: int | None = No
             "MaxStartups 50",
             "LogLevel VERBOSE",
             "Subsystem sftp internal-sftp",
+            *extra_config,
             "",
         ]))
         (d / "known_hosts").write_text(
