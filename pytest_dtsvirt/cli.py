@@ -246,7 +246,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # run the imported module, where the other modules register their subcommands
+    from pytest_dtsvirt.cli import main as _main
+
+    sys.exit(_main())
 
 
 __all__ = ["COMMAND_MODULES", "Command", "fmt", "lint_file", "main", "register_command"]

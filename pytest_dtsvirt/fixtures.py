@@ -19,8 +19,8 @@ fixture                  scope     what
 
 from __future__ import annotations
 
-import importlib
 import logging
+import os
 import shlex
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -33,6 +33,7 @@ from pytest_dtsvirt import hypervisor
 from pytest_dtsvirt.errors import ConfigError, DtsvirtError, Location, VmError, VmStartError
 from pytest_dtsvirt.hypervisor import Hypervisor, VmOptions
 from pytest_dtsvirt.marker import MARKER, VmRequest, default_suite, merge, parse_marker
+from pytest_dtsvirt.runtime import rundir
 from pytest_dtsvirt.xdist_duts import assign
 
 if TYPE_CHECKING:
@@ -62,10 +63,21 @@ class Settings:
     run_id: str
     worker: str | None
 
-    def vm_options(self) -> VmOptions:
-        return VmOptions(conf_dir=self.conf_dir, accel=self.accel,
+    conf_dir_given: bool = False  # --dtsvirt-conf-dir / ini set: no lookup near the test
+
+    def vm_options(self, suite: str, test_dir: str | None = None) -> VmOptions:
+        return VmOptions(conf_dir=self.conf_dir_for(suite, test_dir), accel=self.accel,
                          boot_timeout=self.boot_timeout, cache_dir=self.cache_dir,
                          run_id=self.run_id)
+
+    def conf_dir_for(self, suite: str, test_dir: str | None) -> str:
+        """The configured conf dir; without one, ``conf/`` next to the test module when it
+        holds ``<suite>.cfg``, else ``conf/`` in the rootdir."""
+        if not self.conf_dir_given and test_dir is not None:
+            near = os.path.join(test_dir, "conf")
+            if os.path.isfile(os.path.join(near, f"{suite}.cfg")):
+                return near
+        return self.conf_dir
 
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
@@ -106,8 +118,10 @@ class VmFactory:
 
     def __init__(self, root: _Root, *, default_suite: str | None = None,
                  markers: tuple[VmRequest, ...] = (), label: str = "session",
-                 on_use: Callable[[Hypervisor], None] | None = None) -> None:
+                 on_use: Callable[[Hypervisor], None] | None = None,
+                 test_dir: str | None = None) -> None:
         self._root = root
+        self.test_dir = test_dir
         self._vms: list[Hypervisor] = []
         self.default_suite = default_suite
         self.markers = markers
@@ -128,10 +142,10 @@ class VmFactory:
 
     def child(self, *, default_suite: str | None, markers: tuple[VmRequest, ...] = (),
               label: str = "test", on_use: Callable[[Hypervisor], None] | None = None,
-              ) -> VmFactory:
+              test_dir: str | None = None) -> VmFactory:
         """A factory sharing this one's DUT and boot-failure memo, with its own VM list."""
         return VmFactory(self._root, default_suite=default_suite, markers=markers,
-                         label=label, on_use=on_use)
+                         label=label, on_use=on_use, test_dir=test_dir)
 
     # -- creating and booting ----------------------------------------------------------------
     def request_for(self, name: str = "vm0", suite: str | None = None,
@@ -153,12 +167,12 @@ class VmFactory:
         suite_name, req = self.request_for(name, suite, **params)
         return self._create(suite_name, req)
 
-    def _create(self, suite: str, req: VmRequest) -> Hypervisor:
+    def _create(self, suite: str, req: VmRequest, test_dir: str | None = None) -> Hypervisor:
         settings = self._root.settings
         if settings.hypervisor in _LAZY_BACKENDS:
             __import__(_LAZY_BACKENDS[settings.hypervisor])
         vm = hypervisor.create(settings.hypervisor, self._root.dut, req.name, suite,
-                               settings.vm_options())
+                               settings.vm_options(suite, test_dir or self.test_dir))
         for key, options in req.calls():
             vm.set_vm_param(key, **options)
         self._root.requests[id(vm)] = (suite, req)
@@ -222,7 +236,7 @@ class VmFactory:
         vm = self._root.shared.get(key)
         if vm is None:
             session = self._root.session or self
-            vm = session._create(suite_name, VmRequest(name=name))
+            vm = session._create(suite_name, VmRequest(name=name), self.test_dir)
             session.boot(vm, where=self.label)
             self._root.shared[key] = vm
         if self._on_use is not None:
@@ -285,12 +299,10 @@ def _keep(vm: Hypervisor) -> str:
     """Tell the backend to leave ``vm`` running past this process (``keep()``, an optional
     backend method: the kvm supervisor otherwise ends qemu when pytest exits); how to reach
     it."""
-    keep = getattr(vm, "keep", None)
-    if callable(keep):
-        try:
-            return str(keep())
-        except Exception as err:
-            log.error("keeping %s failed: %s", _key(vm), err)
+    try:
+        return vm.keep()
+    except Exception as err:
+        log.error("keeping %s failed: %s", _key(vm), err)
     return _reach(vm)
 
 
@@ -360,13 +372,10 @@ def dut_config(pytestconfig: pytest.Config) -> DutConfig:
 
 
 def _reap(dut: Dut) -> None:
+    """Remove leftovers of crashed runs on the DUT (never live runs of other workers)."""
     try:
-        reaper = importlib.import_module("pytest_dtsvirt.runtime.reap")
-    except ImportError:  # the reaper module is not part of this tree yet
-        log.debug("no reaper available; skipping leftover cleanup")
-        return
-    try:
-        reaper.reap(dut)
+        for path in rundir.reap(dut.session, dut.config.workdir):
+            log.warning("removed a leftover of a crashed run on %s: %s", dut.config.name, path)
     except DtsvirtError as err:
         log.warning("reaping leftovers on %s failed: %s", getattr(dut, "name", dut), err)
 
@@ -443,7 +452,7 @@ def function_vm_factory(vm_factory: VmFactory, request: pytest.FixtureRequest,
     except ConfigError as err:
         raise _fail(err) from None
     factory = vm_factory.child(default_suite=suite, markers=markers, label=node.nodeid,
-                               on_use=_use(node))
+                               on_use=_use(node), test_dir=str(node.path.parent))
     try:
         yield factory
     finally:
@@ -486,7 +495,8 @@ def session_vm(vm_factory: VmFactory, request: pytest.FixtureRequest) -> Hypervi
     assert isinstance(node, pytest.Item)
     try:
         suite = item_suite(node)
-        factory = vm_factory.child(default_suite=suite, label=node.nodeid, on_use=_use(node))
+        factory = vm_factory.child(default_suite=suite, label=node.nodeid, on_use=_use(node),
+                                   test_dir=str(node.path.parent))
         return factory.shared("vm0", suite)
     except DtsvirtError as err:
         raise _fail(err) from None

@@ -66,6 +66,11 @@ class Hypervisor(abc.ABC):
         """Power the guest down and remove everything the VM created; idempotent."""
 
     @abc.abstractmethod
+    def keep(self) -> str:
+        """Leave the VM running after this process ends (keep-on-failure, ``--keep``);
+        returns how a human reaches it."""
+
+    @abc.abstractmethod
     def diagnostics(self) -> dict[str, str]:
         """Title -> text: argv, qemu log, console tail, QMP status, phase timings..."""
 

@@ -105,7 +105,7 @@ def convert_value(value: object, where: str, location: Location | None = None) -
                       "allowed: str, int, bool", location)
 
 
-def _entry(key: str, entry: object, where: Location) -> Options:
+def _entry(entry: object, where: Location) -> Options:
     if not isinstance(entry, Mapping):
         raise ConfigError(
             "an entry must be a dict of options (or a list of dicts), "
@@ -113,7 +113,7 @@ def _entry(key: str, entry: object, where: Location) -> Options:
     options: list[tuple[str, str]] = []
     for opt, value in entry.items():
         if not isinstance(opt, str) or not opt:
-            raise ConfigError("option names must be non-empty strings, got {opt!r}",
+            raise ConfigError(f"option names must be non-empty strings, got {opt!r}",
                               where)
         options.append((opt, convert_value(value, f"option {opt}", where)))
     if not options:
@@ -153,7 +153,7 @@ def parse_marker(args: Sequence[Any], kwargs: Mapping[str, Any],
         items = value if isinstance(value, list | tuple) else [value]
         if not items:
             raise ConfigError("empty list; give one dict or a list of dicts", key_loc)
-        entries.extend((key, _entry(key, item, key_loc)) for item in items)
+        entries.extend((key, _entry(item, key_loc)) for item in items)
     return VmRequest(name=name, suite=suite, entries=tuple(entries))
 
 

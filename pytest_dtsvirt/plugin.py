@@ -114,6 +114,7 @@ def settings_from(config: pytest.Config) -> Settings:
     run_id = workerinput.get("dtsvirt_run_id") or uuid.uuid4().hex[:12]
     return Settings(
         conf_dir=_path(config, "dtsvirt_conf_dir") or str(config.rootpath / "conf"),
+        conf_dir_given=_path(config, "dtsvirt_conf_dir") is not None,
         duts_file=_path(config, "dtsvirt_duts"),
         accel=_choice(config, "dtsvirt_accel", ACCELS, "auto"),
         boot_timeout=timeout,

@@ -66,6 +66,7 @@ def test_marker_conversions_and_order() -> None:
     ((), {"mem": "size=1024"}, "an entry must be a dict of options"),
     ((), {"mem": []}, "@pytest.mark.vm mem: empty list"),
     ((), {"mem": {}}, "needs at least one option"),
+    ((), {"mem": {3: "x"}}, "option names must be non-empty strings, got 3"),
     ((), {"name": 3}, "name must be a non-empty str"),
     (("vm0", "s", "x"), {}, "at most 2 positional arguments"),
     (("vm0",), {"name": "vm1"}, "multiple values for 'name'"),

@@ -19,8 +19,9 @@ from collections.abc import Iterator
 import paramiko
 import pytest
 
-from pytest_dtsvirt.errors import SessionError
+from pytest_dtsvirt.errors import CommandTimeout, SessionError
 from pytest_dtsvirt.guest import GuestImage, ensure_guest_image
+from pytest_dtsvirt.session.base import Shell
 from pytest_dtsvirt.session.local import LocalSession
 from pytest_dtsvirt.vhost import (
     PortStats,
@@ -29,6 +30,7 @@ from pytest_dtsvirt.vhost import (
     parse_packet_log,
     parse_port_stats,
 )
+from pytest_dtsvirt.vhost.testpmd import PROMPT_RE, _Reader
 
 # Captured from dpdk-testpmd 22.11.11 (Debian 12): two pcap ports replaying one VXLAN packet
 # (UDP dst 4789, VNI 1000, inner ICMP) and one plain UDP packet; "set verbose 3",
@@ -433,3 +435,61 @@ def test_real_vxlan_datapath_through_testpmd(datapath: tuple[TestpmdBackend, Gue
         assert len(mine) >= 10, collections.Counter((r.port, r.length) for r in sent)
         assert {r.dst for r in mine} == {MACS[port]}
     pmd.stop_fwd()
+
+
+# ------------------------------------------- the prompt split by the forwarding core's dumps
+
+_DUMP = ("port 0/queue 0: sent 1 packets\r\n"
+         "  src=56:48:4F:53:54:00 - dst=00:00:20:00:00:20 - pool=mb_pool_0 - type=0x86dd - "
+         "length=70 - nb_segs=1 - sw ptype: L2_ETHER L3_IPV6  - l2_len=14 - l3_len=40 - "
+         "Send queue=0x0\r\n"
+         "  ol_flags: RTE_MBUF_F_TX_L4_NO_CKSUM RTE_MBUF_F_TX_IPV6 \r\n")
+
+
+def test_prompt_re_matches_a_prompt_split_by_dump_lines() -> None:
+    # cmdline writes the prompt char by char; whole dump lines can land in between (seen
+    # on the real binary after "start" with verbose 2 and traffic flowing)
+    text = "Done.\r\ntestp" + _DUMP + "md" + _DUMP + _DUMP + "> "
+    found = re.search(PROMPT_RE, text)
+    assert found is not None and found.start() == text.index("testp")
+    assert found.end() == len(text)
+    assert re.search(PROMPT_RE, "testpmd: create a new mbuf pool\r\n") is None
+    assert re.search(PROMPT_RE, "Set csum packet forwarding mode\r\n" + _DUMP) is None
+    records = parse_packet_log(text)
+    assert len(records) == 3 and {r.length for r in records} == {70}
+    assert all(r.ol_flags == ("RTE_MBUF_F_TX_L4_NO_CKSUM", "RTE_MBUF_F_TX_IPV6")
+               for r in records)
+
+
+class _ScriptedShell(Shell):
+    """Hands out scripted chunks of output, one per flush()."""
+
+    def __init__(self, chunks: list[str]) -> None:
+        self.chunks = chunks
+
+    def send(self, text: str) -> None:
+        pass
+
+    def expect(self, pattern: str, timeout: float) -> str:
+        raise NotImplementedError
+
+    def flush(self) -> str:
+        return self.chunks.pop(0) if self.chunks else ""
+
+    def close(self) -> None:
+        pass
+
+
+def test_reader_waits_across_chunks_for_a_split_prompt() -> None:
+    shell = _ScriptedShell(["Telling cores to stop...\r\nDone.\r\ntest", "p", _DUMP,
+                            "md>", _DUMP, " ", _DUMP])
+    reader = _Reader(shell)
+    try:
+        before = reader.wait_for(PROMPT_RE, time.monotonic() + 10, "stop")
+        assert before.endswith("Done.\r\n")
+        time.sleep(0.2)
+        assert reader.text.endswith(_DUMP) and reader.pos < len(reader.text)
+        with pytest.raises(CommandTimeout):
+            reader.wait_for(PROMPT_RE, time.monotonic() + 0.3, "nothing")
+    finally:
+        reader.stop()

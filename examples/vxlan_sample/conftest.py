@@ -9,6 +9,7 @@ factory closes), then testpmd is ended by PID and its sockets removed.
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 from collections.abc import Iterator
@@ -18,6 +19,8 @@ import pytest
 from pytest_dtsvirt.fixtures import VmFactory
 from pytest_dtsvirt.session.dut import Dut, VmDut
 from pytest_dtsvirt.vhost import TestpmdBackend
+
+log = logging.getLogger(__name__)
 
 #: the MACs of the two vhost-user ports, as in the reference suite
 VM_MACS = ("00:00:20:00:00:20", "00:00:20:00:00:21")
@@ -37,7 +40,10 @@ def vhost_backend(dut: Dut) -> Iterator[TestpmdBackend]:
         pytest.fail("dpdk-testpmd is not installed on the DUT (Debian package dpdk-dev)")
     backend = TestpmdBackend(dut.session, ports=2, eth_peers=dict(enumerate(VM_MACS)))
     with backend:
-        yield backend
+        try:
+            yield backend
+        finally:  # shown with the test's report when it fails
+            log.info("testpmd output (tail):\n%s", backend.transcript()[-4000:])
 
 
 @pytest.fixture

@@ -265,7 +265,7 @@ def _build_spec(name: str, checked: Mapping[str, list[tuple[dict[str, str], RawE
         spec = replace(spec, machine=got[0]["machine"])
     if (got := _one(checked, "kernel")) is not None:
         o = got[0]
-        spec = replace(spec, kernel=o["file"], initrd=o.get("initrd"), append=o.get("append"))
+        spec = replace(spec, kernel=o.get("file"), initrd=o.get("initrd"), append=o.get("append"))
     if (got := _one(checked, "migration")) is not None and yes(got[0]["enable"]):
         if "port" not in got[0]:
             rep.error(got[1], "enable=yes needs port=")

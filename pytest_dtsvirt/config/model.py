@@ -210,11 +210,13 @@ class VmSpec:
         """This spec booting the default test guest ``image`` (kernel, initrd, append set).
 
         The fast profile boots the uncompressed ``vmlinux`` (PVH entry), plain the bzImage.
+        A ``kernel append=...`` of the cfg is added to the guest's own command line.
         Returns ``self`` unchanged when the spec names its own disk or kernel."""
         if not self.uses_default_guest or self.kernel is not None:
             return self
         kernel = image.vmlinux if self.boot_profile == "fast" else image.kernel
-        return replace(self, kernel=kernel, initrd=image.initrd, append=image.append,
+        append = f"{image.append} {self.append}" if self.append else image.append
+        return replace(self, kernel=kernel, initrd=image.initrd, append=append,
                        default_guest=True, profile=self.boot_profile)
 
 

@@ -195,7 +195,8 @@ _PARAMS: tuple[ParamSchema, ...] = (
     ParamSchema("machine", "qemu machine type",
                 (Opt("machine", "pc (default), q35, ...", required=True),)),
     ParamSchema("kernel", "direct kernel boot",
-                (Opt("file", "kernel image on the DUT", "path", required=True),
+                (Opt("file", "kernel image on the DUT (without it: the test guest's kernel, "
+                             "with 'append' added to its command line)", "path"),
                  Opt("initrd", "initramfs on the DUT", "path"),
                  Opt("append", "kernel command line"))),
     ParamSchema("migration", "wait for an incoming migration",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 import uuid
 
 from pytest_dtsvirt.errors import SessionError
@@ -59,12 +60,33 @@ def remove_run_dir(session: Session, path: str) -> None:
 
 
 def _pid_alive(session: Session, pid: int) -> bool:
-    return session.run(["kill", "-0", str(pid)], timeout=10).ok
+    """True when ``pid`` runs on the session's host (a zombie counts as dead)."""
+    res = session.run(["cat", f"/proc/{pid}/stat"], timeout=10)
+    if not res.ok:
+        return False
+    # the state letter follows the command name in parentheses, which may contain spaces
+    state = res.stdout.rpartition(")")[2].split()[:1]
+    return state != ["Z"]
 
 
-def _cmdline_names(session: Session, pid: int, run_dir: str) -> bool:
-    res = session.run(["cat", f"/proc/{pid}/cmdline"], timeout=10)
-    return res.ok and run_dir in res.stdout.replace("\0", " ")
+def _wait_gone(session: Session, pid: int, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while _pid_alive(session, pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _pids_naming(session: Session, run_dir: str) -> list[int]:
+    """PIDs whose command line contains ``run_dir`` (the lookup's own processes excluded)."""
+    res = session.run(["sh", "-c", 'grep -l -a -F -e "$0" /proc/[0-9]*/cmdline; echo "self $$"',
+                       run_dir], timeout=20)
+    lines = res.stdout.split("\n")
+    me = {w.split()[1] for w in lines if w.startswith("self ")}
+    pids = []
+    for line in lines:
+        parts = line.split("/")
+        if len(parts) == 4 and parts[2].isdigit() and parts[2] not in me:
+            pids.append(int(parts[2]))
+    return [pid for pid in pids if _pid_alive(session, pid)]
 
 
 def _age_seconds(session: Session, path: str) -> float:
@@ -80,8 +102,9 @@ def reap(session: Session, workdir: str) -> list[str]:
     """Remove leftovers of crashed dtsvirt runs under ``workdir``; return what was reaped.
 
     A run dir is a leftover when its supervisor is dead (or, with no supervisor pidfile,
-    when it is older than a few minutes). Its qemu is killed by PID only if the process's
-    command line names the run dir. Live runs (other workers, other sessions) are left alone.
+    when it is older than a few minutes). Its processes (qemu, the rest of the supervisor)
+    are found by their command line naming that run dir, and killed by PID. Live runs
+    (other workers, other sessions) are left alone.
     """
     listing = session.run(["ls", "-1", "--", workdir], timeout=20)
     if not listing.ok:
@@ -96,12 +119,13 @@ def reap(session: Session, workdir: str) -> list[str]:
             words = pids.stdout.split()
             if len(words) != 2 or not all(w.isdigit() for w in words):
                 continue
-            sup, qemu = int(words[0]), int(words[1])
-            if _pid_alive(session, sup):
+            if _pid_alive(session, int(words[0])):
                 continue  # a live run owns it
-            if _pid_alive(session, qemu) and _cmdline_names(session, qemu, run_dir):
-                session.run(["kill", "-KILL", str(qemu)], timeout=10)
-                log.warning("reaped qemu PID %d of a crashed run (%s)", qemu, run_dir)
+            # qemu and what is left of its supervisor: every process naming this run dir
+            for pid in _pids_naming(session, run_dir):
+                session.run(["kill", "-KILL", str(pid)], timeout=10)
+                _wait_gone(session, pid)
+                log.warning("reaped PID %d of a crashed run (%s)", pid, run_dir)
         elif _age_seconds(session, run_dir) < STALE_WITHOUT_PIDFILE_S:
             continue
         remove_run_dir(session, run_dir)

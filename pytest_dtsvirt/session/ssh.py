@@ -62,7 +62,7 @@ class SshShell(BufferedShell):
         self._session = session
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         with session._errors("open a shell"):
-            self._chan = session._transport_ok().open_session(timeout=timeout)
+            self._chan = session._open_session(timeout)
             self._chan.get_pty(term="dumb", width=500, height=50)
             self._chan.invoke_shell()
         try:
@@ -89,7 +89,8 @@ class SshShell(BufferedShell):
     def _on_eof(self) -> SessionError:
         """The channel ended: the shell exited (it sent an exit status) or the connection
         is gone (paramiko closes every channel when the transport dies)."""
-        if not self._chan.exit_status_ready():
+        # (exit_status_ready() is also True for a channel closed by a dying transport)
+        if not self._chan.status_event.is_set():
             deadline = time.monotonic() + 2.0
             while self._session._transport.is_active() and time.monotonic() < deadline:
                 time.sleep(0.02)
@@ -199,6 +200,19 @@ class SshSession(Session):
             raise SessionError(f"connection to DUT {self.name} lost")
         return self._transport
 
+    def _open_session(self, timeout: float) -> paramiko.Channel:
+        """A new session channel. A refused open is retried twice: servers refuse
+        transiently (dropbear did, once, right after a refused SFTP subsystem)."""
+        for attempt in range(3):
+            try:
+                return self._transport_ok().open_session(timeout=timeout)
+            except paramiko.SSHException as exc:
+                if attempt == 2 or not self._transport.is_active():
+                    raise
+                log.info("%s: channel open refused (%s); retrying", self.name, exc)
+                time.sleep(0.1 * (attempt + 1))
+        raise AssertionError("unreachable")
+
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:
         """Turn paramiko/socket errors into SessionError ('connection lost' if it is)."""
@@ -219,7 +233,7 @@ class SshSession(Session):
         deadline = None if timeout is None else time.monotonic() + timeout
         out, err = bytearray(), bytearray()
         with self._errors(f"run {list(argv)!r}"):
-            chan = self._transport_ok().open_session(timeout=30.0)
+            chan = self._open_session(30.0)
             try:
                 chan.exec_command(command)
                 if input:
@@ -309,7 +323,7 @@ class SshSession(Session):
         command = shlex.join(["socat", "-d", "-d", "-", f"UNIX-CONNECT:{path}"])
         err = b""
         with self._errors(f"connect to unix socket {path}"):
-            chan = self._transport_ok().open_session(timeout=timeout)
+            chan = self._open_session(timeout)
             chan.exec_command(command)
             deadline = time.monotonic() + timeout
             while b"starting data transfer loop" not in err:

@@ -77,12 +77,12 @@ class PacketRecord:
 
 _BURST = re.compile(r"port (\d+)/queue (\d+): (received|sent) \d+ packets")
 _PKT = re.compile(
-    r"^\s*(?:port \d+, )?src=(?P<src>[0-9A-Fa-f:]{17}) - dst=(?P<dst>[0-9A-Fa-f:]{17})"
+    r"(?:^|\s)(?:port \d+, )?src=(?P<src>[0-9A-Fa-f:]{17}) - dst=(?P<dst>[0-9A-Fa-f:]{17})"
     r".*? - type=0x(?P<type>[0-9a-fA-F]+) - length=(?P<len>\d+)(?P<rest>.*)$")
 _PTYPE = {"hw": re.compile(r" - hw ptype: (.*?)\s+- "),
           "sw": re.compile(r" - sw ptype: (.*?)\s+- ")}
 _VXLAN_NOTE = re.compile(r"VXLAN packet: .*?Destination UDP port =(\d+)")
-_OL_FLAGS = re.compile(r"^\s*ol_flags: (.*)$")
+_OL_FLAGS = re.compile(r"(?:^|\s)ol_flags: (.*)$")
 
 
 def parse_packet_log(text: str, start: int = 0) -> list[PacketRecord]:
@@ -115,7 +115,7 @@ def parse_packet_log(text: str, start: int = 0) -> list[PacketRecord]:
             port, queue = int(header.group(1)), int(header.group(2))
             direction = "rx" if header.group(3) == "received" else "tx"
             continue
-        pkt = _PKT.match(raw)
+        pkt = _PKT.search(raw)
         if pkt is not None and port >= 0 and at >= start:
             flush(())
             rest = pkt.group("rest")
@@ -130,7 +130,7 @@ def parse_packet_log(text: str, start: int = 0) -> list[PacketRecord]:
                 vxlan_udp_port=int(note.group(1)) if note else None, offset=at,
             )
             continue
-        flags = _OL_FLAGS.match(raw)
+        flags = _OL_FLAGS.search(raw)
         if flags is not None and pending is not None:
             flush(tuple(flags.group(1).split()))
     flush(())

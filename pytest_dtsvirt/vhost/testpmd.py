@@ -23,6 +23,7 @@ guest MACs as ``eth_peers``.
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 import shlex
@@ -35,7 +36,15 @@ from pytest_dtsvirt.errors import CommandTimeout, SessionError
 from pytest_dtsvirt.session.base import CommandResult, Shell
 from pytest_dtsvirt.vhost.parse import PacketRecord, PortStats, parse_packet_log, parse_port_stats
 
+log = logging.getLogger("pytest_dtsvirt.vhost")
+
 TESTPMD_PROMPT = "testpmd> "
+# DPDK's cmdline writes its prompt one character per write(), while the forwarding core's
+# verbose dumps arrive as whole lines (stdio, line-buffered): with forwarding and verbose on,
+# dump lines can land between the prompt's characters ("testp" + lines + "md> "; measured).
+_GAP = r"(?:[^\n]*\n){0,40}?"
+PROMPT_RE = _GAP.join(re.escape(c) for c in TESTPMD_PROMPT)
+_RESCAN = 16384  # how far back a prompt split by dump lines can start
 _BOUND = re.compile(r"VHOST_CONFIG: \((?P<path>[^)]+)\) binding succeeded")
 _POLL = 0.02  # seconds between reads of the shell by the reader thread
 
@@ -107,18 +116,21 @@ class _Reader:
         """The text from :attr:`pos` up to the first match of ``pattern`` (the match is
         consumed); CommandTimeout at ``deadline``. Wakes at least every ``poll`` seconds."""
         regex = re.compile(pattern)
+        timeout = max(deadline - time.monotonic(), 0.0)
         with self._cond:
+            scan = self.pos
             while True:
-                found = regex.search(self.text, self.pos)
+                found = regex.search(self.text, scan)
                 if found is not None:
                     before = self.text[self.pos:found.start()]
                     self.pos = found.end()
                     return before
+                scan = max(self.pos, len(self.text) - _RESCAN)
                 if self.error is not None:
                     raise SessionError(f"reading testpmd's output failed: {self.error}")
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise CommandTimeout(what, pattern, 0, self.text[self.pos:])
+                    raise CommandTimeout(what, pattern, timeout, self.text[self.pos:])
                 self._cond.wait(min(left, poll))
 
     def stop(self) -> None:
@@ -205,7 +217,7 @@ class TestpmdBackend:
         while True:  # the prompt, or testpmd's death, whichever comes first
             try:
                 output = self._reader.wait_for(
-                    TESTPMD_PROMPT, min(deadline, time.monotonic() + 0.5), "testpmd start")
+                    PROMPT_RE, min(deadline, time.monotonic() + 0.5), "testpmd start")
                 break
             except CommandTimeout as exc:
                 if time.monotonic() >= deadline or not self._alive():
@@ -218,6 +230,8 @@ class TestpmdBackend:
             raise SessionError(f"testpmd on {self.host.name} did not bind {missing}:\n"
                                f"{output[-2000:]}")
         self.ready_seconds = time.monotonic() - began
+        log.info("testpmd (PID %s) on %s serves %s (ready in %.2f s)", self.pid,
+                 self.host.name, " ".join(self.socket_paths), self.ready_seconds)
 
     def __enter__(self) -> TestpmdBackend:
         return self.launch()
@@ -285,8 +299,10 @@ class TestpmdBackend:
             if self._shell is None or self._reader is None:
                 raise SessionError("testpmd is not running")
             self._shell.send(cmd + "\n")
-            return self._reader.wait_for(TESTPMD_PROMPT, time.monotonic() + timeout,
-                                         f"testpmd {cmd!r}")
+            out = self._reader.wait_for(PROMPT_RE, time.monotonic() + timeout,
+                                        f"testpmd {cmd!r}")
+            log.debug("testpmd> %s\n%s", cmd, out)
+            return out
 
     def set_fwd(self, mode: str) -> None:
         """``set fwd MODE`` (io, mac, csum, rxonly, ...)."""

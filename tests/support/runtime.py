@@ -1,0 +1,54 @@
+"""Helpers for the runtime tests: suite configs in tmp dirs and leak checks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import textwrap
+from pathlib import Path
+
+from pytest_dtsvirt.hypervisor import VmOptions
+from pytest_dtsvirt.qemu.kvm import QEMUKvm
+from pytest_dtsvirt.session.dut import Dut
+
+BASE_VM = """\
+[vm0]
+login =
+    user=root,password=tester;
+"""
+
+
+def write_cfg(directory: Path, text: str = BASE_VM, suite: str = "runtime") -> Path:
+    """``directory/<suite>.cfg`` with ``text`` (dedented)."""
+    path = directory / f"{suite}.cfg"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def make_vm(dut: Dut, cfg: Path, vm_name: str = "vm0", **options: object) -> QEMUKvm:
+    """A QEMUKvm for ``cfg`` (TCG, a generous budget for a loaded 2-core machine)."""
+    opts = {"accel": "tcg", "boot_timeout": 90.0, **options}
+    return QEMUKvm(dut, vm_name, cfg.stem, VmOptions(cfg_path=str(cfg), **opts))  # type: ignore[arg-type]
+
+
+def qemu_pids_naming(fragment: str) -> list[int]:
+    """PIDs of running qemu processes whose command line contains ``fragment``."""
+    out = subprocess.run(["pgrep", "-f", "qemu-system"], capture_output=True, text=True).stdout
+    pids = []
+    for word in out.split():
+        try:
+            cmdline = Path(f"/proc/{word}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            comm = Path(f"/proc/{word}/comm").read_text()
+        except OSError:
+            continue
+        if comm.startswith("qemu-system") and fragment in cmdline:
+            pids.append(int(word))
+    return pids
+
+
+def assert_nothing_left(vm: QEMUKvm) -> None:
+    """No qemu of this VM runs and its run dir (sockets, pidfile, logs) is gone."""
+    run_dir = vm.run_dir
+    assert run_dir is not None, "the VM never got a run dir"
+    assert qemu_pids_naming(run_dir) == [], f"qemu of {run_dir} still running"
+    assert not os.path.exists(run_dir), f"{run_dir} left behind: {os.listdir(run_dir)}"

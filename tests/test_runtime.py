@@ -1,0 +1,324 @@
+"""QEMUKvm on the local DUT: real TCG boots, the VM DUT API, faults, no leaks."""
+
+from __future__ import annotations
+
+import _thread
+import dataclasses
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.runtime import BASE_VM, assert_nothing_left, make_vm, qemu_pids_naming, write_cfg
+
+from pytest_dtsvirt.errors import QemuExited, SessionError, VmError, VmStartError
+from pytest_dtsvirt.qemu.kvm import QEMUKvm
+from pytest_dtsvirt.session.dut import Dut
+from pytest_dtsvirt.session.dutconfig import connect, local_dut_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def dut() -> Iterator[Dut]:
+    d = connect(local_dut_config())
+    yield d
+    d.close()
+
+
+@pytest.fixture
+def started(dut: Dut, tmp_path: Path) -> Iterator[QEMUKvm]:
+    vm = make_vm(dut, write_cfg(tmp_path))
+    vm.start()
+    yield vm
+    vm.stop()
+    assert_nothing_left(vm)
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """Local addresses with a TCP socket listening on ``port`` (from /proc/net/tcp)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        addr, hexport = local.split(":")
+        if state == "0A" and int(hexport, 16) == port:
+            found.add(socket.inet_ntoa(bytes.fromhex(addr)[::-1]))
+    return found
+
+
+def test_start_gives_a_vm_dut_with_the_host_dut_api(started: QEMUKvm) -> None:
+    vm_dut = started.vm_dut
+    assert vm_dut is not None and vm_dut.vm is started
+    assert "dtsvirt-guest" in vm_dut.send_expect("uname -n", "# ")
+    out = vm_dut.send_expect("ip -4 addr show host_connect", "# ")
+    assert "10.0.2.15" in out
+    assert list(started.phase_timings) == ["qemu", "qmp", "agent", "host_connect", "ssh",
+                                           "total"]
+    # the guest's SSH is forwarded on the DUT's loopback only
+    assert started.hostfwd_port is not None
+    assert _listening_addresses(started.hostfwd_port) == {"127.0.0.1"}
+    # the run dir is private and holds the sockets
+    assert started.run_dir is not None
+    assert os.stat(started.run_dir).st_mode & 0o777 == 0o700
+    assert {"qmp.sock", "qga.sock", "monitor.sock", "console.log"} <= set(
+        os.listdir(started.run_dir))
+
+
+def test_kill_all_in_the_guest_ends_only_what_the_dut_started(started: QEMUKvm) -> None:
+    vm_dut = started.vm_dut
+    assert vm_dut is not None
+    vm_dut.send_expect("sleep 1001 &", "# ")
+    alt = vm_dut.alt_session()
+    alt.send_expect("sleep 1002 &", "# ")
+    # a process the framework did not start: through the agent, outside any DUT shell
+    started.agent.exec(["/bin/sh", "-c", "sleep 1003 >/dev/null 2>&1 &"])
+    ps = vm_dut.send_expect("ps", "# ")
+    assert "sleep 1001" in ps and "sleep 1002" in ps and "sleep 1003" in ps
+    vm_dut.kill_all()
+    ps = vm_dut.send_expect("ps", "# ")
+    assert "sleep 1001" not in ps and "sleep 1002" not in ps
+    assert "sleep 1003" in ps
+
+
+def test_the_hmp_monitor_stays_usable_by_hand(started: QEMUKvm) -> None:
+    assert started.monitor_socket is not None
+    out = subprocess.run(["socat", "-", f"UNIX-CONNECT:{started.monitor_socket}"],
+                         input=b"info status\n", capture_output=True, timeout=10).stdout
+    assert b"VM status: running" in out
+
+
+def test_stop_is_idempotent_and_leaves_nothing(dut: Dut, tmp_path: Path) -> None:
+    vm = make_vm(dut, write_cfg(tmp_path))
+    vm.start()
+    begin = time.monotonic()
+    vm.stop()
+    assert time.monotonic() - begin < 5
+    vm.stop()
+    assert_nothing_left(vm)
+
+
+def test_function_scoped_boots_are_distinct_and_two_vms_run_at_once(
+        dut: Dut, tmp_path: Path) -> None:
+    cfg = write_cfg(tmp_path, BASE_VM + BASE_VM.replace("[vm0]", "[vm1]"))
+    vms = [make_vm(dut, cfg, "vm0"), make_vm(dut, cfg, "vm1")]
+    errors: list[BaseException] = []
+
+    def boot(vm: QEMUKvm) -> None:
+        try:
+            vm.start()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=boot, args=(vm,)) for vm in vms]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        ids = {vm.vm_dut.send_expect("cat /proc/sys/kernel/random/boot_id", "# ").strip()
+               for vm in vms if vm.vm_dut}
+        assert len(ids) == 2
+        assert vms[0].hostfwd_port != vms[1].hostfwd_port
+    finally:
+        for vm in vms:
+            vm.stop()
+    for vm in vms:
+        assert_nothing_left(vm)
+
+
+def test_two_runs_at_once_share_the_dut(tmp_path: Path) -> None:
+    cfg = write_cfg(tmp_path)
+    cmd = [sys.executable, "-m", "pytest_dtsvirt", "boot", str(cfg), "vm0", "--accel",
+           "tcg", "--exec", "cat /proc/sys/kernel/random/boot_id"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    runs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+            for _ in range(2)]
+    outs = [p.communicate(timeout=180) for p in runs]
+    for p, (out, err) in zip(runs, outs, strict=True):
+        assert p.returncode == 0, err.decode()[-2000:]
+    assert len({out.strip() for out, _ in outs}) == 2
+
+
+def test_cpupin_pins_each_vcpu_thread(dut: Dut, tmp_path: Path) -> None:
+    cfg = write_cfg(tmp_path, BASE_VM + "cpu =\n    number=2,cpupin=1 0;\n")
+    vm = make_vm(dut, cfg)
+    try:
+        vm.start()
+        threads = vm.qmp.vcpu_threads()
+        assert len(threads) == 2
+        affinity = [os.sched_getaffinity(tid) for tid in threads]
+        assert affinity == [{1}, {0}]
+    finally:
+        vm.stop()
+    assert_nothing_left(vm)
+
+
+# -- faults ------------------------------------------------------------------------------
+
+def _start_in_thread(vm: QEMUKvm) -> tuple[threading.Thread, list[BaseException]]:
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            vm.start()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, errors
+
+
+def _wait_for_pid(vm: QEMUKvm, timeout: float = 30) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proc = vm._proc
+        if proc is not None and proc.pid is not None:
+            return proc.pid
+        time.sleep(0.01)
+    raise AssertionError("qemu never started")
+
+
+def test_qemu_killed_during_boot_fails_at_once(dut: Dut, tmp_path: Path) -> None:
+    vm = make_vm(dut, write_cfg(tmp_path))
+    thread, errors = _start_in_thread(vm)
+    pid = _wait_for_pid(vm)
+    os.kill(pid, 9)
+    killed = time.monotonic()
+    thread.join(60)
+    assert time.monotonic() - killed < 5, "the boot did not notice qemu's death at once"
+    assert len(errors) == 1 and isinstance(errors[0], QemuExited), errors
+    assert "qemu exited" in str(errors[0]) and "exit status" in str(errors[0])
+    assert "qemu argv" in errors[0].diagnostics
+    assert_nothing_left(vm)
+
+
+def test_qemu_killed_during_a_test(dut: Dut, tmp_path: Path) -> None:
+    vm = make_vm(dut, write_cfg(tmp_path))
+    vm_dut = vm.start()
+    assert vm._proc is not None and vm._proc.pid is not None
+    os.kill(vm._proc.pid, 9)
+    with pytest.raises(SessionError):
+        vm_dut.send_expect("sleep 30", "# ", timeout=10)
+    vm.stop()  # nothing to stop, and no error for it
+    assert_nothing_left(vm)
+
+
+def test_agent_never_answering(dut: Dut, tmp_path: Path) -> None:
+    cfg = write_cfg(tmp_path, BASE_VM + "kernel =\n    append=dtsvirt.noqga;\n")
+    vm = make_vm(dut, cfg, boot_timeout=12.0)
+    with pytest.raises(VmStartError) as info:
+        vm.start()
+    assert "phase 'agent' not reached within the boot budget of 12 s" in str(info.value)
+    assert "console tail" in info.value.diagnostics
+    assert_nothing_left(vm)
+
+
+def test_wrong_guest_password(dut: Dut, tmp_path: Path) -> None:
+    cfg = write_cfg(tmp_path, "[vm0]\nlogin =\n    user=root,password=wrong;\n")
+    vm = make_vm(dut, cfg)
+    begin = time.monotonic()
+    with pytest.raises(VmStartError) as info:
+        vm.start()
+    assert "SSH login as 'root' refused" in str(info.value)
+    assert "wrong" not in str(info.value)  # the password is never shown
+    assert time.monotonic() - begin < 45  # it fails on the refusal, not on the budget
+    assert_nothing_left(vm)
+
+
+def test_hostfwd_port_already_taken(dut: Dut, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = write_cfg(tmp_path, BASE_VM + "net =\n    type=nic,opt_vlan=1;\n"
+                        f"    type=user,opt_vlan=1,opt_hostfwd=tcp:127.0.0.1:{port}-:2222;\n")
+        vm = make_vm(dut, cfg)
+        with pytest.raises(QemuExited) as info:
+            vm.start()
+    assert "host forwarding" in str(info.value)
+    assert_nothing_left(vm)
+
+
+def test_keyboard_interrupt_during_start(dut: Dut, tmp_path: Path) -> None:
+    vm = make_vm(dut, write_cfg(tmp_path))
+
+    def interrupt_when_qemu_runs() -> None:
+        _wait_for_pid(vm)
+        time.sleep(0.5)
+        _thread.interrupt_main()
+
+    threading.Thread(target=interrupt_when_qemu_runs, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        vm.start()
+    assert_nothing_left(vm)
+
+
+def test_a_killed_controller_leaves_nothing(tmp_path: Path) -> None:
+    """kill -9 of the process that started the VM: the supervisor ends qemu and its files."""
+    cfg = write_cfg(tmp_path)
+    script = (
+        "import sys, time\n"
+        "from pytest_dtsvirt.hypervisor import VmOptions\n"
+        "from pytest_dtsvirt.qemu.kvm import QEMUKvm\n"
+        "from pytest_dtsvirt.session.dutconfig import connect, local_dut_config\n"
+        f"vm = QEMUKvm(connect(local_dut_config()), 'vm0', 'runtime', "
+        f"VmOptions(cfg_path={str(cfg)!r}, accel='tcg'))\n"
+        "vm.start()\n"
+        "print(vm.run_dir, flush=True)\n"
+        "time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    run_dir = proc.stdout.readline().strip()
+    assert run_dir and qemu_pids_naming(run_dir)
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (qemu_pids_naming(run_dir) or os.path.exists(run_dir)):
+        time.sleep(0.1)
+    assert qemu_pids_naming(run_dir) == []
+    assert not os.path.exists(run_dir)
+
+
+def test_reaper_removes_only_crashed_runs(tmp_path: Path) -> None:
+    from pytest_dtsvirt.runtime import rundir
+
+    workdir = tempfile.mkdtemp(prefix="dtr-", dir="/tmp")  # short: unix socket paths
+    wd_dut = connect(dataclasses.replace(local_dut_config(), workdir=workdir))
+    crashed = make_vm(wd_dut, write_cfg(tmp_path))
+    live = make_vm(wd_dut, write_cfg(tmp_path))
+    crashed.start()
+    live.start()
+    assert crashed.run_dir and live.run_dir and crashed._proc and crashed._proc.pid
+    # the crashed run: its supervisor (not qemu) dies, as if the machine lost the process
+    sup_pid = int(Path(crashed.run_dir, "supervisor.pid").read_text().split()[0])
+    os.kill(sup_pid, 9)
+    time.sleep(0.2)
+    assert qemu_pids_naming(crashed.run_dir), "qemu should outlive its supervisor here"
+    innocent = subprocess.Popen(["sleep", "300"])  # not ours: must survive
+    try:
+        reaped = rundir.reap(wd_dut.session, workdir)
+        assert reaped == [crashed.run_dir]
+        assert qemu_pids_naming(crashed.run_dir) == []
+        assert not os.path.exists(crashed.run_dir)
+        assert qemu_pids_naming(live.run_dir) and os.path.exists(live.run_dir)
+        assert innocent.poll() is None
+    finally:
+        innocent.kill()
+        innocent.wait()
+        live.stop()
+        try:
+            crashed.stop()
+        except VmError:
+            pass
+        wd_dut.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+    assert_nothing_left(live)
