@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import _thread
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -142,7 +143,7 @@ def test_two_runs_at_once_share_the_dut(tmp_path: Path) -> None:
     runs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
             for _ in range(2)]
     outs = [p.communicate(timeout=180) for p in runs]
-    for p, (out, err) in zip(runs, outs, strict=True):
+    for p, (_, err) in zip(runs, outs, strict=True):
         assert p.returncode == 0, err.decode()[-2000:]
     assert len({out.strip() for out, _ in outs}) == 2
 
@@ -315,10 +316,8 @@ def test_reaper_removes_only_crashed_runs(tmp_path: Path) -> None:
         innocent.kill()
         innocent.wait()
         live.stop()
-        try:
+        with contextlib.suppress(VmError):
             crashed.stop()
-        except VmError:
-            pass
         wd_dut.close()
         shutil.rmtree(workdir, ignore_errors=True)
     assert_nothing_left(live)

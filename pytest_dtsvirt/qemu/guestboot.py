@@ -53,7 +53,8 @@ def with_default_guest(spec: Any, dut: Dut, cache_dir: str | None) -> Any:
         staged[attr] = remote
     from dataclasses import replace
 
-    return spec.with_guest(replace(image, **staged))
+    return spec.with_guest(replace(image, kernel=staged["kernel"], vmlinux=staged["vmlinux"],
+                                   initrd=staged["initrd"]))
 
 
 def hugepage_dir(session: Session, spec: Any) -> str:

@@ -54,7 +54,7 @@ class QEMUKvm(Hypervisor):
         self.suite = suite
         self.options = options or VmOptions()
         self.params: VmParams = load_vm_params(
-            self.options.cfg_path or self.options.conf_dir, suite, vm_name)
+            self.options.cfg_path or self.options.conf_dir or "conf", suite, vm_name)
         self._argv: list[str] = []
         self._timings: dict[str, float] = {}
         self._run_dir: str | None = None
@@ -173,7 +173,8 @@ class QEMUKvm(Hypervisor):
                  shlex.join(argv))
         ladder = Ladder(self.vm_name, budget, self._qemu_exit_reason)
         self._proc = start_supervised(session, argv, self._run_dir)
-        ladder.phase("qemu", lambda: self._proc.wait_started(ladder.attempt_timeout(5)) if self._proc else 0)
+        proc = self._proc
+        ladder.phase("qemu", lambda: proc.wait_started(ladder.attempt_timeout(5)))
         self._qmp = ladder.phase("qmp", lambda: Qmp(session.open_unix(
             placement.qmp_socket, ladder.attempt_timeout(2)), timeout=ladder.attempt_timeout(5)))
         if pins:

@@ -6,12 +6,14 @@ starts qemu in the background with stdout/stderr in the run dir, prints ``pid N`
 watches its own stdin: our end of that pipe (a local pipe, or the SSH exec channel) closes
 when this process dies or the DUT connection drops, and the supervisor then ends qemu
 (SIGTERM, SIGKILL after 5 s) and removes the run dir. So a killed pytest worker or a lost
-SSH link never leaves a qemu, a socket or a pidfile behind. Writing ``keep`` detaches qemu from that watch (``--keep``, keep-on-failure).
+SSH link never leaves a qemu, a socket or a pidfile behind. Writing ``keep`` detaches qemu
+from that watch (``--keep``, keep-on-failure).
 When qemu exits the supervisor records its status and prints ``exit N``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import subprocess
@@ -163,24 +165,25 @@ class _ChannelSupervised(Supervised):
         # channel closed: either qemu exited (we saw "exit N") or the link dropped
         self._set_exit(self.exit_status if self.exit_status is not None else -1)
 
+    # a closed or dropped channel needs no more writes: the supervisor is ending qemu
     def _write(self, data: bytes) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self._chan.sendall(data)
-        except Exception:
-            pass
 
     def _close_stdin(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self._chan.shutdown_write()
-        except Exception:
-            pass
 
 
 def start_supervised(session: Session, argv: Sequence[str], run_dir: str) -> Supervised:
     """Start ``argv`` on the session's host under the supervisor (see module docstring)."""
-    transport = getattr(session, "transport", None)
-    if transport is not None:
-        return _ChannelSupervised(argv, run_dir, transport)
-    if not os.path.isdir(run_dir):
-        raise SessionError(f"run dir {run_dir} does not exist")
-    return _LocalSupervised(argv, run_dir)
+    from pytest_dtsvirt.session.local import LocalSession
+    from pytest_dtsvirt.session.ssh import SshSession
+
+    if isinstance(session, SshSession):
+        return _ChannelSupervised(argv, run_dir, session.transport)
+    if isinstance(session, LocalSession):
+        if not os.path.isdir(run_dir):
+            raise SessionError(f"run dir {run_dir} does not exist")
+        return _LocalSupervised(argv, run_dir)
+    raise SessionError(f"cannot supervise qemu over a {type(session).__name__}")

@@ -193,6 +193,12 @@ class SshSession(Session):
 
     # -- plumbing ----------------------------------------------------------------------
 
+    @property
+    def transport(self) -> paramiko.Transport:
+        """The live SSH transport (for extra channels: the qemu supervisor, a tty bridge);
+        SessionError when the connection is closed or lost."""
+        return self._transport_ok()
+
     def _transport_ok(self) -> paramiko.Transport:
         if self._closed:
             raise SessionError(f"{self.name}: the session is closed")

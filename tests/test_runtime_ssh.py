@@ -1,0 +1,96 @@
+"""QEMUKvm on a DUT reached over SSH: a real OpenSSH server on a loopback address.
+
+qemu runs "on the DUT" through the SSH session (supervised in an exec channel), QMP and the
+agent are reached through socat relays over SSH, and the guest's SSH through a
+``direct-tcpip`` channel to the DUT-loopback hostfwd port: nothing is opened on the DUT's
+network for any of them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support.runtime import assert_nothing_left, make_vm, write_cfg
+from support.sshd import SshdHandle, start_sshd
+
+from pytest_dtsvirt.errors import VmStartError
+from pytest_dtsvirt.session.dut import Dut
+from pytest_dtsvirt.session.dutconfig import DutConfig, connect
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def sshd(tmp_path: Path) -> Iterator[SshdHandle]:
+    handle = start_sshd(tmp_path, address="127.0.0.3")
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture
+def workdir() -> Iterator[str]:
+    path = tempfile.mkdtemp(prefix="dts-ssh-", dir="/tmp")  # short: unix socket paths
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def ssh_dut(sshd: SshdHandle, workdir: str) -> Iterator[Dut]:
+    config = DutConfig(name="dut-ssh", host=sshd.host, port=sshd.port, user=sshd.user,
+                       key=sshd.key_path, known_hosts=sshd.known_hosts, workdir=workdir)
+    dut = connect(config)
+    yield dut
+    dut.close()
+
+
+def test_boot_on_an_ssh_dut(ssh_dut: Dut, tmp_path: Path) -> None:
+    vm = make_vm(ssh_dut, write_cfg(tmp_path))
+    try:
+        vm_dut = vm.start()
+        assert "10.0.2.15" in vm_dut.send_expect("ip -4 addr show host_connect", "# ")
+        # qemu is a child of the DUT's sshd session, not of this process
+        assert vm._proc is not None and vm._proc.pid is not None
+        ppid_chain = Path(f"/proc/{vm._proc.pid}/status").read_text()
+        assert f"PPid:\t{os.getpid()}\n" not in ppid_chain
+        vm_dut.send_expect("sleep 1001 &", "# ")
+        vm_dut.kill_all()
+        assert "sleep 1001" not in vm_dut.send_expect("ps", "# ")
+    finally:
+        vm.stop()
+    assert_nothing_left(vm)
+
+
+def test_dut_connection_dropped_during_boot(ssh_dut: Dut, sshd: SshdHandle,
+                                            tmp_path: Path) -> None:
+    vm = make_vm(ssh_dut, write_cfg(tmp_path))
+    errors: list[BaseException] = []
+
+    def boot() -> None:
+        try:
+            vm.start()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=boot)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not (vm._proc and vm._proc.pid):
+        time.sleep(0.01)
+    assert vm._proc is not None and vm._proc.pid is not None
+    time.sleep(0.5)
+    sshd.kill_connections()  # the DUT link drops: every per-connection sshd dies
+    thread.join(60)
+    assert len(errors) == 1 and isinstance(errors[0], VmStartError), errors
+    assert "lost" in str(errors[0]) or "exited" in str(errors[0]), str(errors[0])
+    # the supervisor on the DUT saw its channel close: qemu and its run dir are gone
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and vm.run_dir and os.path.exists(vm.run_dir):
+        time.sleep(0.1)
+    assert_nothing_left(vm)
