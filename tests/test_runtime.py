@@ -321,3 +321,38 @@ def test_reaper_removes_only_crashed_runs(tmp_path: Path) -> None:
         wd_dut.close()
         shutil.rmtree(workdir, ignore_errors=True)
     assert_nothing_left(live)
+
+
+def test_diagnostics_show_the_guest_through_the_agent_when_ssh_is_gone(
+        started: QEMUKvm) -> None:
+    assert started.vm_dut is not None
+    started.vm_dut.close()  # SSH gone
+    diag = started.diagnostics()
+    assert diag["qemu argv"].startswith("qemu-system-x86_64 ")
+    assert "dtsvirt-guest: init start" in diag["console tail"]
+    guest = diag["guest state (agent)"]
+    assert "host_connect" in guest and "10.0.2.15" in guest
+    assert "qemu-ga" in guest  # the process list, read through guest-exec
+    assert [p.strip() for p in diag["boot phases (s)"].split(",")][0].startswith("qemu=")
+    assert "ssh -p" in diag["reach"]
+
+
+def test_reference_vxlan_flow_two_vhost_user_devices(dut: Dut, tmp_path: Path) -> None:
+    """The reference's vxlan_sample shape: backend first, set_vm_device twice, start()."""
+    from pytest_dtsvirt.vhost.testpmd import TestpmdBackend
+
+    macs = ["00:00:20:00:00:20", "00:00:20:00:00:21"]
+    with TestpmdBackend(dut.session, ports=2) as backend:
+        vm = make_vm(dut, write_cfg(tmp_path))
+        for path, mac in zip(backend.socket_paths, macs, strict=True):
+            vm.set_vm_device(driver="vhost-user", opt_path=path, opt_mac=mac)
+        try:
+            vm_dut = vm.start()
+            links = vm_dut.send_expect(
+                "for n in /sys/class/net/*; do echo $(cat $n/address) $(cat $n/operstate); done",
+                "# ")
+            for mac in macs:
+                assert f"{mac} up" in links, links
+        finally:
+            vm.stop()
+    assert_nothing_left(vm)

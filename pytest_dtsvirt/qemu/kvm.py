@@ -65,6 +65,7 @@ class QEMUKvm(Hypervisor):
         self._hostfwd_port: int | None = None
         self._placement: Placement | None = None
         self.pci_maps: dict[str, str] = {}
+        self._pt_hosts: dict[str, str] = {}  # pt_N -> host PCI address of passthrough N
         self.accel_reason = ""
         self._stopped = False
         self._kept = False
@@ -116,8 +117,7 @@ class QEMUKvm(Hypervisor):
 
     def get_pci_mappings(self) -> list[dict[str, str]]:
         """The reference's form: ``[{"hostpci": "08:10.0", "guestpci": "00:04.0"}, ...]``."""
-        hosts = dict(self._spec_pt_hosts)
-        return [{"hostpci": hosts.get(dev_id, ""), "guestpci": guest}
+        return [{"hostpci": self._pt_hosts.get(dev_id, ""), "guestpci": guest}
                 for dev_id, guest in sorted(self.pci_maps.items())]
 
     # -- start --------------------------------------------------------------------------
@@ -147,7 +147,7 @@ class QEMUKvm(Hypervisor):
         spec, warnings = self.params.build()
         for warning in warnings:
             log.warning("%s", warning)
-        self._spec_pt_hosts = [(f"pt_{i}", host) for i, host in enumerate(spec.passthrough_hosts)]
+        self._pt_hosts = {f"pt_{i}": host for i, host in enumerate(spec.passthrough_hosts)}
         session = self.dut.session
         budget = self.options.boot_timeout or spec.boot_timeout
         accel, self.accel_reason = accel_mod.choose_accel(
@@ -366,13 +366,8 @@ class QEMUKvm(Hypervisor):
                 diag["qmp status"] = self._qmp.query_status()
             except Exception as exc:
                 diag["qmp status"] = f"unavailable: {exc}"
-        if self._agent is not None and self._vm_dut is None:
-            try:
-                ifaces = self._agent.network_interfaces(timeout=2.0)
-                diag["guest interfaces (agent)"] = "\n".join(
-                    f"{i.name} {i.hardware_address} {' '.join(i.ipv4)}" for i in ifaces)
-            except Exception as exc:
-                diag["guest interfaces (agent)"] = f"unavailable: {exc}"
+        if self._agent is not None and self._proc is not None and not self._proc.exited:
+            diag["guest state (agent)"] = self._guest_state()
         if self._timings:
             diag["boot phases (s)"] = ", ".join(f"{k}={v}" for k, v in self._timings.items())
         if self.accel_reason:
@@ -380,6 +375,19 @@ class QEMUKvm(Hypervisor):
         if self._kept or (self._proc is not None and not self._proc.exited):
             diag["reach"] = self.reach()
         return diag
+
+
+    def _guest_state(self) -> str:
+        """Interfaces and processes of the guest through the agent (works without SSH)."""
+        lines = []
+        try:
+            for i in self.agent.network_interfaces(timeout=2.0):
+                lines.append(f"{i.name} {i.hardware_address or '-'} {' '.join(i.ipv4)}")
+            ps = self.agent.exec(["/bin/ps"], timeout=3.0)
+            lines += ["", ps.stdout.rstrip()]
+        except DtsvirtError as exc:
+            lines.append(f"(agent: {exc})")
+        return "\n".join(lines)
 
 
 def _factory(dut: Dut, vm_name: str, suite: str, options: VmOptions) -> Hypervisor:
