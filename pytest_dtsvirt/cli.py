@@ -9,8 +9,10 @@ printed as one line each, never as a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
+import os
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -228,6 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _in_context(loc: Location, args: argparse.Namespace) -> Location:
+    """Errors found after loading (argv building) know no file: name the command's cfg."""
+    if loc.file != Location().file or not hasattr(args, "cfg"):
+        return loc
+    return dataclasses.replace(loc, file=str(args.cfg), section=loc.section or args.vm)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``dtsvirt``; returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -236,8 +245,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except ConfigError as exc:
         for pr in exc.problems:
-            _err(fmt(pr.location, pr.message))
+            _err(fmt(_in_context(pr.location, args), pr.message))
         return EXIT_FAIL
+    except BrokenPipeError:  # e.g. `dtsvirt cmdline ... | head`
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - let the interpreter close it
+        return EXIT_OK
     except DtsvirtError as exc:
         _err(f"dtsvirt: error: {exc}")
         return EXIT_FAIL

@@ -20,8 +20,6 @@ from pytest_dtsvirt.fixtures import (
     FACTORY_KEY,
     SETTINGS_KEY,
     USED_KEY,
-    Settings,
-    diagnostics_of,
     dut,
     dut_config,
     function_vm_factory,
@@ -33,6 +31,7 @@ from pytest_dtsvirt.fixtures import (
     vm_factory,
 )
 from pytest_dtsvirt.marker import MARKER_HELP
+from pytest_dtsvirt.vmfactory import Settings, diagnostics_of
 from pytest_dtsvirt.xdist_duts import worker_id
 
 log = logging.getLogger("pytest_dtsvirt")

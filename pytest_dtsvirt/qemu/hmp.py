@@ -16,6 +16,7 @@ import socket
 import time
 
 from pytest_dtsvirt.errors import VmError
+from pytest_dtsvirt.unixsock import connect_unix
 
 PROMPT = b"(qemu) "
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[@-Z\\-_]")
@@ -48,18 +49,6 @@ def parse_info_pci(text: str) -> dict[str, str]:
     return result
 
 
-def connect_unix(path: str, timeout: float = 5.0) -> socket.socket:
-    """A stream socket connected to the local unix socket ``path``; VmError if missing."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(path)
-    except OSError as exc:
-        sock.close()
-        raise VmError(f"HMP socket {path}: cannot connect: {exc}") from exc
-    return sock
-
-
 class Hmp:
     """An HMP session on an already connected socket; waits for the first prompt.
 
@@ -75,7 +64,7 @@ class Hmp:
     @classmethod
     def open(cls, path: str, timeout: float = 10.0) -> Hmp:
         """Connect to the local unix socket ``path``."""
-        return cls(connect_unix(path, timeout), timeout)
+        return cls(connect_unix(path, timeout, VmError, what="HMP socket"), timeout)
 
     def __enter__(self) -> Hmp:
         return self

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 from pytest_dtsvirt.errors import AgentError, AgentReplyError, AgentTimeout
+from pytest_dtsvirt.unixsock import connect_unix
 
 log = logging.getLogger(__name__)
 
@@ -94,20 +95,6 @@ def parse_interfaces(reply: Any) -> list[GuestInterface]:
     return result
 
 
-def connect_unix(path: str, timeout: float = 5.0) -> socket.socket:
-    """A stream socket connected to the local unix socket ``path`` (tests, CLI).
-
-    Raises AgentError when the socket is missing or refuses."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(path)
-    except OSError as exc:
-        sock.close()
-        raise AgentError(f"guest agent socket {path}: cannot connect: {exc}") from exc
-    return sock
-
-
 class GuestAgent:
     """A qemu guest agent client on an already connected socket.
 
@@ -124,7 +111,7 @@ class GuestAgent:
     @classmethod
     def open(cls, path: str, timeout: float = 10.0) -> GuestAgent:
         """Connect to the local unix socket ``path``; AgentError if it is missing."""
-        return cls(connect_unix(path, timeout), timeout)
+        return cls(connect_unix(path, timeout, AgentError, what="guest agent socket"), timeout)
 
     def __enter__(self) -> GuestAgent:
         return self

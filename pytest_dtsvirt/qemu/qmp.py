@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from qemu.qmp import EventListener, ExecuteError, QMPClient, Runstate
 
 from pytest_dtsvirt.errors import QmpError
+from pytest_dtsvirt.unixsock import connect_unix
 
 log = logging.getLogger(__name__)
 
@@ -77,20 +78,6 @@ def pci_map_of(devices: list[PciDevice], prefix: str = "pt_") -> dict[str, str]:
     return {d.qdev_id: d.bdf for d in devices if d.qdev_id and d.qdev_id.startswith(prefix)}
 
 
-def connect_unix(path: str, timeout: float = 5.0) -> socket.socket:
-    """A stream socket connected to the local unix socket ``path`` (tests, CLI).
-
-    Raises QmpError when the socket is missing or refuses."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(timeout)
-    try:
-        sock.connect(path)
-    except OSError as exc:
-        sock.close()
-        raise QmpError(f"QMP socket {path}: cannot connect: {exc}") from exc
-    return sock
-
-
 class Qmp:
     """A connected, negotiated QMP session on ``sock``.
 
@@ -123,7 +110,7 @@ class Qmp:
     @classmethod
     def open(cls, path: str, timeout: float = 10.0) -> Qmp:
         """Connect to the local unix socket ``path`` and negotiate."""
-        return cls(connect_unix(path, timeout), timeout)
+        return cls(connect_unix(path, timeout, QmpError, what="QMP socket"), timeout)
 
     def __enter__(self) -> Qmp:
         return self

@@ -20,6 +20,7 @@ from pytest_dtsvirt.session.base import (
     Shell,
     raise_on_failure,
 )
+from pytest_dtsvirt.unixsock import connect_unix
 
 
 class LocalShell(BufferedShell):
@@ -93,13 +94,7 @@ class LocalSession(Session):
         return raise_on_failure(self.name, result) if check else result
 
     def open_unix(self, path: str, timeout: float = 10.0) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        try:
-            sock.connect(path)
-        except OSError as exc:
-            sock.close()
-            raise SessionError(f"{self.name}: cannot connect to unix socket {path}: {exc}")
+        sock = connect_unix(path, timeout, SessionError, what=f"{self.name}: unix socket")
         sock.settimeout(None)
         return sock
 

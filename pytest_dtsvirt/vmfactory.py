@@ -1,0 +1,353 @@
+"""The core of the fixtures, usable without pytest: :class:`VmFactory` creates, boots, tracks
+and stops VMs on a DUT (design section 6); :class:`Settings` holds the plugin's resolved options.
+
+From a plain script::
+
+    settings = Settings(conf_dir="conf", duts_file=None, accel="tcg", boot_timeout=None,
+                        keep_vm="never", hypervisor="kvm", cache_dir=None, run_id="...",
+                        worker=None)
+    dut = dutconfig.connect(load_duts(settings)[0])
+    reap_leftovers(dut)
+    factory = VmFactory.for_dut(dut, settings)
+    try:
+        vm = factory.start("vm0", suite="vxlan_sample")
+        print(factory.guest(vm).send_expect("uname -r", "# "))
+    finally:
+        factory.close()
+        dut.close()
+
+The pytest fixtures (:mod:`pytest_dtsvirt.fixtures`) are thin layers over this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pytest_dtsvirt import hypervisor
+from pytest_dtsvirt.errors import ConfigError, DtsvirtError, Location, VmError, VmStartError
+from pytest_dtsvirt.hypervisor import Hypervisor, VmOptions
+from pytest_dtsvirt.marker import VmRequest, merge, parse_marker
+from pytest_dtsvirt.runtime import rundir
+
+if TYPE_CHECKING:
+    from pytest_dtsvirt.session.dut import Dut, VmDut
+    from pytest_dtsvirt.session.dutconfig import DutConfig
+
+log = logging.getLogger("pytest_dtsvirt")
+
+#: backends that live in this package but are imported only when selected
+_LAZY_BACKENDS = {"fake": "pytest_dtsvirt.testing.fake"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The plugin's options after ini/option resolution (built in ``pytest_configure``)."""
+
+    conf_dir: str
+    duts_file: str | None
+    accel: str
+    boot_timeout: float | None
+    keep_vm: str  # never | failed | always
+    hypervisor: str
+    cache_dir: str | None
+    run_id: str
+    worker: str | None
+
+    conf_dir_given: bool = False  # --dtsvirt-conf-dir / ini set: no lookup near the test
+
+    def vm_options(self, suite: str, test_dir: str | None = None) -> VmOptions:
+        return VmOptions(conf_dir=self.conf_dir_for(suite, test_dir), accel=self.accel,
+                         boot_timeout=self.boot_timeout, cache_dir=self.cache_dir,
+                         run_id=self.run_id)
+
+    def conf_dir_for(self, suite: str, test_dir: str | None) -> str:
+        """The configured conf dir; without one, ``conf/`` next to the test module when it
+        holds ``<suite>.cfg``, else ``conf/`` in the rootdir."""
+        if not self.conf_dir_given and test_dir is not None:
+            near = os.path.join(test_dir, "conf")
+            if os.path.isfile(os.path.join(near, f"{suite}.cfg")):
+                return near
+        return self.conf_dir
+
+
+def _key(vm: Hypervisor) -> str:
+    return f"{vm.suite}/{vm.vm_name}"
+
+
+@dataclass
+class _Root:
+    """State shared by a session factory and its children."""
+
+    dut: Dut
+    settings: Settings
+    failed: dict[tuple[str, VmRequest], tuple[str, VmStartError]] = field(default_factory=dict)
+    shared: dict[tuple[str, str], Hypervisor] = field(default_factory=dict)
+    guests: dict[int, VmDut] = field(default_factory=dict)
+    requests: dict[int, tuple[str, VmRequest]] = field(default_factory=dict)
+    keep: set[int] = field(default_factory=set)
+    kept: list[Hypervisor] = field(default_factory=list)
+    session: VmFactory | None = None
+
+
+class VmFactory:
+    """Creates, boots and tracks VMs on this worker's DUT.
+
+    ``create()`` returns a configured, unstarted VM (call ``set_vm_*`` on it, then
+    ``boot(vm)``); ``start()`` does both. Every VM is stopped by :meth:`close` (session end
+    for ``vm_factory``, test end for ``function_vm_factory``) unless ``--dtsvirt-keep-vm``
+    keeps it. A VM whose boot failed is not booted again in this session with the same
+    (suite, name, parameters): :class:`VmStartError` is raised at once with the first cause.
+    """
+
+    def __init__(self, root: _Root, *, default_suite: str | None = None,
+                 markers: tuple[VmRequest, ...] = (), label: str = "session",
+                 on_use: Callable[[Hypervisor], None] | None = None,
+                 test_dir: str | None = None) -> None:
+        self._root = root
+        self.test_dir = test_dir
+        self._vms: list[Hypervisor] = []
+        self.default_suite = default_suite
+        self.markers = markers
+        self.label = label
+        self._on_use = on_use
+        if root.session is None:
+            root.session = self
+
+    @classmethod
+    def for_dut(cls, dut: Dut, settings: Settings, *, label: str = "session") -> VmFactory:
+        """A root factory for ``dut`` (what the ``vm_factory`` fixture is); close it when
+        done."""
+        return cls(_Root(dut=dut, settings=settings), label=label)
+
+    @property
+    def dut(self) -> Dut:
+        """The DUT the VMs run on."""
+        return self._root.dut
+
+    @property
+    def vms(self) -> tuple[Hypervisor, ...]:
+        """The VMs this factory tracks (not yet stopped), in creation order."""
+        return tuple(self._vms)
+
+    def child(self, *, default_suite: str | None, markers: tuple[VmRequest, ...] = (),
+              label: str = "test", on_use: Callable[[Hypervisor], None] | None = None,
+              test_dir: str | None = None) -> VmFactory:
+        """A factory sharing this one's DUT and boot-failure memo, with its own VM list."""
+        return VmFactory(self._root, default_suite=default_suite, markers=markers,
+                         label=label, on_use=on_use, test_dir=test_dir)
+
+    # -- creating and booting ----------------------------------------------------------------
+    def request_for(self, name: str = "vm0", suite: str | None = None,
+                    **params: Any) -> tuple[str, VmRequest]:
+        """The suite and merged parameter entries a VM ``name`` gets from this factory's
+        markers plus ``params`` (validated like a marker)."""
+        extra = parse_marker((), {"name": name, "suite": suite, **params},
+                             where=f"{self.label} factory")
+        merged = merge((*self.markers, extra), name)
+        suite_name = suite or merged.suite or self.default_suite
+        if suite_name is None:
+            raise ConfigError("no suite: pass suite=... (vm_factory is session-wide and does "
+                              "not know the test module)")
+        return suite_name, merged
+
+    def create(self, name: str = "vm0", suite: str | None = None, **params: Any) -> Hypervisor:
+        """A configured, unstarted VM ``name`` of ``suite`` (``conf/<suite>.cfg``) with the
+        markers' and ``params``' entries applied, tracked by this factory."""
+        suite_name, req = self.request_for(name, suite, **params)
+        return self._create(suite_name, req)
+
+    def _create(self, suite: str, req: VmRequest, test_dir: str | None = None) -> Hypervisor:
+        settings = self._root.settings
+        if settings.hypervisor in _LAZY_BACKENDS:
+            __import__(_LAZY_BACKENDS[settings.hypervisor])
+        vm = hypervisor.create(settings.hypervisor, self._root.dut, req.name, suite,
+                               settings.vm_options(suite, test_dir or self.test_dir))
+        for key, options in req.calls():
+            vm.set_vm_param(key, **options)
+        self._root.requests[id(vm)] = (suite, req)
+        self._vms.append(vm)
+        return vm
+
+    def boot(self, vm: Hypervisor, *, where: str | None = None) -> VmDut:
+        """Start ``vm`` (created by this factory); return its guest DUT. ``where`` names
+        the requester in a memoized boot failure (default: this factory's label)."""
+        suite, req = self._root.requests.get(id(vm), (vm.suite, VmRequest(vm.vm_name)))
+        memo_key = (suite, req)
+        earlier = self._root.failed.get(memo_key)
+        if earlier is not None:
+            where, cause = earlier
+            self._forget(vm)
+            raise VmStartError(
+                f"{req.describe()} of suite {suite} failed to boot earlier in this session "
+                f"({where}); not booting it again. First cause: {cause}",
+                cause.diagnostics) from cause
+        log.info("booting %s of suite %s on %s", req.describe(), suite,
+                 getattr(self._root.dut, "name", "the DUT"))
+        began = time.monotonic()
+        try:
+            guest = vm.start()
+        except VmStartError as err:
+            self._root.failed[memo_key] = (where or self.label, err)
+            self._forget(vm)
+            log.error("%s of suite %s failed to boot: %s", req.name, suite, err)
+            raise
+        except BaseException:
+            self._forget(vm)
+            raise
+        self._root.guests[id(vm)] = guest
+        timings = ", ".join(f"{k} {v:.2f}" for k, v in vm.phase_timings.items())
+        log.info("%s of suite %s ready in %.2f s (%s)", req.name, suite,
+                 time.monotonic() - began, timings)
+        if self._on_use is not None:
+            self._on_use(vm)
+        return guest
+
+    def start(self, name: str = "vm0", suite: str | None = None, **params: Any) -> Hypervisor:
+        """``create()`` then ``boot()``: a started VM (its guest DUT: :meth:`guest`)."""
+        vm = self.create(name, suite, **params)
+        self.boot(vm)
+        return vm
+
+    def guest(self, vm: Hypervisor) -> VmDut:
+        """The guest DUT of a started ``vm``."""
+        try:
+            return self._root.guests[id(vm)]
+        except KeyError:
+            raise VmError(f"{_key(vm)} is not started") from None
+
+    def shared(self, name: str = "vm0", suite: str | None = None) -> Hypervisor:
+        """The session-wide VM ``name`` of ``suite``, booted on first use (no markers
+        apply); stopped when the root factory closes."""
+        suite_name = suite or self.default_suite
+        if suite_name is None:
+            raise ConfigError("no suite: pass suite=...")
+        key = (suite_name, name)
+        vm = self._root.shared.get(key)
+        if vm is None:
+            session = self._root.session or self
+            vm = session._create(suite_name, VmRequest(name=name), self.test_dir)
+            session.boot(vm, where=self.label)
+            self._root.shared[key] = vm
+        if self._on_use is not None:
+            self._on_use(vm)
+        return vm
+
+    # -- stopping ------------------------------------------------------------------------------
+    def keep(self, vm: Hypervisor) -> None:
+        """Leave ``vm`` running when its factory closes (``--dtsvirt-keep-vm``)."""
+        self._root.keep.add(id(vm))
+
+    def is_kept(self, vm: Hypervisor) -> bool:
+        return self._root.settings.keep_vm == "always" or id(vm) in self._root.keep
+
+    def _forget(self, vm: Hypervisor) -> None:
+        if vm in self._vms:
+            self._vms.remove(vm)
+        self._root.guests.pop(id(vm), None)
+        self._root.requests.pop(id(vm), None)
+        try:
+            vm.stop()
+        except DtsvirtError as err:  # a failed start leaves nothing; be sure anyway
+            log.warning("cleaning up %s after a failed start: %s", _key(vm), err)
+
+    def stop(self, vm: Hypervisor) -> None:
+        """Stop ``vm`` now (even if kept) and stop tracking it."""
+        if vm in self._vms:
+            self._vms.remove(vm)
+        self._root.guests.pop(id(vm), None)
+        self._root.requests.pop(id(vm), None)
+        log.info("stopping %s", _key(vm))
+        vm.stop()
+
+    def close(self) -> None:
+        """Stop every tracked VM (newest first) except kept ones; each is tried even if an
+        earlier one fails, then the first error is raised."""
+        vms = list(self._vms)
+        if self._root.session is self:
+            self._root.shared.clear()
+        errors: list[BaseException] = []
+        for vm in reversed(vms):
+            if self.is_kept(vm):
+                reach = _keep(vm)
+                log.warning("keeping %s running: %s", _key(vm), reach)
+                self._root.kept.append(vm)
+                self._vms.remove(vm)
+                continue
+            try:
+                self.stop(vm)
+            except Exception as err:
+                log.error("stopping %s failed: %s", _key(vm), err)
+                errors.append(err)
+        self._vms.clear()
+        if errors:
+            raise VmError(f"{len(errors)} VM(s) failed to stop; first: {errors[0]}") \
+                from errors[0]
+
+
+def _keep(vm: Hypervisor) -> str:
+    """Tell the backend to leave ``vm`` running past this process (``keep()``, an optional
+    backend method: the kvm supervisor otherwise ends qemu when pytest exits); how to reach
+    it."""
+    try:
+        return vm.keep()
+    except Exception as err:
+        log.error("keeping %s failed: %s", _key(vm), err)
+    return _reach(vm)
+
+
+def _reach(vm: Hypervisor) -> str:
+    try:
+        diag = vm.diagnostics()
+    except Exception as err:
+        return f"(diagnostics failed: {err})"
+    return diag.get("reach") or "(the backend gave no reach info; see the diagnostics)"
+
+
+def diagnostics_of(vm: Hypervisor) -> dict[str, str]:
+    """``vm.diagnostics()`` completed with argv and phase timings; never raises."""
+    try:
+        diag = dict(vm.diagnostics())
+    except Exception as err:
+        diag = {"diagnostics error": f"{type(err).__name__}: {err}"}
+    if not any("argv" in title for title in diag):
+        try:
+            diag["argv"] = shlex.join(vm.argv)
+        except Exception as err:
+            diag["argv"] = f"(not available: {err})"
+    if not any("phase" in title for title in diag):
+        try:
+            diag["phase timings"] = "\n".join(
+                f"{k}: {v:.3f} s" for k, v in vm.phase_timings.items()) or "(none)"
+        except Exception as err:
+            diag["phase timings"] = f"(not available: {err})"
+    return diag
+
+
+def load_duts(settings: Settings) -> list[DutConfig]:
+    """The DUT list: the ``--dtsvirt-duts`` file, or this host."""
+    from pytest_dtsvirt.session import dutconfig
+
+    if not settings.duts_file:
+        return [dutconfig.local_dut_config()]
+    configs = list(dutconfig.load_dut_configs(settings.duts_file))
+    if not configs:
+        raise ConfigError("the DUT config lists no DUT", Location(settings.duts_file))
+    return configs
+
+
+def reap_leftovers(dut: Dut) -> None:
+    """Remove leftovers of crashed runs on the DUT (never live runs of other workers)."""
+    try:
+        for path in rundir.reap(dut.session, dut.config.workdir):
+            log.warning("removed a leftover of a crashed run on %s: %s", dut.config.name, path)
+    except DtsvirtError as err:
+        log.warning("reaping leftovers on %s failed: %s", getattr(dut, "name", dut), err)
+
+
+__all__ = ["Settings", "VmFactory", "diagnostics_of", "load_duts", "reap_leftovers"]
