@@ -23,16 +23,12 @@ from xml.etree import ElementTree
 import pytest
 from support.sshd import SshdHandle, start_sshd
 
-from pytest_dtsvirt.guest import default_cache_dir
-
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.slow
 
 ADDRESSES = ("127.0.0.4", "127.0.0.5")
 DUT_NAMES = ("dut-a", "dut-b")
 RECORD_ENV = "DTSVIRT_XDIST_E2E_RECORD"
-#: the usual (warm) guest image cache; resolved at import, before pytester moves HOME
-CACHE_DIR = default_cache_dir()
 
 CFG = """\
 [vm0]
@@ -139,7 +135,7 @@ def test_two_workers_two_duts(pytester: pytest.Pytester, duts: list[tuple[SshdHa
     began = time.monotonic()
     result = pytester.runpytest_subprocess(
         "-n", "2", "--dtsvirt-duts", str(duts_file), "--dtsvirt-accel", "tcg",
-        f"--dtsvirt-cache-dir={CACHE_DIR}", "-p", "no:cacheprovider", "-o", "log_cli=false",
+        "-p", "no:cacheprovider", "-o", "log_cli=false",
         f"--junitxml={junit}", timeout=600)
     print(f"inner run: {time.monotonic() - began:.1f} s")
     for case in ElementTree.parse(junit).iter("testcase"):  # boot phases, for the log
