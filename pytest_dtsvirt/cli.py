@@ -95,8 +95,8 @@ def resolve_guest(spec: VmSpec) -> tuple[VmSpec, str | None]:
     try:
         image = guest.ensure_guest_image()
         return spec.with_guest(image), None
-    except (NotImplementedError, DtsvirtError) as exc:
-        note = f"default guest image not available ({exc or type(exc).__name__}); placeholder paths"
+    except DtsvirtError as exc:
+        note = f"default guest image not available ({exc}); placeholder paths"
         ph = guest.GuestImage(kernel=PLACEHOLDER.format("KERNEL"),
                               vmlinux=PLACEHOLDER.format("VMLINUX"),
                               initrd=PLACEHOLDER.format("INITRD"), append="console=ttyS0",

@@ -17,7 +17,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.runtime import BASE_VM, assert_nothing_left, make_vm, qemu_pids_naming, write_cfg
+from support.runtime import (
+    BASE_VM,
+    assert_nothing_left,
+    make_vm,
+    qemu_pids_naming,
+    start_in_thread,
+    wait_for_qemu_pid,
+    write_cfg,
+)
 
 from pytest_dtsvirt.errors import QemuExited, SessionError, VmError, VmStartError
 from pytest_dtsvirt.qemu.kvm import QEMUKvm
@@ -164,34 +172,10 @@ def test_cpupin_pins_each_vcpu_thread(dut: Dut, tmp_path: Path) -> None:
 
 # -- faults ------------------------------------------------------------------------------
 
-def _start_in_thread(vm: QEMUKvm) -> tuple[threading.Thread, list[BaseException]]:
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            vm.start()
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread, errors
-
-
-def _wait_for_pid(vm: QEMUKvm, timeout: float = 30) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        proc = vm._proc
-        if proc is not None and proc.pid is not None:
-            return proc.pid
-        time.sleep(0.01)
-    raise AssertionError("qemu never started")
-
-
 def test_qemu_killed_during_boot_fails_at_once(dut: Dut, tmp_path: Path) -> None:
     vm = make_vm(dut, write_cfg(tmp_path))
-    thread, errors = _start_in_thread(vm)
-    pid = _wait_for_pid(vm)
+    thread, errors = start_in_thread(vm)
+    pid = wait_for_qemu_pid(vm)
     os.kill(pid, 9)
     killed = time.monotonic()
     thread.join(60)
@@ -253,7 +237,7 @@ def test_keyboard_interrupt_during_start(dut: Dut, tmp_path: Path) -> None:
     vm = make_vm(dut, write_cfg(tmp_path))
 
     def interrupt_when_qemu_runs() -> None:
-        _wait_for_pid(vm)
+        wait_for_qemu_pid(vm)
         time.sleep(0.5)
         _thread.interrupt_main()
 

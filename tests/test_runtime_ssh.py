@@ -11,13 +11,18 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.runtime import assert_nothing_left, make_vm, write_cfg
+from support.runtime import (
+    assert_nothing_left,
+    make_vm,
+    start_in_thread,
+    wait_for_qemu_pid,
+    write_cfg,
+)
 from support.sshd import SshdHandle, start_sshd
 
 from pytest_dtsvirt.errors import VmStartError
@@ -70,20 +75,8 @@ def test_boot_on_an_ssh_dut(ssh_dut: Dut, tmp_path: Path) -> None:
 def test_dut_connection_dropped_during_boot(ssh_dut: Dut, sshd: SshdHandle,
                                             tmp_path: Path) -> None:
     vm = make_vm(ssh_dut, write_cfg(tmp_path))
-    errors: list[BaseException] = []
-
-    def boot() -> None:
-        try:
-            vm.start()
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=boot)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not (vm._proc and vm._proc.pid):
-        time.sleep(0.01)
-    assert vm._proc is not None and vm._proc.pid is not None
+    thread, errors = start_in_thread(vm)
+    wait_for_qemu_pid(vm)
     time.sleep(0.5)
     sshd.kill_connections()  # the DUT link drops: every per-connection sshd dies
     thread.join(60)

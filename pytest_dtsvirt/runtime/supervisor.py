@@ -13,6 +13,7 @@ When qemu exits the supervisor records its status and prints ``exit N``.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import os
 import shlex
@@ -45,7 +46,7 @@ echo "exit $st"
 """
 
 
-class Supervised:
+class Supervised(abc.ABC):
     """A qemu started under the supervisor. Thread-safe status; ``pid`` is qemu's PID."""
 
     def __init__(self, argv: Sequence[str], run_dir: str) -> None:
@@ -97,11 +98,13 @@ class Supervised:
         """Close our end: the supervisor ends qemu if it is still running."""
         self._close_stdin()
 
+    @abc.abstractmethod
     def _write(self, data: bytes) -> None:
-        raise NotImplementedError
+        """Write to the supervisor's stdin (best effort)."""
 
+    @abc.abstractmethod
     def _close_stdin(self) -> None:
-        raise NotImplementedError
+        """Close our end of the supervisor's stdin (best effort)."""
 
 
 class _LocalSupervised(Supervised):

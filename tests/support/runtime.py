@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 from pytest_dtsvirt.hypervisor import VmOptions
@@ -52,3 +54,29 @@ def assert_nothing_left(vm: QEMUKvm) -> None:
     assert run_dir is not None, "the VM never got a run dir"
     assert qemu_pids_naming(run_dir) == [], f"qemu of {run_dir} still running"
     assert not os.path.exists(run_dir), f"{run_dir} left behind: {os.listdir(run_dir)}"
+
+
+def start_in_thread(vm: QEMUKvm) -> tuple[threading.Thread, list[BaseException]]:
+    """``vm.start()`` in a thread; the list receives what it raised."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            vm.start()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, errors
+
+
+def wait_for_qemu_pid(vm: QEMUKvm, timeout: float = 30) -> int:
+    """qemu's PID as soon as the supervisor reported it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proc = vm._proc
+        if proc is not None and proc.pid is not None:
+            return proc.pid
+        time.sleep(0.01)
+    raise AssertionError("qemu never started")
