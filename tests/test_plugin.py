@@ -382,16 +382,26 @@ def test_boot_failure_memoized(pytester: pytest.Pytester, journal: Path,
         def test_other_vm_boots(vm):
             pass
     """)
-    result = pytester.runpytest("-p", "no:randomly", *FAKE)
+    junit = pytester.path / "junit.xml"
+    result = pytester.runpytest("-p", "no:randomly", f"--junitxml={junit}", *FAKE)
     result.assert_outcomes(errors=6, passed=1)
     out = result.stdout.str()
     # vm0 with no params: one attempt shared by 3 function tests and the 2 session tests;
     # vm0 with other params: its own attempt; vm1 boots fine
     starts = [(e["vm"], e["suite"]) for e in events(journal, "start")]
     assert starts == [("vm0", "boot"), ("vm0", "boot"), ("vm1", "boot")]
-    assert out.count("qemu exited with status 1 (fake)") >= 6
-    assert out.count("failed to boot earlier in this session (test_boot.py::test_function[0])") \
-        == 4
+    errors = {case.get("name"): case.find("error") for case in
+              ET.parse(junit).iter("testcase")}
+    texts = {name: (err.get("message", "") + (err.text or "")) for name, err in errors.items()
+             if err is not None}
+    assert sorted(texts) == ["test_function[0]", "test_function[1]", "test_function[2]",
+                             "test_other_params_boot_again", "test_session[0]",
+                             "test_session[1]"]
+    assert all("qemu exited with status 1 (fake)" in text for text in texts.values())
+    memoized = [name for name, text in texts.items() if
+                "failed to boot earlier in this session (test_boot.py::test_function[0])" in text]
+    assert sorted(memoized) == ["test_function[1]", "test_function[2]", "test_session[0]",
+                                "test_session[1]"]
     assert "dtsvirt boot failure: qemu log" in out
     assert "Could not open '/nonexistent.img'" in out
 
