@@ -114,7 +114,7 @@ class SshSession(Session):
                  password: str | None = None, key_filename: str | None = None,
                  known_hosts: str | None = None, host_key_check: bool = True,
                  sock: socket.socket | None = None, timeout: float = 15.0,
-                 name: str | None = None) -> None:
+                 name: str | None = None, _guest: bool = False) -> None:
         self.host, self.port, self.user = host, port, user
         self.name = name or f"{user}@{host}:{port}"
         self._closed = False
@@ -136,7 +136,9 @@ class SshSession(Session):
             self._client.set_missing_host_key_policy(paramiko.RejectPolicy())
         else:
             with _AUTO_ADD_LOCK:
-                if self.name not in _AUTO_ADD_WARNED:
+                # a guest's keys are made at boot and it is reached only through our own
+                # channel: nothing to check, nothing to warn about
+                if not _guest and self.name not in _AUTO_ADD_WARNED:
                     _AUTO_ADD_WARNED.add(self.name)
                     log.warning("%s: host key not checked (host_key_check = no)", self.name)
             self._client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
@@ -186,7 +188,8 @@ class SshSession(Session):
         refused; SessionError for anything else (not up yet...)."""
         try:
             return cls("127.0.0.1", 22, user, password=password, key_filename=key_filename,
-                       host_key_check=False, sock=sock, timeout=timeout, name=name)
+                       host_key_check=False, sock=sock, timeout=timeout, name=name,
+                       _guest=True)
         except BaseException:
             sock.close()
             raise
