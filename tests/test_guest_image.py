@@ -6,6 +6,7 @@ import gzip
 import os
 import shutil
 import time
+from pathlib import Path
 
 import pytest
 from support.guest import session_image
@@ -217,3 +218,17 @@ def test_cli_json(image: GuestImage, capsys: pytest.CaptureFixture[str]) -> None
     assert set(out) >= {"kernel", "vmlinux", "initrd", "append", "disk", "key", "packages"}
 
 
+
+
+def test_prune_removes_only_other_builds(tmp_path: Path) -> None:
+    from pytest_dtsvirt.guest import prune_cache
+
+    keep, old = "a" * 20, "0123456789abcdef0123"
+    for name in (keep, old, "debs", "hostkeys", "resolved"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "f").write_text("x")
+    (tmp_path / "0123456789abcdef0124.txt").write_text("not a build dir")
+    removed = prune_cache(str(tmp_path), keep={keep})
+    assert removed == [str(tmp_path / old)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".lock", "0123456789abcdef0124.txt", keep, "debs", "hostkeys", "resolved"]

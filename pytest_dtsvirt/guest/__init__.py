@@ -21,7 +21,9 @@ import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Callable, Mapping
+import re
+import shutil
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from pytest_dtsvirt.errors import GuestImageError
@@ -114,4 +116,30 @@ def ensure_guest_image(cache_dir: str | None = None, *, ssh: str = "dropbear",
     return image
 
 
-__all__ = ["GuestImage", "GuestImageError", "default_cache_dir", "ensure_guest_image"]
+_BUILD_DIR = re.compile(r"[0-9a-f]{20}")
+
+
+def prune_cache(cache_dir: str | None, keep: Iterable[str]) -> list[str]:
+    """Remove every cached build whose key is not in ``keep``; return the removed paths.
+
+    Holds the build lock, so no build is in progress meanwhile. Only directories named like
+    a build key are touched (downloaded packages and host keys stay). A VM already running
+    on a removed kernel is not affected: qemu read it at start.
+    """
+    cache = os.path.abspath(cache_dir or default_cache_dir())
+    if not os.path.isdir(cache):
+        return []
+    keep = set(keep)
+    removed = []
+    with open(os.path.join(cache, ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for name in sorted(os.listdir(cache)):
+            path = os.path.join(cache, name)
+            if _BUILD_DIR.fullmatch(name) and name not in keep and os.path.isdir(path):
+                shutil.rmtree(path)
+                removed.append(path)
+    return removed
+
+
+__all__ = ["GuestImage", "GuestImageError", "default_cache_dir", "ensure_guest_image",
+           "prune_cache"]

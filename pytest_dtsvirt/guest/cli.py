@@ -9,7 +9,12 @@ import time
 
 from pytest_dtsvirt.cli import register_command
 from pytest_dtsvirt.errors import GuestImageError
-from pytest_dtsvirt.guest import GuestImage, default_cache_dir, ensure_guest_image
+from pytest_dtsvirt.guest import (
+    GuestImage,
+    default_cache_dir,
+    ensure_guest_image,
+    prune_cache,
+)
 
 
 def _setup(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +33,12 @@ def _setup(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--disk", action="store_true",
                        help="also make a bootable qcow2 disk image")
     build.add_argument("--json", action="store_true", help="print one JSON object")
+    prune = sub.add_parser(
+        "prune", help="remove cached builds other than the current default one",
+        description="Remove every cached guest build except the one `dtsvirt image build` "
+                    "(without options) uses now; downloaded packages and host keys stay.")
+    prune.add_argument("--cache-dir", default=None,
+                       help=f"cache directory (default: {default_cache_dir()})")
 
 
 def image_json(image: GuestImage) -> dict[str, object]:
@@ -61,5 +72,19 @@ def run_build(args: argparse.Namespace) -> int:
     return 0
 
 
-register_command("image", "the embedded test guest image (dtsvirt image build)", _setup,
-                 run_build)
+def run_prune(args: argparse.Namespace) -> int:
+    """Handler of ``dtsvirt image prune``."""
+    current = ensure_guest_image(args.cache_dir)
+    removed = prune_cache(args.cache_dir, keep={current.key})
+    for path in removed:
+        print(f"removed {path}")
+    print(f"{len(removed)} old build(s) removed; kept {current.key}", file=sys.stderr)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    return run_prune(args) if args.image_command == "prune" else run_build(args)
+
+
+register_command("image", "the embedded test guest image (dtsvirt image build|prune)",
+                 _setup, _run)
