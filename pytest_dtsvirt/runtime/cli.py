@@ -17,14 +17,37 @@ from pathlib import Path
 from typing import Any
 
 from pytest_dtsvirt.cli import register_command
+from pytest_dtsvirt.errors import ConfigError, Location
 from pytest_dtsvirt.hypervisor import VmOptions
 from pytest_dtsvirt.runtime import rundir
-from pytest_dtsvirt.session.dutconfig import connect, local_dut_config, parse_dut_spec
+from pytest_dtsvirt.session.dutconfig import (
+    DutConfig,
+    connect,
+    load_dut_configs,
+    local_dut_config,
+    parse_dut_spec,
+)
 
 
 def _dut_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dut", default="local", metavar="SPEC",
-                        help="the DUT: 'local' (default) or [user@]host[:port] over SSH")
+    parser.add_argument("--dut", default=None, metavar="SPEC",
+                        help="the DUT: 'local' (default) or [user@]host[:port] over SSH; "
+                             "with --duts, the name of a DUT in that file (default: the first)")
+    parser.add_argument("--duts", default=None, metavar="FILE",
+                        help="a DUT config file (the format of --dtsvirt-duts)")
+
+
+def _dut_config(args: argparse.Namespace) -> DutConfig:
+    if args.duts is None:
+        return local_dut_config() if args.dut in (None, "local") else parse_dut_spec(args.dut)
+    configs = load_dut_configs(args.duts)
+    if args.dut is None:
+        return configs[0]
+    for config in configs:
+        if config.name == args.dut:
+            return config
+    raise ConfigError(f"no DUT {args.dut!r}; the file names: "
+                      f"{', '.join(c.name for c in configs)}", Location(args.duts))
 
 
 def _setup_boot(parser: argparse.ArgumentParser) -> None:
@@ -49,8 +72,7 @@ def _run_boot(args: argparse.Namespace) -> int:
                         format="%(asctime)s.%(msecs)03d %(message)s", datefmt="%H:%M:%S")
     for noisy in ("paramiko", "qemu.qmp"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    config = local_dut_config() if args.dut == "local" else parse_dut_spec(args.dut)
-    dut = connect(config)
+    dut = connect(_dut_config(args))
     suite = Path(args.cfg).stem
     options = VmOptions(cfg_path=args.cfg, accel=args.accel, boot_timeout=args.boot_timeout,
                         cache_dir=args.cache_dir)
@@ -114,7 +136,7 @@ def _setup_reap(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_reap(args: argparse.Namespace) -> int:
-    config = local_dut_config() if args.dut == "local" else parse_dut_spec(args.dut)
+    config = _dut_config(args)
     dut = connect(config)
     try:
         reaped = rundir.reap(dut.session, config.workdir)
