@@ -289,6 +289,9 @@ def test_reaper_removes_only_crashed_runs(tmp_path: Path) -> None:
     time.sleep(0.2)
     assert qemu_pids_naming(crashed.run_dir), "qemu should outlive its supervisor here"
     innocent = subprocess.Popen(["sleep", "300"])  # not ours: must survive
+    # a user following the crashed run's console: names the run dir, still not ours
+    follower = subprocess.Popen(["tail", "-f", f"{crashed.run_dir}/console.log"],
+                                stdout=subprocess.DEVNULL)
     try:
         reaped = rundir.reap(wd_dut.session, workdir)
         assert reaped == [crashed.run_dir]
@@ -296,9 +299,11 @@ def test_reaper_removes_only_crashed_runs(tmp_path: Path) -> None:
         assert not os.path.exists(crashed.run_dir)
         assert qemu_pids_naming(live.run_dir) and os.path.exists(live.run_dir)
         assert innocent.poll() is None
+        assert follower.poll() is None
     finally:
-        innocent.kill()
-        innocent.wait()
+        for proc in (innocent, follower):
+            proc.kill()
+            proc.wait()
         live.stop()
         with contextlib.suppress(VmError):
             crashed.stop()
@@ -346,4 +351,21 @@ def test_reference_vxlan_flow_two_vhost_user_devices(dut: Dut, tmp_path: Path) -
                 assert f"{mac} 1" in links, links
         finally:
             vm.stop()
+    assert_nothing_left(vm)
+
+
+def test_a_hung_guest_ssh_does_not_stall_teardown(dut: Dut, tmp_path: Path) -> None:
+    """The guest's SSH server stops answering while the link through slirp stays up: the
+    courtesy steps give up after their budget and the VM is powered down anyway."""
+    from pytest_dtsvirt.qemu import kvm
+
+    vm = make_vm(dut, write_cfg(tmp_path))
+    vm_dut = vm.start()
+    vm_dut.send_expect("sleep 1000 &", "# ")  # something for kill_all to do
+    stopped = vm.agent.exec(["/bin/sh", "-c", "kill -STOP $(pidof dropbear)"])
+    assert stopped.exit_code == 0, stopped
+    begin = time.monotonic()
+    vm.stop()
+    took = time.monotonic() - begin
+    assert took < kvm.GUEST_COURTESY_S + 10, f"teardown took {took:.1f} s"
     assert_nothing_left(vm)

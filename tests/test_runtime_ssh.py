@@ -87,3 +87,34 @@ def test_dut_connection_dropped_during_boot(ssh_dut: Dut, sshd: SshdHandle,
     while time.monotonic() < deadline and vm.run_dir and os.path.exists(vm.run_dir):
         time.sleep(0.1)
     assert_nothing_left(vm)
+
+
+def test_three_vms_on_a_dut_with_default_max_sessions(tmp_path: Path, workdir: str) -> None:
+    """OpenSSH allows 10 session channels per connection by default; each VM holds three for
+    its whole life (supervisor, QMP, agent), so VMs get their own connections."""
+    handle = start_sshd(tmp_path, address="127.0.0.6", max_sessions=10)
+    config = DutConfig(name="dut-default", host=handle.host, port=handle.port,
+                       user=handle.user, key=handle.key_path, known_hosts=handle.known_hosts,
+                       workdir=workdir)
+    dut = connect(config)
+    cfg = write_cfg(tmp_path, "".join(
+        f"[vm{i}]\nlogin =\n    user=root,password=tester;\n" for i in range(3)))
+    vms = [make_vm(dut, cfg, f"vm{i}") for i in range(3)]
+    try:
+        dut.send_expect("echo ready", "# ")  # the DUT's own shell, on the shared connection
+        booting = [start_in_thread(vm) for vm in vms]
+        for thread, errors in booting:
+            thread.join(180)
+            assert not errors, errors
+        for vm in vms:
+            assert vm.vm_dut is not None
+            assert "10.0.2.15" in vm.vm_dut.send_expect("ip -4 addr show host_connect", "# ")
+        alt = dut.alt_session()  # more channels on the DUT still work
+        assert "ok" in alt.send_expect("echo ok", "# ")
+    finally:
+        for vm in vms:
+            vm.stop()
+        dut.close()
+        handle.stop()
+    for vm in vms:
+        assert_nothing_left(vm)

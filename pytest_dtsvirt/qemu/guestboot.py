@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
+import threading
 from typing import Any
 
 from pytest_dtsvirt.errors import ConfigError
@@ -16,6 +18,7 @@ from pytest_dtsvirt.session.base import Session
 from pytest_dtsvirt.session.dut import Dut
 
 log = logging.getLogger("pytest_dtsvirt")
+_STAGING_LOCK = threading.Lock()
 
 
 def parse_hostfwd_port(info_usernet: str, guest_port: int = 22) -> int | None:
@@ -39,18 +42,22 @@ def with_default_guest(spec: Any, dut: Dut, cache_dir: str | None) -> Any:
         return spec.with_guest(image)
     remote_dir = f"{dut.config.workdir.rstrip('/')}/guest-{image.key[:16]}"
     session = dut.session
-    session.run(["mkdir", "-p", "-m", "0700", remote_dir], check=True, timeout=20)
     staged: dict[str, str] = {}
-    for attr in ("kernel", "vmlinux", "initrd"):
-        local = getattr(image, attr)
-        remote = f"{remote_dir}/{os.path.basename(local)}"
-        size = os.path.getsize(local)
-        probe = session.run(["stat", "-c", "%s", remote], timeout=20)
-        if not (probe.ok and probe.stdout.strip() == str(size)):
-            log.info("copying the test guest's %s to %s:%s", attr, dut.config.name, remote)
-            session.put(local, remote + ".part")
-            session.run(["mv", "-f", remote + ".part", remote], check=True, timeout=20)
-        staged[attr] = remote
+    # one copy at a time from this process; other processes (xdist workers on a shared
+    # DUT) write their own temp names and rename atomically
+    with _STAGING_LOCK:
+        session.run(["mkdir", "-p", "-m", "0700", remote_dir], check=True, timeout=20)
+        for attr in ("kernel", "vmlinux", "initrd"):
+            local = getattr(image, attr)
+            remote = f"{remote_dir}/{os.path.basename(local)}"
+            size = os.path.getsize(local)
+            probe = session.run(["stat", "-c", "%s", remote], timeout=20)
+            if not (probe.ok and probe.stdout.strip() == str(size)):
+                log.info("copying the test guest's %s to %s:%s", attr, dut.config.name, remote)
+                part = f"{remote}.part-{secrets.token_hex(4)}"
+                session.put(local, part)
+                session.run(["mv", "-f", part, remote], check=True, timeout=20)
+            staged[attr] = remote
     from dataclasses import replace
 
     return spec.with_guest(replace(image, kernel=staged["kernel"], vmlinux=staged["vmlinux"],

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -37,11 +38,17 @@ from pytest_dtsvirt.qemu.qmp import Qmp
 from pytest_dtsvirt.runtime import rundir
 from pytest_dtsvirt.runtime.ladder import Fatal, Ladder, NotYet
 from pytest_dtsvirt.runtime.supervisor import Supervised, start_supervised
+from pytest_dtsvirt.session.base import Session
 from pytest_dtsvirt.session.dut import Dut, VmDut
 
 log = logging.getLogger("pytest_dtsvirt")
 
 CONSOLE_TAIL_LINES = 60
+#: default bound of each QMP and guest agent call once the VM runs
+QMP_TIMEOUT_S = 10.0
+AGENT_TIMEOUT_S = 10.0
+#: how long teardown gives the guest's own kill_all before powering the VM down anyway
+GUEST_COURTESY_S = 10.0
 
 
 class QEMUKvm(Hypervisor):
@@ -69,6 +76,8 @@ class QEMUKvm(Hypervisor):
         self.accel_reason = ""
         self._stopped = False
         self._kept = False
+        #: this VM's own connection to the DUT for its long-lived channels (see _open_link)
+        self._link: Dut | None = None
 
     # -- configuration ------------------------------------------------------------------
     def set_vm_param(self, key: str, **options: str) -> None:
@@ -172,16 +181,19 @@ class QEMUKvm(Hypervisor):
         log.info("%s: starting qemu on %s (%s): %s", self.vm_name, session.name, accel,
                  shlex.join(argv))
         ladder = Ladder(self.vm_name, budget, self._qemu_exit_reason)
-        self._proc = start_supervised(session, argv, self._run_dir)
+        link = self._open_link()
+        self._proc = start_supervised(link, argv, self._run_dir)
         proc = self._proc
         ladder.phase("qemu", lambda: proc.wait_started(ladder.attempt_timeout(5)))
-        self._qmp = ladder.phase("qmp", lambda: Qmp(session.open_unix(
+        self._qmp = ladder.phase("qmp", lambda: Qmp(link.open_unix(
             placement.qmp_socket, ladder.attempt_timeout(2)), timeout=ladder.attempt_timeout(5)))
+        self._qmp.timeout = QMP_TIMEOUT_S  # the handshake had the boot budget; calls get this
         if pins:
             self._pin_vcpus(pins)
             self._qmp.cont()
         self._hostfwd_port = self._read_hostfwd_port()
         self._agent = ladder.phase("agent", lambda: self._agent_probe(ladder))
+        self._agent.timeout = AGENT_TIMEOUT_S
         ladder.phase("host_connect", lambda: self._host_connect_probe(ladder))
         self.pci_maps = self._qmp.pci_map()
         guest_session = ladder.phase("ssh", lambda: self._ssh_probe(spec, ladder))
@@ -191,6 +203,21 @@ class QEMUKvm(Hypervisor):
         log.info("%s: ready in %.2f s (%s)", self.vm_name, self._timings["total"],
                  ", ".join(f"{k} {v:.2f}" for k, v in ladder.timings.items()))
         return self._vm_dut
+
+    def _open_link(self) -> Session:
+        """The session for this VM's long-lived channels (supervisor, QMP, agent, guest SSH).
+
+        On an SSH DUT each VM gets its own connection: these channels stay open as long as
+        the VM runs, and OpenSSH allows 10 sessions per connection by default (MaxSessions),
+        which a few VMs plus shells on one shared connection would exhaust. Closing it (or
+        losing it) makes the supervisor end qemu, like losing the DUT."""
+        if self.dut.config.is_local:
+            return self.dut.session
+        if self._link is None:
+            from pytest_dtsvirt.session.dutconfig import connect
+
+            self._link = connect(self.dut.config)
+        return self._link.session
 
     def _qemu_exit_reason(self) -> str | None:
         if self._proc is None or not self._proc.exited:
@@ -214,7 +241,7 @@ class QEMUKvm(Hypervisor):
         return port
 
     def _agent_probe(self, ladder: Ladder) -> GuestAgent:
-        sock = self.dut.session.open_unix(self._placement.qga_socket if self._placement else "",
+        sock = self._open_link().open_unix(self._placement.qga_socket if self._placement else "",
                                           ladder.attempt_timeout(2))
         agent = GuestAgent(sock, timeout=ladder.attempt_timeout(5))
         try:
@@ -235,7 +262,7 @@ class QEMUKvm(Hypervisor):
         from pytest_dtsvirt.session.ssh import GuestAuthError, SshSession
 
         assert self._hostfwd_port is not None
-        sock = self.dut.session.open_tcp("127.0.0.1", self._hostfwd_port,
+        sock = self._open_link().open_tcp("127.0.0.1", self._hostfwd_port,
                                          ladder.attempt_timeout(3))
         try:
             return SshSession.for_guest(
@@ -259,7 +286,9 @@ class QEMUKvm(Hypervisor):
         self._kept = True
         self._stopped = True
         self._close_clients()
-        return self.reach()
+        reach = self.reach()
+        self._close_link()
+        return reach
 
     def reach(self) -> str:
         """How a human reaches this VM (SSH command, HMP socket, console log)."""
@@ -300,8 +329,9 @@ class QEMUKvm(Hypervisor):
         alive = proc is not None and proc.pid is not None and not proc.exited
         if self._vm_dut is not None:
             if alive:
-                attempt("guest kill_all", self._vm_dut.kill_all)
-            attempt("closing the guest session", self._vm_dut.close)
+                self._bounded("guest kill_all", self._vm_dut.kill_all, GUEST_COURTESY_S)
+            # the session, not Dut.close(): that would run kill_all once more
+            attempt("closing the guest session", self._vm_dut.session.close)
         if alive and proc is not None:
             begin = time.monotonic()
             if self._agent is not None and attempt("agent powerdown", self.agent.shutdown):
@@ -320,6 +350,7 @@ class QEMUKvm(Hypervisor):
         self._close_clients()
         if proc is not None:
             proc.release()
+        self._close_link()
         if self._run_dir is not None and not errors:
             try:
                 rundir.remove_run_dir(session, self._run_dir)
@@ -327,6 +358,33 @@ class QEMUKvm(Hypervisor):
                 errors.append(f"removing the run dir {self._run_dir}: {exc}")
         if errors:
             raise VmError(f"{self.vm_name}: teardown problems: " + "; ".join(errors))
+
+    def _bounded(self, name: str, fn: Any, seconds: float) -> None:
+        """Run a courtesy step for at most ``seconds``: a hung guest (its SSH link still up
+        through slirp) must not hold up the teardown. Closing the guest session afterwards
+        unblocks a step left behind."""
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                fn()
+            except Exception as exc:
+                log.info("%s: teardown: %s failed (%s); escalating", self.vm_name, name, exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=run, daemon=True, name=f"dtsvirt-{name}").start()
+        if not done.wait(seconds):
+            log.info("%s: teardown: %s did not finish in %g s; escalating", self.vm_name,
+                     name, seconds)
+
+    def _close_link(self) -> None:
+        if self._link is not None:
+            try:
+                self._link.session.close()
+            except Exception as exc:  # closing is best effort
+                log.debug("%s: closing the VM's DUT connection: %s", self.vm_name, exc)
+            self._link = None
 
     def _close_clients(self) -> None:
         for client in (self._agent, self._qmp):

@@ -21,6 +21,7 @@ from pytest_dtsvirt.session.base import Session
 log = logging.getLogger("pytest_dtsvirt")
 
 RUN_DIR_PREFIX = "dtsvirt-"
+# supervisor.pid holds "SUPERVISOR QEMU WATCHER" (written by runtime/supervisor.py)
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
 #: a run dir without a supervisor pidfile that is older than this is a failed early start
 STALE_WITHOUT_PIDFILE_S = 300
@@ -75,18 +76,10 @@ def _wait_gone(session: Session, pid: int, timeout: float = 5.0) -> None:
         time.sleep(0.05)
 
 
-def _pids_naming(session: Session, run_dir: str) -> list[int]:
-    """PIDs whose command line contains ``run_dir`` (the lookup's own processes excluded)."""
-    res = session.run(["sh", "-c", 'grep -l -a -F -e "$0" /proc/[0-9]*/cmdline; echo "self $$"',
-                       run_dir], timeout=20)
-    lines = res.stdout.split("\n")
-    me = {w.split()[1] for w in lines if w.startswith("self ")}
-    pids = []
-    for line in lines:
-        parts = line.split("/")
-        if len(parts) == 4 and parts[2].isdigit() and parts[2] not in me:
-            pids.append(int(parts[2]))
-    return [pid for pid in pids if _pid_alive(session, pid)]
+def _cmdline_names(session: Session, pid: int, run_dir: str) -> bool:
+    """True when the command line of ``pid`` names ``run_dir`` (the PID was not reused)."""
+    res = session.run(["cat", f"/proc/{pid}/cmdline"], timeout=10)
+    return res.ok and run_dir in res.stdout.replace("\0", " ")
 
 
 def _age_seconds(session: Session, path: str) -> float:
@@ -102,9 +95,10 @@ def reap(session: Session, workdir: str) -> list[str]:
     """Remove leftovers of crashed dtsvirt runs under ``workdir``; return what was reaped.
 
     A run dir is a leftover when its supervisor is dead (or, with no supervisor pidfile,
-    when it is older than a few minutes). Its processes (qemu, the rest of the supervisor)
-    are found by their command line naming that run dir, and killed by PID. Live runs
-    (other workers, other sessions) are left alone.
+    when it is older than a few minutes). Only the PIDs the supervisor recorded (qemu and
+    the supervisor's watcher) are killed, each after checking that its command line still
+    names that run dir; a user's ``tail -f`` of the console log is never touched. Live runs
+    (other workers, other sessions, kept VMs) are left alone.
     """
     listing = session.run(["ls", "-1", "--", workdir], timeout=20)
     if not listing.ok:
@@ -117,15 +111,17 @@ def reap(session: Session, workdir: str) -> list[str]:
         pids = session.run(["cat", f"{run_dir}/supervisor.pid"], timeout=10)
         if pids.ok:
             words = pids.stdout.split()
-            if len(words) != 2 or not all(w.isdigit() for w in words):
+            if len(words) != 3 or not all(w.isdigit() for w in words):
                 continue
-            if _pid_alive(session, int(words[0])):
-                continue  # a live run owns it
-            # qemu and what is left of its supervisor: every process naming this run dir
-            for pid in _pids_naming(session, run_dir):
-                session.run(["kill", "-KILL", str(pid)], timeout=10)
-                _wait_gone(session, pid)
-                log.warning("reaped PID %d of a crashed run (%s)", pid, run_dir)
+            supervisor, qemu, watcher = (int(w) for w in words)
+            if _pid_alive(session, supervisor) and _cmdline_names(session, supervisor, run_dir):
+                continue  # a live run owns it (a kept VM included)
+            # only the PIDs the supervisor recorded, each checked to still be that process
+            for pid in (watcher, qemu):
+                if _pid_alive(session, pid) and _cmdline_names(session, pid, run_dir):
+                    session.run(["kill", "-KILL", str(pid)], timeout=10)
+                    _wait_gone(session, pid)
+                    log.warning("reaped PID %d of a crashed run (%s)", pid, run_dir)
         elif _age_seconds(session, run_dir) < STALE_WITHOUT_PIDFILE_S:
             continue
         remove_run_dir(session, run_dir)

@@ -25,18 +25,21 @@ from typing import Any
 from pytest_dtsvirt.errors import SessionError
 from pytest_dtsvirt.session.base import Session
 
+#: bound on opening the supervisor's SSH channel
+OPEN_TIMEOUT_S = 30.0
+
 SUPERVISOR_SCRIPT = r"""
 exec 3<&0
-"$@" </dev/null >"$0/qemu.out" 2>"$0/qemu.log" &
+"$@" 3<&- </dev/null >"$0/qemu.out" 2>"$0/qemu.log" &
 q=$!
-echo "$$ $q" >"$0/supervisor.pid"
 echo "pid $q"
 ( if read -r cmd <&3 && [ "$cmd" = keep ]; then exit 0; fi
   : >"$0/orphaned"
   kill -TERM "$q" 2>/dev/null; i=0
   while kill -0 "$q" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
-  kill -KILL "$q" 2>/dev/null ) &
+  kill -0 "$q" 2>/dev/null && kill -KILL "$q" 2>/dev/null ) &
 w=$!
+echo "$$ $q $w" >"$0/supervisor.pid"
 exec 3<&-
 wait "$q"; st=$?
 if [ -e "$0/orphaned" ]; then rm -rf -- "$0"; exit 0; fi
@@ -121,6 +124,7 @@ class _LocalSupervised(Supervised):
         assert self._proc.stdout is not None
         for raw in self._proc.stdout:
             self._feed(raw.decode(errors="replace"))
+        self._proc.stdout.close()
         status = self._proc.wait()
         self._set_exit(self.exit_status if self.exit_status is not None else status)
 
@@ -146,9 +150,13 @@ class _ChannelSupervised(Supervised):
     def __init__(self, argv: Sequence[str], run_dir: str, transport: Any) -> None:
         super().__init__(argv, run_dir)
         try:
-            self._chan = transport.open_session()
-            self._chan.exec_command(shlex.join(["sh", "-c", SUPERVISOR_SCRIPT, run_dir, *argv]))
+            self._chan = transport.open_session(timeout=OPEN_TIMEOUT_S)
         except Exception as exc:  # paramiko raises several unrelated types here
+            raise SessionError(f"cannot start qemu over SSH: {exc}") from exc
+        try:
+            self._chan.exec_command(shlex.join(["sh", "-c", SUPERVISOR_SCRIPT, run_dir, *argv]))
+        except Exception as exc:
+            self._chan.close()
             raise SessionError(f"cannot start qemu over SSH: {exc}") from exc
         threading.Thread(target=self._read, daemon=True, name="dtsvirt-supervisor").start()
 

@@ -40,6 +40,8 @@ from pytest_dtsvirt.session.base import (
 from pytest_dtsvirt.session.relay import Relay
 
 log = logging.getLogger(__name__)
+#: a bound on each SFTP request (read_file, write_file, put, get)
+SFTP_TIMEOUT_S = 60.0
 
 _AUTO_ADD_WARNED: set[str] = set()
 _AUTO_ADD_LOCK = threading.Lock()
@@ -215,8 +217,12 @@ class SshSession(Session):
         for attempt in range(3):
             try:
                 return self._transport_ok().open_session(timeout=timeout)
-            except paramiko.SSHException as exc:
+            except paramiko.ChannelException as exc:  # a refusal; a timeout is not retried
                 if attempt == 2 or not self._transport.is_active():
+                    if "prohibited" in str(exc).lower():
+                        raise SessionError(
+                            f"{self.name}: the SSH server refused another session channel "
+                            f"({exc}); its MaxSessions limit may be too low") from exc
                     raise
                 log.info("%s: channel open refused (%s); retrying", self.name, exc)
                 time.sleep(0.1 * (attempt + 1))
@@ -352,6 +358,10 @@ class SshSession(Session):
         if self._sftp is None and not self._sftp_missing:
             try:
                 self._sftp = self._transport_ok().open_sftp_client()
+                # a stalled DUT must not block a file operation until TCP gives up
+                channel = self._sftp.get_channel()
+                if channel is not None:
+                    channel.settimeout(SFTP_TIMEOUT_S)
             except (paramiko.SSHException, EOFError, OSError):
                 self._transport_ok()
                 self._sftp_missing = True  # e.g. dropbear without sftp-server: use cat

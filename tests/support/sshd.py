@@ -96,9 +96,10 @@ def _free_port(address: str) -> int:
 
 def start_sshd(tmp_path: Path, address: str = "127.0.0.2", port: int | None = None,
                password_auth: bool = False, timeout: float = 10.0,
-               extra_config: Sequence[str] = ()) -> SshdHandle:
+               extra_config: Sequence[str] = (), max_sessions: int = 50) -> SshdHandle:
     """Start sshd on ``address`` (a loopback address) and a free port; see module doc.
-    ``extra_config`` lines are appended to sshd_config (e.g. ``SetEnv PATH=...``)."""
+    ``extra_config`` lines are appended to sshd_config (e.g. ``SetEnv PATH=...``);
+    ``max_sessions=10`` is OpenSSH's own default."""
     d = Path(tmp_path) / f"sshd-{address}"
     d.mkdir(mode=0o700, parents=True, exist_ok=True)
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation directory
@@ -127,7 +128,7 @@ def start_sshd(tmp_path: Path, address: str = "127.0.0.2", port: int | None = No
             "AllowStreamLocalForwarding yes",
             "X11Forwarding no",
             "PrintMotd no",
-            "MaxSessions 50",
+            f"MaxSessions {max_sessions}",
             "MaxStartups 50",
             "LogLevel VERBOSE",
             "Subsystem sftp internal-sftp",
