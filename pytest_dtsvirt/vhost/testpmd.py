@@ -275,11 +275,15 @@ class TestpmdBackend:
                           timeout=30)
 
     def _alive(self) -> bool:
+        """True while our testpmd runs: the PID is alive, not a zombie, and still names our
+        unique ``--file-prefix`` (so a reused PID is never signalled)."""
         if self.pid is None:
             return False
-        # A zombie (exited, not yet reaped by the shell's parent) counts as gone.
         state = self.host.run(["ps", "-o", "stat=", "-p", str(self.pid)], timeout=10)
-        return state.ok and not state.stdout.strip().startswith("Z")
+        if not state.ok or state.stdout.strip().startswith("Z"):
+            return False
+        cmdline = self.host.run(["cat", f"/proc/{self.pid}/cmdline"], timeout=10)
+        return cmdline.ok and self.file_prefix in cmdline.stdout
 
     def _wait_gone(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
