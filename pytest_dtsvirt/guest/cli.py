@@ -17,6 +17,11 @@ from pytest_dtsvirt.guest import (
 )
 
 
+def _cache_dir_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cache-dir", default=None,
+                        help=f"cache directory (default: {default_cache_dir()})")
+
+
 def _setup(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``dtsvirt image``: the ``build`` action and its options."""
     sub = parser.add_subparsers(dest="image_command", required=True)
@@ -24,8 +29,7 @@ def _setup(parser: argparse.ArgumentParser) -> None:
         "build", help="build the test guest from Debian packages (reused when unchanged)",
         description="Build the test guest (kernel, vmlinux, initramfs) from Debian packages "
                     "with apt-get download; no root needed once `apt-get update` has run.")
-    build.add_argument("--cache-dir", default=None,
-                       help=f"cache directory (default: {default_cache_dir()})")
+    _cache_dir_arg(build)
     build.add_argument("--ssh", choices=("dropbear", "openssh"), default="dropbear",
                        help="SSH server in the guest (default: dropbear)")
     build.add_argument("--extra", nargs="+", default=[], metavar="PKG",
@@ -37,8 +41,7 @@ def _setup(parser: argparse.ArgumentParser) -> None:
         "prune", help="remove cached builds other than the current default one",
         description="Remove every cached guest build except the one `dtsvirt image build` "
                     "(without options) uses now; downloaded packages and host keys stay.")
-    prune.add_argument("--cache-dir", default=None,
-                       help=f"cache directory (default: {default_cache_dir()})")
+    _cache_dir_arg(prune)
 
 
 def image_json(image: GuestImage) -> dict[str, object]:
