@@ -1,13 +1,16 @@
-"""Connecting to a local unix stream socket with a bounded wait and a clear error.
+"""Connecting to a local unix stream socket with a bounded wait and a clear error, and the
+common shape of the clients that talk over such a socket.
 
-Used by the local :class:`~pytest_dtsvirt.session.base.Session` (``open_unix``) and by the
-``open()`` class methods of the QMP, HMP and guest agent clients; each raises its own error
-type.
+:func:`connect_unix` is used by the local :class:`~pytest_dtsvirt.session.base.Session`
+(``open_unix``) and, through :class:`SocketClient`, by the QMP, HMP and guest agent clients;
+each raises its own error type.
 """
 
 from __future__ import annotations
 
+import abc
 import socket
+from typing import ClassVar, Self
 
 from pytest_dtsvirt.errors import SessionError
 
@@ -38,3 +41,32 @@ def connect_unix(path: str, timeout: float, error: type[Exception] = SessionErro
         sock.close()
         raise error(f"{what} {path}: cannot connect: {_reason(exc, timeout)}") from exc
     return sock
+
+
+class SocketClient(abc.ABC):
+    """A protocol client built on an already connected socket (from a DUT session's
+    ``open_unix``), usable as a context manager; :meth:`open` connects to a local path."""
+
+    #: what :meth:`open` raises, and how it names the socket, when connecting fails
+    connect_error: ClassVar[type[Exception]] = SessionError
+    connect_what: ClassVar[str] = "unix socket"
+
+    @abc.abstractmethod
+    def __init__(self, sock: socket.socket, timeout: float = 10.0) -> None:
+        """Take ownership of ``sock``; ``timeout`` bounds each call by default."""
+
+    @classmethod
+    def open(cls, path: str, timeout: float = 10.0) -> Self:
+        """Connect to the local unix socket ``path``."""
+        return cls(connect_unix(path, timeout, cls.connect_error, what=cls.connect_what),
+                   timeout)
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -16,7 +16,7 @@ import socket
 import time
 
 from pytest_dtsvirt.errors import VmError
-from pytest_dtsvirt.unixsock import connect_unix
+from pytest_dtsvirt.unixsock import SocketClient
 
 PROMPT = b"(qemu) "
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[@-Z\\-_]")
@@ -49,10 +49,13 @@ def parse_info_pci(text: str) -> dict[str, str]:
     return result
 
 
-class Hmp:
+class Hmp(SocketClient):
     """An HMP session on an already connected socket; waits for the first prompt.
 
     Owns the socket (:meth:`close`). One command at a time."""
+
+    connect_error = VmError
+    connect_what = "HMP socket"
 
     def __init__(self, sock: socket.socket, timeout: float = 10.0) -> None:
         self._sock = sock
@@ -60,17 +63,6 @@ class Hmp:
         self._buf = b""
         self.banner = strip_terminal(self._read_prompt(time.monotonic() + timeout,
                                                        "banner").decode(errors="replace"))
-
-    @classmethod
-    def open(cls, path: str, timeout: float = 10.0) -> Hmp:
-        """Connect to the local unix socket ``path``."""
-        return cls(connect_unix(path, timeout, VmError, what="HMP socket"), timeout)
-
-    def __enter__(self) -> Hmp:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def close(self) -> None:
         """Close the socket (idempotent)."""

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 from pytest_dtsvirt.errors import AgentError, AgentReplyError, AgentTimeout
-from pytest_dtsvirt.unixsock import connect_unix
+from pytest_dtsvirt.unixsock import SocketClient
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +95,14 @@ def parse_interfaces(reply: Any) -> list[GuestInterface]:
     return result
 
 
-class GuestAgent:
+class GuestAgent(SocketClient):
     """A qemu guest agent client on an already connected socket.
 
     ``timeout`` is the default bound of each call; every method accepts its own. The client
     owns the socket: :meth:`close` closes it. Not thread-safe; one caller at a time."""
+
+    connect_error = AgentError
+    connect_what = "guest agent socket"
 
     def __init__(self, sock: socket.socket, timeout: float = 10.0) -> None:
         self._sock = sock
@@ -107,17 +110,6 @@ class GuestAgent:
         self._buf = b""
         self._synced = False
         self._closed = False
-
-    @classmethod
-    def open(cls, path: str, timeout: float = 10.0) -> GuestAgent:
-        """Connect to the local unix socket ``path``; AgentError if it is missing."""
-        return cls(connect_unix(path, timeout, AgentError, what="guest agent socket"), timeout)
-
-    def __enter__(self) -> GuestAgent:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def close(self) -> None:
         """Close the socket (idempotent)."""

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from qemu.qmp import EventListener, ExecuteError, QMPClient, Runstate
 
 from pytest_dtsvirt.errors import QmpError
-from pytest_dtsvirt.unixsock import connect_unix
+from pytest_dtsvirt.unixsock import SocketClient
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +78,15 @@ def pci_map_of(devices: list[PciDevice], prefix: str = "pt_") -> dict[str, str]:
     return {d.qdev_id: d.bdf for d in devices if d.qdev_id and d.qdev_id.startswith(prefix)}
 
 
-class Qmp:
+class Qmp(SocketClient):
     """A connected, negotiated QMP session on ``sock``.
 
     The constructor reads the greeting and negotiates capabilities within ``timeout``.
     ``timeout`` is the default bound of each later call. Thread-safe for calls from several
     threads (the private loop serialises them). :meth:`close` ends the loop and the socket."""
+
+    connect_error = QmpError
+    connect_what = "QMP socket"
 
     def __init__(self, sock: socket.socket, timeout: float = 10.0) -> None:
         self.timeout = timeout
@@ -106,17 +109,6 @@ class Qmp:
             self.close()
             sock.close()
             raise
-
-    @classmethod
-    def open(cls, path: str, timeout: float = 10.0) -> Qmp:
-        """Connect to the local unix socket ``path`` and negotiate."""
-        return cls(connect_unix(path, timeout, QmpError, what="QMP socket"), timeout)
-
-    def __enter__(self) -> Qmp:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- loop plumbing ---------------------------------------------------------------------
 
