@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.sshd import SshdHandle, start_sshd
+from support.sshd import SshdHandle
 
 from pytest_dtsvirt.errors import CommandTimeout, ConfigError, SessionError
 from pytest_dtsvirt.session.dut import Dut, VmDut, clean_output
@@ -25,13 +25,6 @@ from pytest_dtsvirt.session.dutconfig import (
     parse_dut_spec,
 )
 from pytest_dtsvirt.session.local import LocalSession
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdHandle]:
-    handle = start_sshd(tmp_path_factory.mktemp("sshd"))
-    yield handle
-    handle.stop()
 
 
 def ssh_config(h: SshdHandle, **kw: object) -> DutConfig:

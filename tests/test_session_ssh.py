@@ -30,13 +30,6 @@ from pytest_dtsvirt.errors import SessionError
 from pytest_dtsvirt.session.ssh import GuestAuthError, SshSession
 
 
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdHandle]:
-    handle = start_sshd(tmp_path_factory.mktemp("sshd"))
-    yield handle
-    handle.stop()
-
-
 def connect(h: SshdHandle, **kw: object) -> SshSession:
     args: dict[str, object] = {"key_filename": h.key_path, "known_hosts": h.known_hosts}
     args.update(kw)
