@@ -22,7 +22,7 @@ import logging
 import shlex
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pytest_dtsvirt import hypervisor
@@ -396,16 +396,17 @@ class QEMUKvm(Hypervisor):
         self._agent = self._qmp = None
 
     # -- diagnostics --------------------------------------------------------------------
-    def _read_run_file(self, name: str) -> str:
-        if self._run_dir is None:
+    def _read_run_file(self, path_of: Callable[[Placement], str]) -> str:
+        """A file of the run dir (``path_of(placement)``), or "" if it cannot be read."""
+        if self._placement is None:
             return ""
         try:
-            return self.dut.session.read_file(f"{self._run_dir}/{name}").decode(errors="replace")
+            return self.dut.session.read_file(path_of(self._placement)).decode(errors="replace")
         except DtsvirtError:
             return ""
 
     def _qemu_log_tail(self, lines: int) -> str:
-        text = self._read_run_file("qemu.log").strip()
+        text = self._read_run_file(lambda p: p.qemu_log).strip()
         return "\n".join(text.splitlines()[-lines:]) or "(nothing on stderr)"
 
     def diagnostics(self) -> dict[str, str]:
@@ -415,7 +416,7 @@ class QEMUKvm(Hypervisor):
         if self._run_dir:
             diag["run dir"] = f"{self.dut.config.name}:{self._run_dir}"
             diag["qemu log"] = self._qemu_log_tail(200)
-            console = self._read_run_file("console.log").splitlines()
+            console = self._read_run_file(lambda p: p.console_log).splitlines()
             diag["console tail"] = "\n".join(console[-CONSOLE_TAIL_LINES:]) or "(empty)"
         if self._proc is not None and self._proc.exited:
             diag["qemu exit status"] = str(self._proc.exit_status)

@@ -54,7 +54,7 @@ class Placement:
 
     @property
     def qemu_log(self) -> str:
-        """qemu's stderr (written by the launcher, not by an argv option)."""
+        """qemu's stderr: ``runtime/supervisor.py`` redirects it here (``$0/qemu.log``)."""
         return self._path("qemu.log")
 
 
