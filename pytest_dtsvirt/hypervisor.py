@@ -9,6 +9,7 @@ backend (libvirt) can be registered without touching it.
 from __future__ import annotations
 
 import abc
+import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -88,6 +89,8 @@ class Hypervisor(abc.ABC):
 HypervisorFactory = Callable[["Dut", str, str, VmOptions], Hypervisor]
 
 _REGISTRY: dict[str, HypervisorFactory] = {}
+#: backends of this package, imported (and so registered) only when selected
+_BUILT_IN = {"kvm": "pytest_dtsvirt.qemu.kvm", "fake": "pytest_dtsvirt.testing.fake"}
 
 
 def register(name: str, factory: HypervisorFactory) -> None:
@@ -97,8 +100,8 @@ def register(name: str, factory: HypervisorFactory) -> None:
 
 def create(kind: str, dut: Dut, vm_name: str, suite: str, options: VmOptions) -> Hypervisor:
     """A new, not yet started VM of backend ``kind``."""
-    if kind not in _REGISTRY and kind == "kvm":
-        import pytest_dtsvirt.qemu.kvm  # noqa: F401  (registers "kvm")
+    if kind not in _REGISTRY and kind in _BUILT_IN:
+        importlib.import_module(_BUILT_IN[kind])  # registers itself
     try:
         factory = _REGISTRY[kind]
     except KeyError:

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_dtsvirt.config import schema
 from pytest_dtsvirt.errors import ConfigError, Location
 
 #: the marker's name
@@ -32,40 +33,22 @@ MARKER_HELP = (
     "@pytest.mark.vm(mem={'size': 1024}, device=[{'driver': 'virtio-net-pci'}])"
 )
 
-#: used when pytest_dtsvirt.config.schema is not importable
-_FALLBACK_KEYS = ("name", "enable_kvm", "qga", "daemon", "monitor", "net", "device", "cpu",
-                  "mem", "disk", "login", "vnc", "user", "qemu", "start", "machine", "kernel",
-                  "initrd", "append", "migration")
-_FALLBACK_APPEND = frozenset({"device", "net"})
-
 #: an option list: ((option, value), ...) in written order
 Options = tuple[tuple[str, str], ...]
 
 
 def valid_keys() -> tuple[str, ...]:
     """The parameter names a marker may use (the cfg's keys)."""
-    try:
-        from pytest_dtsvirt.config import schema
-    except ImportError:  # pragma: no cover - only while the schema is being written
-        return _FALLBACK_KEYS
     return tuple(schema.valid_keys())
 
 
 def is_appending(key: str) -> bool:
     """True when entries of ``key`` are added to the cfg's rather than replacing it."""
-    try:
-        from pytest_dtsvirt.config import schema
-    except ImportError:  # pragma: no cover
-        return key in _FALLBACK_APPEND
     param = schema.PARAMS.get(key)
-    return bool(param.append) if param is not None else key in _FALLBACK_APPEND
+    return param is not None and param.append
 
 
 def _is_valid_key(key: str) -> bool:
-    try:
-        from pytest_dtsvirt.config import schema
-    except ImportError:  # pragma: no cover
-        return key in _FALLBACK_KEYS
     return bool(schema.is_vm_key(key))
 
 

@@ -30,6 +30,7 @@ from pytest_dtsvirt.fixtures import (
     vm_dut,
     vm_factory,
 )
+from pytest_dtsvirt.hypervisor import Hypervisor
 from pytest_dtsvirt.marker import MARKER_HELP
 from pytest_dtsvirt.vmfactory import Settings, diagnostics_of
 from pytest_dtsvirt.xdist_duts import worker_id
@@ -179,12 +180,19 @@ def pytest_runtest_makereport(item: pytest.Item,
     report: pytest.TestReport = yield
     used = item.stash.get(USED_KEY, [])
     settings = item.config.stash[SETTINGS_KEY]
+    diagnostics: dict[int, dict[str, str]] = {}  # each VM's, gathered once per report
+
+    def diagnostics_for(vm_: Hypervisor) -> dict[str, str]:
+        if id(vm_) not in diagnostics:
+            diagnostics[id(vm_)] = diagnostics_of(vm_)
+        return diagnostics[id(vm_)]
+
     if report.failed:
         for err in _start_errors(call.excinfo)[:1]:
             for title, text in err.diagnostics.items():
                 report.sections.append((f"dtsvirt boot failure: {title}", text))
         for vm_ in used:
-            for title, text in diagnostics_of(vm_).items():
+            for title, text in diagnostics_for(vm_).items():
                 if title != "reach":
                     report.sections.append((f"dtsvirt {_label(vm_)}: {title}", text))
     keep = settings.keep_vm == "always" or (
@@ -194,7 +202,7 @@ def pytest_runtest_makereport(item: pytest.Item,
         for vm_ in used:
             if factory is not None:
                 factory.keep(vm_)
-            reach = diagnostics_of(vm_).get("reach", "(no reach info from the backend)")
+            reach = diagnostics_for(vm_).get("reach", "(no reach info from the backend)")
             report.sections.append((f"dtsvirt {_label(vm_)}{_KEPT}", reach))
     return report
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pytest_dtsvirt import hypervisor
-from pytest_dtsvirt.errors import ConfigError, DtsvirtError, Location, VmError, VmStartError
+from pytest_dtsvirt.errors import ConfigError, DtsvirtError, VmError, VmStartError
 from pytest_dtsvirt.hypervisor import Hypervisor, VmOptions
 from pytest_dtsvirt.marker import VmRequest, merge, parse_marker
 from pytest_dtsvirt.runtime import rundir
@@ -40,10 +40,6 @@ if TYPE_CHECKING:
     from pytest_dtsvirt.session.dutconfig import DutConfig
 
 log = logging.getLogger("pytest_dtsvirt")
-
-#: backends that live in this package but are imported only when selected
-_LAZY_BACKENDS = {"fake": "pytest_dtsvirt.testing.fake"}
-
 
 @dataclass(frozen=True)
 class Settings:
@@ -91,7 +87,6 @@ class _Root:
     guests: dict[int, VmDut] = field(default_factory=dict)
     requests: dict[int, tuple[str, VmRequest]] = field(default_factory=dict)
     keep: set[int] = field(default_factory=set)
-    kept: list[Hypervisor] = field(default_factory=list)
     session: VmFactory | None = None
 
 
@@ -164,8 +159,6 @@ class VmFactory:
 
     def _create(self, suite: str, req: VmRequest, test_dir: str | None = None) -> Hypervisor:
         settings = self._root.settings
-        if settings.hypervisor in _LAZY_BACKENDS:
-            __import__(_LAZY_BACKENDS[settings.hypervisor])
         vm = hypervisor.create(settings.hypervisor, self._root.dut, req.name, suite,
                                settings.vm_options(suite, test_dir or self.test_dir))
         for key, options in req.calls():
@@ -246,11 +239,14 @@ class VmFactory:
     def is_kept(self, vm: Hypervisor) -> bool:
         return self._root.settings.keep_vm == "always" or id(vm) in self._root.keep
 
-    def _forget(self, vm: Hypervisor) -> None:
+    def _untrack(self, vm: Hypervisor) -> None:
         if vm in self._vms:
             self._vms.remove(vm)
         self._root.guests.pop(id(vm), None)
         self._root.requests.pop(id(vm), None)
+
+    def _forget(self, vm: Hypervisor) -> None:
+        self._untrack(vm)
         try:
             vm.stop()
         except DtsvirtError as err:  # a failed start leaves nothing; be sure anyway
@@ -258,10 +254,7 @@ class VmFactory:
 
     def stop(self, vm: Hypervisor) -> None:
         """Stop ``vm`` now (even if kept) and stop tracking it."""
-        if vm in self._vms:
-            self._vms.remove(vm)
-        self._root.guests.pop(id(vm), None)
-        self._root.requests.pop(id(vm), None)
+        self._untrack(vm)
         log.info("stopping %s", _key(vm))
         vm.stop()
 
@@ -276,7 +269,6 @@ class VmFactory:
             if self.is_kept(vm):
                 reach = _keep(vm)
                 log.warning("keeping %s running: %s", _key(vm), reach)
-                self._root.kept.append(vm)
                 self._vms.remove(vm)
                 continue
             try:
@@ -335,10 +327,7 @@ def load_duts(settings: Settings) -> list[DutConfig]:
 
     if not settings.duts_file:
         return [dutconfig.local_dut_config()]
-    configs = list(dutconfig.load_dut_configs(settings.duts_file))
-    if not configs:
-        raise ConfigError("the DUT config lists no DUT", Location(settings.duts_file))
-    return configs
+    return list(dutconfig.load_dut_configs(settings.duts_file))  # never empty: it raises
 
 
 def reap_leftovers(dut: Dut) -> None:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from pytest_dtsvirt.errors import VmError, VmStartError
 from pytest_dtsvirt.hypervisor import Hypervisor, VmOptions, register
+from pytest_dtsvirt.marker import is_appending
 
 if TYPE_CHECKING:
     from pytest_dtsvirt.session.dut import Dut, VmDut
@@ -35,7 +36,6 @@ DEFAULT_PARAMS: tuple[tuple[str, tuple[dict[str, str], ...]], ...] = (
     ("mem", ({"size": "512"},)),
     ("net", ({"type": "nic", "opt_addr": "1f"}, {"type": "user"})),
 )
-_APPENDING = frozenset({"device", "net", "usercmd", "user"})
 PHASES = (("qemu", 0.01), ("qmp", 0.02), ("agent", 0.5), ("host_connect", 0.25), ("ssh", 0.1))
 
 
@@ -101,7 +101,7 @@ class FakeHypervisor(Hypervisor):
                 raise TypeError(f"fake: option {opt} of {key} is {type(value).__name__}, "
                                 "expected str")
         self.calls.append((key, dict(options)))
-        if key in _APPENDING:
+        if is_appending(key):
             self.params.setdefault(key, []).append(dict(options))
         else:
             self.params[key] = [dict(options)]
