@@ -19,10 +19,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pytest_dtsvirt.config.cfgfile import read_cfg
 from pytest_dtsvirt.config.load import (
     load_vm_params,
     params_for_section,
-    read_cfg_file,
     vm_sections,
 )
 from pytest_dtsvirt.config.model import VmSpec
@@ -147,7 +147,7 @@ def _run_cmdline(args: argparse.Namespace) -> int:
 def lint_file(path: str) -> tuple[list[ConfigError], list[ConfigWarning]]:
     """Every problem and warning of every VM section of one file."""
     try:
-        cfg = read_cfg_file(path)
+        cfg = read_cfg(path)
     except ConfigError as exc:
         return list(exc.problems), []
     problems: list[ConfigError] = []

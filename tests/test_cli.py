@@ -22,6 +22,16 @@ def test_lint_whole_corpus_passes_with_warnings(capsys: pytest.CaptureFixture[st
     assert "vf_etag.cfg:87: warning: [vm0] cpu: cpupin written with commas" in out
 
 
+def test_lint_of_a_file_that_is_not_utf8_names_the_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "latin1.cfg"
+    bad.write_bytes(b"\xef\xbb\xbf[vm0]\nmem =\n    size=\xff;\n")  # a BOM, then latin-1
+    assert main(["lint", str(bad)]) == EXIT_FAIL
+    out = capsys.readouterr()
+    assert f"{bad}:3: not UTF-8 text" in out.out + out.err
+    assert "Traceback" not in out.out + out.err
+
+
 def test_lint_reports_one_line_per_problem(tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.cfg"

@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from pytest_dtsvirt.config.cfgfile import parse_cfg
+from pytest_dtsvirt.config.cfgfile import parse_cfg, read_cfg
 from pytest_dtsvirt.config.load import (
     VmParams,
     apply_overrides,
     call_origin,
     load_vm_params,
     params_for_section,
-    read_cfg_file,
     vm_sections,
 )
 from pytest_dtsvirt.config.model import Passthrough, VhostUser, VmSpec
@@ -49,7 +48,7 @@ def error_of(text: str, vm: str = "vm0") -> str:
 def test_every_corpus_vm_section_builds() -> None:
     built = 0
     for path in corpus_files():
-        cfg = read_cfg_file(path)
+        cfg = read_cfg(path)
         for section in vm_sections(cfg):
             spec, _ = params_for_section(section, str(path)).build()
             assert spec.name == section.name
@@ -58,20 +57,20 @@ def test_every_corpus_vm_section_builds() -> None:
 
 
 def test_non_vm_sections_are_left_alone() -> None:
-    names = {s.name for p in corpus_files() for s in vm_sections(read_cfg_file(p))}
+    names = {s.name for p in corpus_files() for s in vm_sections(read_cfg(p))}
     for other in ("suite", "scene", "DUT IP", "VM NAME", "mount_info",
                   "test_aesni_mb_aes_cbc_sha1_hmac"):
         assert other not in names
 
 
 def test_corpus_legacy_idioms_warn() -> None:
-    spec, warnings = params_for_section(read_cfg_file(CORPUS / "vf_etag.cfg").section("vm0"),
+    spec, warnings = params_for_section(read_cfg(CORPUS / "vf_etag.cfg").section("vm0"),
                                         "vf_etag.cfg").build()
     assert spec.cpu.pins == (4, 5, 6, 7)
     text = "\n".join(str(w) for w in warnings)
     assert "vf_etag.cfg:87: [vm0] cpu: warning: cpupin written with commas" in text
     assert "monitor" in text and "'port'" in text
-    _, w = params_for_section(read_cfg_file(CORPUS / "port_control.cfg").section("vm0"),
+    _, w = params_for_section(read_cfg(CORPUS / "port_control.cfg").section("vm0"),
                               "p.cfg").build()
     assert any("qga has no effect" in str(x) for x in w)
     assert any("'netdev'" in str(x) for x in w)

@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pytest_dtsvirt.config.cfgfile import CfgFile, Section, parse_cfg
+from pytest_dtsvirt.config.cfgfile import CfgFile, Section, read_cfg
 from pytest_dtsvirt.config.model import (
     CONTROL_ADDR,
     Backend,
@@ -294,15 +294,6 @@ def vm_sections(cfg: CfgFile) -> list[Section]:
     return [s for s in cfg.sections if any(is_vm_key(p.key) for p in s.params)]
 
 
-def read_cfg_file(path: str | os.PathLike[str]) -> CfgFile:
-    """Read and parse a cfg file; ConfigError when it cannot be read."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read config: {exc.strerror}", Location(str(path))) from None
-    return parse_cfg(text, str(path))
-
-
 def params_for_section(section: Section, file: str, *, global_section: Section | None = None,
                        global_file: str = GLOBAL_CFG) -> VmParams:
     """Defaults + optional global section + this section."""
@@ -323,11 +314,11 @@ def load_vm_params(cfg_path_or_conf_dir: str | os.PathLike[str], suite: str, vm_
     """
     base = Path(cfg_path_or_conf_dir)
     cfg_path = base / f"{suite}.cfg" if base.is_dir() else base
-    cfg = read_cfg_file(cfg_path)
+    cfg = read_cfg(cfg_path)
     gpath = Path(global_cfg) if global_cfg is not None else cfg_path.parent / GLOBAL_CFG
     gsec: Section | None = None
     if (global_cfg is not None or gpath.is_file()) and gpath.resolve() != cfg_path.resolve():
-        gcfg = read_cfg_file(gpath)
+        gcfg = read_cfg(gpath)
         gsec = next((s for s in gcfg.sections if s.name == GLOBAL_SECTION), None)
     names = [s.name for s in cfg.sections]
     section = next((s for s in cfg.sections if s.name == vm_name), None)
@@ -364,4 +355,4 @@ def apply_overrides(params: VmParams, overrides: Mapping[str, Any], file: str) -
 
 
 __all__ = ["DEFAULTS_FILE", "VmParams", "apply_overrides", "call_origin", "load_vm_params",
-           "params_for_section", "read_cfg_file", "vm_sections"]
+           "params_for_section", "vm_sections"]
