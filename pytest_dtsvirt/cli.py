@@ -119,8 +119,7 @@ def _setup_cmdline(p: argparse.ArgumentParser) -> None:
 def _run_cmdline(args: argparse.Namespace) -> int:
     from pytest_dtsvirt.qemu.accel import local_accel
     from pytest_dtsvirt.qemu.argv import build_argv, notes
-    from pytest_dtsvirt.qemu.check import free_port, resolve_qemu
-    from pytest_dtsvirt.qemu.placement import Placement, probe_hugepage_dir
+    from pytest_dtsvirt.qemu.check import local_placement
 
     spec, warnings = load_spec(args.cfg, args.vm)
     _print_warnings(warnings)
@@ -129,12 +128,10 @@ def _run_cmdline(args: argparse.Namespace) -> int:
         _err(f"note: {note}")
     accel, reason = local_accel(args.accel, spec.enable_kvm)
     _err(f"note: accel {accel}: {reason}")
-    placement = Placement(
-        run_dir=args.run_dir or f"/tmp/dtsvirt-{spec.name}", accel=accel,
-        hostfwd_port=args.hostfwd_port if args.hostfwd_port is not None else free_port(),
-        qemu=resolve_qemu(spec.qemu_paths),
-        vnc_display=args.vnc_display if args.vnc_display is not None else 0,
-        hugepage_dir=probe_hugepage_dir(lambda p: Path(p).read_text(encoding="utf-8")))
+    placement = local_placement(
+        spec, accel, args.run_dir or f"/tmp/dtsvirt-{spec.name}",
+        hostfwd_port=args.hostfwd_port,
+        vnc_display=args.vnc_display if args.vnc_display is not None else 0)
     argv = build_argv(spec, placement)
     for line in notes(spec, placement):
         _err(f"note: {line}")

@@ -12,7 +12,6 @@ handshake until a real backend answers, so a dummy listening socket does not hel
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
@@ -24,8 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_dtsvirt.config.model import Passthrough, VhostCuse, VhostUser, VmSpec
+from pytest_dtsvirt.errors import QmpError
 from pytest_dtsvirt.qemu.argv import build_argv
 from pytest_dtsvirt.qemu.placement import Accel, Placement, probe_hugepage_dir
+from pytest_dtsvirt.qemu.qmp import Qmp
 
 STATUS_OK = ("prelaunch", "paused", "inmigrate")
 
@@ -83,20 +84,25 @@ def resolve_qemu(paths: tuple[str, ...]) -> str:
     return paths[0]
 
 
-async def _qmp_status(path: str, timeout: float) -> str:
-    from qemu.qmp import QMPClient
+def local_placement(spec: VmSpec, accel: Accel, run_dir: str, *,
+                    hostfwd_port: int | None = None, vnc_display: int | None = None
+                    ) -> Placement:
+    """Where ``spec`` runs on this host: a free SSH forward port unless given, the first
+    qemu of ``spec.qemu_paths`` that exists, the hugetlbfs mount when hugepages are asked."""
+    hugepage_dir = (probe_hugepage_dir(lambda p: Path(p).read_text(encoding="utf-8"))
+                    if spec.mem.hugepage else None)
+    return Placement(run_dir=run_dir, accel=accel,
+                     hostfwd_port=free_port() if hostfwd_port is None else hostfwd_port,
+                     qemu=resolve_qemu(spec.qemu_paths), vnc_display=vnc_display,
+                     hugepage_dir=hugepage_dir)
 
-    client = QMPClient("dtsvirt-check")
-    await asyncio.wait_for(client.connect(path), timeout)
-    try:
-        reply = await asyncio.wait_for(client.execute("query-status"), timeout)
-        status = str(reply["status"]) if isinstance(reply, dict) else str(reply)
-        with contextlib.suppress(Exception):  # quit may race with the connection closing
-            await asyncio.wait_for(client.execute("quit"), timeout)
+
+def _qmp_status(path: str, timeout: float) -> str:
+    with Qmp.open(path, timeout) as qmp:
+        status = qmp.query_status()
+        with contextlib.suppress(QmpError):  # quit may race with the connection closing
+            qmp.quit()
         return status
-    finally:
-        with contextlib.suppress(Exception):  # EOF after quit is expected
-            await client.disconnect()
 
 
 def _wait_socket(proc: subprocess.Popen[bytes], path: str, deadline: float) -> bool:
@@ -124,10 +130,7 @@ def check_spec(spec: VmSpec, accel: Accel = "tcg", *, timeout: float = 10.0) -> 
         vnc = None
         if spec.vnc is not None and spec.vnc.display is None:
             vnc = free_port() % 1000 + 5000  # a display of no one's, above the usual range
-        placement = Placement(
-            run_dir=run_dir, accel=accel, hostfwd_port=free_port(),
-            qemu=resolve_qemu(spec.qemu_paths), vnc_display=vnc,
-            hugepage_dir=probe_hugepage_dir(lambda p: Path(p).read_text(encoding="utf-8")))
+        placement = local_placement(spec, accel, run_dir, vnc_display=vnc)
         argv = [*build_argv(spec, placement), "-S"]
         with open(placement.qemu_log, "wb") as log:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
@@ -138,9 +141,9 @@ def check_spec(spec: VmSpec, accel: Accel = "tcg", *, timeout: float = 10.0) -> 
             # a client that connects while qemu is still initialising may see EOF: retry
             while True:
                 try:
-                    status = asyncio.run(_qmp_status(placement.qmp_socket, timeout))
+                    status = _qmp_status(placement.qmp_socket, timeout)
                     break
-                except Exception as exc:
+                except QmpError as exc:
                     status = f"QMP failed: {exc!r}"
                     if proc.poll() is not None or time.monotonic() > deadline:
                         break
