@@ -69,8 +69,7 @@ class VmParams:
 
     def __init__(self, name: str, *, defaults: bool = True) -> None:
         self.name = name
-        self._entries: dict[str, list[RawEntry]] = {}
-        self._order: list[str] = []
+        self._entries: dict[str, list[RawEntry]] = {}  # in first-written order
         if defaults:
             for key, entries in DEFAULTS:
                 self.add_param(key, [RawEntry(o, Location(DEFAULTS_FILE, key=key))
@@ -80,8 +79,6 @@ class VmParams:
         """One layer's entries for ``key``: appended (net, device, usercmd) or replacing."""
         schema = PARAMS.get(key)
         canon = schema.key if schema is not None else key
-        if canon not in self._entries:
-            self._order.append(canon)
         if schema is not None and schema.append:
             self._entries.setdefault(canon, []).extend(entries)
         else:
@@ -99,14 +96,6 @@ class VmParams:
                 RawEntry(dict(e.options), Location(file, e.line, section.name, param.key),
                          e.bare) for e in param.entries])
 
-    def entries(self, key: str) -> list[RawEntry]:
-        """The merged entries of ``key`` (for diagnostics and tests)."""
-        return list(self._entries.get(key, []))
-
-    def as_params(self) -> list[dict[str, list[dict[str, str]]]]:
-        """The merged DTS "params" list: ``[{key: [{opt: value}, ...]}, ...]``."""
-        return [{k: [dict(e.options) for e in self._entries[k]]} for k in self._order]
-
     def build(self) -> tuple[VmSpec, list[ConfigWarning]]:
         """The validated VmSpec and the warnings; ConfigError with every problem."""
         spec, problems, warnings = self.check()
@@ -119,7 +108,7 @@ class VmParams:
         only meaningful when there are none)."""
         rep = Report([], [])
         checked: dict[str, list[tuple[dict[str, str], RawEntry]]] = {}
-        for key in self._order:
+        for key in self._entries:
             schema = PARAMS.get(key)
             entries = self._entries[key]
             if schema is not None and not schema.multi and len(entries) > 1:
@@ -232,8 +221,6 @@ def _build_spec(name: str, checked: Mapping[str, list[tuple[dict[str, str], RawE
         spec = replace(spec, name=got[0]["name"])
     if (got := _one(checked, "enable_kvm")) is not None:
         spec = replace(spec, enable_kvm=yes(got[0]["enable"]))
-    if (got := _one(checked, "daemon")) is not None and "enable" in got[0]:
-        spec = replace(spec, daemon=yes(got[0]["enable"]))
     if (got := _one(checked, "monitor")) is not None:
         spec = replace(spec, monitor_path=got[0].get("path") or None)
     spec = replace(spec, cpu=_cpu(checked, rep))

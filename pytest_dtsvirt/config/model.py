@@ -174,7 +174,6 @@ class VmSpec:
     monitor_path: str | None = None  # HMP socket; None: in the run dir
     migration: Migration | None = None
     usercmd: tuple[str, ...] = ()  # extra argv words
-    daemon: bool = True  # accepted for compatibility, no effect
     profile: BootProfile | None = None  # as configured (start profile=); see boot_profile
     #: filled by with_guest(): the default guest was substituted
     default_guest: bool = False

@@ -1,7 +1,8 @@
 """The accelerator policy (design 4): KVM when it can work, else TCG with one reason line.
 
-:func:`choose_accel` is pure; :func:`probe_host` reads ``/proc/cpuinfo`` and checks
-``/dev/kvm`` through callables, so it works over a remote DUT session too.
+:func:`choose_accel` is pure; :func:`probe` reads ``/proc/cpuinfo`` and ``/proc/misc`` (is
+the ``kvm`` device there) through one file-reading callable, so it works the same on this
+host and over a remote DUT session.
 """
 
 from __future__ import annotations
@@ -48,16 +49,6 @@ def parse_cpu_flags(cpuinfo: str) -> frozenset[str]:
     return frozenset()
 
 
-def probe_host(read_text: Callable[[str], str],
-               exists: Callable[[str], bool]) -> tuple[bool, frozenset[str]]:
-    """``(has_dev_kvm, cpu_flags)`` of a host, through its file-reading callables."""
-    try:
-        flags = parse_cpu_flags(read_text("/proc/cpuinfo"))
-    except OSError:
-        flags = frozenset()
-    return exists("/dev/kvm"), flags
-
-
 def probe(read_file: Callable[[str], bytes | str]) -> tuple[bool, frozenset[str]]:
     """``(has_dev_kvm, cpu_flags)`` through one file-reading callable (a DUT session's
     ``read_file``): ``/dev/kvm`` exists when ``/proc/misc`` lists the ``kvm`` device.
@@ -76,12 +67,9 @@ def probe(read_file: Callable[[str], bytes | str]) -> tuple[bool, frozenset[str]
 
 def local_accel(policy: str, enable_kvm: bool) -> tuple[Accel, str]:
     """:func:`choose_accel` for this machine."""
-    import os
     from pathlib import Path
 
-    has_kvm, flags = probe_host(lambda p: Path(p).read_text(encoding="utf-8"),
-                                os.path.exists)
-    return choose_accel(policy, enable_kvm, has_kvm, flags)
+    return choose_accel(policy, enable_kvm, *probe(lambda p: Path(p).read_bytes()))
 
 
-__all__ = ["POLICIES", "choose_accel", "local_accel", "parse_cpu_flags", "probe", "probe_host"]
+__all__ = ["POLICIES", "choose_accel", "local_accel", "parse_cpu_flags", "probe"]
