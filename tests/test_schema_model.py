@@ -254,3 +254,12 @@ def test_this_machine_picks_tcg_under_auto() -> None:
     if {"vmx", "svm"} & flags or not Path("/dev/kvm").exists():
         pytest.fail("this test documents the PVM machines: /dev/kvm without vmx/svm")
     assert local_accel("auto", True)[0] == "tcg"
+
+
+def test_an_option_written_twice_warns_and_the_last_wins() -> None:
+    cfg = parse_cfg("[vm0]\ncpu =\n    number=1,number=2;\n", "twice.cfg")
+    spec, warnings = params_for_section(cfg.section("vm0"), "twice.cfg").build()
+    assert spec.cpu.number == 2
+    assert [str(w) for w in warnings] == [
+        "twice.cfg:3: [vm0] cpu: warning: option 'number' written more than once in one "
+        "entry; the last value, '2', is used (as legacy DTS did)"]

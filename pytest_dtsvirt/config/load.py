@@ -94,7 +94,7 @@ class VmParams:
         for param in section.params:
             self.add_param(param.key, [
                 RawEntry(dict(e.options), Location(file, e.line, section.name, param.key),
-                         e.bare) for e in param.entries])
+                         e.bare, e.repeated) for e in param.entries])
 
     def build(self) -> tuple[VmSpec, list[ConfigWarning]]:
         """The validated VmSpec and the warnings; ConfigError with every problem."""

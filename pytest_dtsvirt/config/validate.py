@@ -30,6 +30,7 @@ class RawEntry:
     options: Mapping[str, str]
     origin: Location
     bare: tuple[str, ...] = ()
+    repeated: tuple[str, ...] = ()  # options written more than once in the entry
 
 
 @dataclass
@@ -139,6 +140,9 @@ def check_entry(key: str, entry: RawEntry, rep: Report, *,
         rep.error(loc, f"unknown parameter {key!r}; valid: {_names(_valid_keys())}")
         return None
     opts = {k.strip(): v.strip() for k, v in entry.options.items()}
+    for name in entry.repeated:
+        rep.warn(loc, f"option {name!r} written more than once in one entry; the last value, "
+                      f"{opts.get(name, '')!r}, is used (as legacy DTS did)")
     _merge_bare(key, opts, entry, rep)
     if key == "device" and "driver" not in opts and SCENE_DEVICE_OPTIONS & set(opts):
         rep.warn(loc, "scene-style device entry (pf_idx/vf_idx/guestpci) skipped: scene "
