@@ -27,6 +27,7 @@ from pytest_dtsvirt.config.load import (
 )
 from pytest_dtsvirt.config.model import VmSpec
 from pytest_dtsvirt.errors import ConfigError, ConfigWarning, DtsvirtError, Location
+from pytest_dtsvirt.qemu.accel import POLICIES
 
 #: modules that register more subcommands when imported (e.g. "pytest_dtsvirt.guest.cli")
 COMMAND_MODULES: list[str] = [
@@ -110,7 +111,7 @@ def _setup_cmdline(p: argparse.ArgumentParser) -> None:
     p.add_argument("cfg", help="suite config file")
     p.add_argument("vm", help="VM section name")
     p.add_argument("--json", action="store_true", help="print a JSON list of strings")
-    p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
+    p.add_argument("--accel", choices=POLICIES, default="auto")
     p.add_argument("--run-dir", help="run dir (default /tmp/dtsvirt-<vm>; create it 0700)")
     p.add_argument("--hostfwd-port", type=int, help="SSH port on 127.0.0.1 (default: free)")
     p.add_argument("--vnc-display", type=int, help="VNC display when the cfg names none")
@@ -177,7 +178,7 @@ def _run_lint(args: argparse.Namespace) -> int:
 def _setup_check(p: argparse.ArgumentParser) -> None:
     p.add_argument("cfg", help="suite config file")
     p.add_argument("vm", help="VM section name")
-    p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto")
+    p.add_argument("--accel", choices=POLICIES, default="auto")
 
 
 def _run_check(args: argparse.Namespace) -> int:

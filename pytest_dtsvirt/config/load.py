@@ -50,18 +50,16 @@ DEFAULTS_FILE = "<framework defaults>"
 GLOBAL_CFG = "virt_global.cfg"
 GLOBAL_SECTION = "KVM"
 
-#: the framework defaults, as cfg entries
+#: the framework defaults that are cfg entries (KVM on and the agent are VmSpec defaults)
 DEFAULTS: tuple[tuple[str, tuple[Mapping[str, str], ...]], ...] = (
-    ("enable_kvm", ({"enable": "yes"},)),
-    ("qga", ({"enable": "yes"},)),
     ("net", ({"type": "nic", "opt_addr": CONTROL_ADDR, "opt_vlan": "0"},
              {"type": "user", "opt_vlan": "0"})),
 )
 
 
-def call_origin(key: str) -> Location:
-    """The location of a ``set_vm_<key>()`` call, for messages."""
-    return Location(file=f"set_vm_{key}()", key=key)
+def call_origin(key: str, section: str | None = None) -> Location:
+    """The location of a ``set_vm_<key>()`` call (on VM ``section``), for messages."""
+    return Location(file=f"set_vm_{key}()", section=section, key=key)
 
 
 class VmParams:
@@ -115,7 +113,7 @@ class VmParams:
                 rep.error(replace(entries[1].origin, key=key),
                           f"{key} takes one entry; {len(entries)} given")
             for e in entries:
-                opts = check_entry(key, e, rep, default_layer=e.origin.file == DEFAULTS_FILE)
+                opts = check_entry(key, e, rep)
                 if opts is not None:
                     checked.setdefault(key, []).append((opts, e))
         spec = _build_spec(self.name, checked, rep)

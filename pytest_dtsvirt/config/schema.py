@@ -125,7 +125,7 @@ _DEVICE_VARIANTS: dict[str, tuple[Opt, ...]] = {
     ),
     "vhost-cuse": (
         Opt("opt_mac", _MAC, "mac"),
-        Opt("opt_settings", "extra virtio-net-pci properties, k=v pairs joined by ','"),
+        _SETTINGS,
     ),
 }
 

@@ -125,8 +125,7 @@ def _merge_bare(key: str, opts: dict[str, str], entry: RawEntry, rep: Report) ->
         rep.error(loc, f"{tok!r} is not an option (name=value)")
 
 
-def check_entry(key: str, entry: RawEntry, rep: Report, *,
-                default_layer: bool = False) -> dict[str, str] | None:
+def check_entry(key: str, entry: RawEntry, rep: Report) -> dict[str, str] | None:
     """Validated options of one entry, defaults filled in; None when the entry is dropped.
 
     ``key`` is canonical (aliases resolved). Problems and warnings go to ``rep``.
@@ -148,7 +147,7 @@ def check_entry(key: str, entry: RawEntry, rep: Report, *,
         rep.warn(loc, "scene-style device entry (pf_idx/vf_idx/guestpci) skipped: scene "
                       "configs are not supported; use driver=vfio-pci,opt_host=...")
         return None
-    if key == "qga" and not default_layer:
+    if key == "qga":
         if opts.get("enable", "yes").lower() == "no":
             rep.error(loc, "qga enable=no is not possible: the framework needs the guest "
                            "agent")

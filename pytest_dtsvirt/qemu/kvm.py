@@ -26,8 +26,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pytest_dtsvirt import hypervisor
-from pytest_dtsvirt.config.load import VmParams, load_vm_params
-from pytest_dtsvirt.errors import ConfigError, DtsvirtError, Location, VmError, VmStartError
+from pytest_dtsvirt.config.load import VmParams, call_origin, load_vm_params
+from pytest_dtsvirt.errors import ConfigError, DtsvirtError, VmError, VmStartError
 from pytest_dtsvirt.hypervisor import Hypervisor, VmOptions
 from pytest_dtsvirt.qemu import accel as accel_mod
 from pytest_dtsvirt.qemu import guestboot
@@ -83,8 +83,7 @@ class QEMUKvm(Hypervisor):
     def set_vm_param(self, key: str, **options: str) -> None:
         if self._proc is not None:
             raise VmError(f"{self.vm_name}: set_vm_{key}() after start()")
-        self.params.add(key, {k: str(v) for k, v in options.items()},
-                        Location(file=f"set_vm_{key}()", section=self.vm_name, key=key))
+        self.params.add(key, options, call_origin(key, self.vm_name))
 
     @property
     def argv(self) -> list[str]:

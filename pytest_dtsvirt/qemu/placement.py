@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from pytest_dtsvirt.config.model import DEFAULT_QEMU
+
 Accel = Literal["kvm", "tcg"]
 
 
@@ -20,7 +22,7 @@ class Placement:
     run_dir: str  # private dir on the DUT (0700); unix socket paths must stay < 108 bytes
     accel: Accel
     hostfwd_port: int  # host port forwarded to guest port 22 of the control pair
-    qemu: str = "qemu-system-x86_64"  # the qemu binary chosen from spec.qemu_paths
+    qemu: str = DEFAULT_QEMU  # the qemu binary chosen from spec.qemu_paths
     vnc_display: int | None = None  # leased display when the spec has vnc without displayNum
     hugepage_dir: str | None = None  # hugetlbfs mount on the DUT (needed for mem hugepage=yes)
 

@@ -19,6 +19,7 @@ from typing import Any
 from pytest_dtsvirt.cli import register_command
 from pytest_dtsvirt.errors import ConfigError, Location
 from pytest_dtsvirt.hypervisor import VmOptions
+from pytest_dtsvirt.qemu.accel import POLICIES
 from pytest_dtsvirt.runtime import rundir
 from pytest_dtsvirt.session.dutconfig import (
     DutConfig,
@@ -58,7 +59,7 @@ def _setup_boot(parser: argparse.ArgumentParser) -> None:
                         help="run CMD in the guest (through its shell) and exit with its status")
     parser.add_argument("--keep", action="store_true",
                         help="leave the VM running and print how to reach it")
-    parser.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
+    parser.add_argument("--accel", choices=POLICIES, default="auto",
                         help="accelerator policy (default: auto)")
     parser.add_argument("--boot-timeout", type=float, default=None, metavar="S",
                         help="boot budget in seconds (default: the cfg's start wait_seconds)")

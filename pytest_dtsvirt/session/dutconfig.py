@@ -29,6 +29,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from pytest_dtsvirt.config.model import DEFAULT_QEMU
 from pytest_dtsvirt.errors import ConfigError, Location
 
 if TYPE_CHECKING:
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOCAL = "local"
-DEFAULT_QEMU = "qemu-system-x86_64"
 DEFAULT_MEMORY_CHANNELS = 4
 
 KEYS = ("host", "port", "user", "password", "key", "known_hosts", "host_key_check", "qemu",
