@@ -43,9 +43,4 @@ def assign(duts: Sequence[T], worker: str | None) -> T:
     return duts[worker_index(worker) % len(duts)]
 
 
-def assignment(duts: Sequence[T], workers: int) -> dict[str, T]:
-    """The whole map for ``workers`` workers (for the report header): ``{"gw0": dut, ...}``."""
-    return {f"gw{n}": assign(duts, f"gw{n}") for n in range(workers)}
-
-
-__all__ = ["assign", "assignment", "worker_id", "worker_index"]
+__all__ = ["assign", "worker_id", "worker_index"]

@@ -16,7 +16,7 @@ import pytest
 from pytest_dtsvirt import marker as marker_mod
 from pytest_dtsvirt.errors import ConfigError
 from pytest_dtsvirt.testing.fake import FAIL_ENV, JOURNAL_ENV
-from pytest_dtsvirt.xdist_duts import assign, assignment, worker_id, worker_index
+from pytest_dtsvirt.xdist_duts import assign, worker_id, worker_index
 
 pytest_plugins = ["pytester"]
 
@@ -119,7 +119,6 @@ def test_assign_modulo() -> None:
     duts = ["a", "b", "c"]
     assert assign(duts, None) == "a"
     assert [assign(duts, f"gw{n}") for n in range(7)] == ["a", "b", "c", "a", "b", "c", "a"]
-    assert assignment(["x", "y"], 3) == {"gw0": "x", "gw1": "y", "gw2": "x"}
     assert assign(["only"], "gw5") == "only"
     with pytest.raises(ValueError, match="empty"):
         assign([], "gw0")

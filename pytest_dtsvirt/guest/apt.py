@@ -214,7 +214,7 @@ def download(packages: Iterable[Package], debs_dir: str,
                 os.unlink(paths[p.name])
         _run([_tool("apt-get"), "download", "-q", *(f"{p.name}={p.version}" for p in todo)],
              "apt-get download", cwd=debs_dir)
-    for p in pkgs:
+    for p in todo:  # the others just passed the same check
         if not os.path.exists(paths[p.name]):
             raise GuestImageError(f"apt-get download left no {p.deb_name} in {debs_dir}")
         digest = sha256_file(paths[p.name])

@@ -96,8 +96,7 @@ def parse_modinfo(path: str, data: bytes) -> ModInfo:
     return ModInfo(module_name(path), depends, tuple(aliases), tuple(softdeps))
 
 
-def closure(wanted: Iterable[str], info: Callable[[str], ModInfo | None],
-            optional: Iterable[str] = ()) -> dict[str, ModInfo]:
+def closure(wanted: Iterable[str], info: Callable[[str], ModInfo | None]) -> dict[str, ModInfo]:
     """Modules needed for ``wanted`` plus their dependencies and the softdeps that exist.
 
     ``info(name)`` returns a module's info or None when the kernel has no such module; it is
@@ -108,7 +107,6 @@ def closure(wanted: Iterable[str], info: Callable[[str], ModInfo | None],
     missing = [w for w in stack if info(w) is None]
     if missing:
         raise GuestImageError(f"kernel package has no module(s): {', '.join(missing)}")
-    stack += [o for o in optional if info(o) is not None]
     while stack:
         name = stack.pop()
         if name in need:

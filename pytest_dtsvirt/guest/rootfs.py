@@ -23,14 +23,6 @@ SKIP_PREFIXES = ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/
 _LDD_LINE = re.compile(r"^\s*(\S+)(?: => (.*?))?(?: \(0x[0-9a-f]+\))?$")
 
 
-def is_elf(path: str) -> bool:
-    """True for a regular ELF file."""
-    if os.path.islink(path) or not os.path.isfile(path):
-        return False
-    with open(path, "rb") as fh:
-        return fh.read(4) == b"\x7fELF"
-
-
 def is_dynamic(path: str) -> bool:
     """True for an ELF64 file with a PT_INTERP header (a dynamically linked program).
 
@@ -68,8 +60,9 @@ def add_path(tree: dict[str, Node], root: str, rel: str) -> list[str]:
                 elfs += add_path(tree, root, sub)
     elif stat.S_ISREG(st.st_mode):
         with open(full, "rb") as fh:
-            tree[rel] = Node.file(fh.read(), stat.S_IMODE(st.st_mode))
-        if is_elf(full):
+            data = fh.read()
+        tree[rel] = Node.file(data, stat.S_IMODE(st.st_mode))
+        if data[:4] == b"\x7fELF":
             elfs.append(rel)
     return elfs
 
@@ -160,10 +153,6 @@ def guest_file(name: str) -> bytes:
     return resources.files("pytest_dtsvirt.guest").joinpath("files", name).read_bytes()
 
 
-def guest_files_names() -> list[str]:
-    """Names of the guest's own files (package data)."""
-    files = resources.files("pytest_dtsvirt.guest").joinpath("files")
-    return sorted(p.name for p in files.iterdir() if p.is_file())
 
 
 def base_tree(ssh: str, hostkeys: Mapping[str, bytes]) -> dict[str, Node]:
