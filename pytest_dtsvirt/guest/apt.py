@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from pytest_dtsvirt.errors import GuestImageError
@@ -51,24 +51,25 @@ def _tool(name: str) -> str:
     return path
 
 
-def _run(argv: Sequence[str], what: str, cwd: str | None = None,
-         hint: str = _UPDATE_HINT) -> str:
+def run_tool(argv: Sequence[str], what: str, cwd: str | None = None,
+             hint: str | None = _UPDATE_HINT, env: Mapping[str, str] | None = None) -> str:
+    """Run a build tool; its stdout. GuestImageError (with the output's tail and ``hint``)
+    when it cannot run or fails. ``env`` replaces the environment (default: ours, LC_ALL=C)."""
     try:
         proc = subprocess.run(list(argv), cwd=cwd, capture_output=True, text=True,
-                              check=False, env={**os.environ, "LC_ALL": "C"})
+                              check=False, env=dict(env or {**os.environ, "LC_ALL": "C"}))
     except OSError as exc:
         raise GuestImageError(f"{what}: cannot run {argv[0]}: {exc}")
     if proc.returncode != 0:
-        raise GuestImageError(
-            f"{what} failed (exit {proc.returncode}): {proc.stderr.strip()[-800:]}\n"
-            f"Hint: {hint}."
-        )
+        tail = (proc.stderr.strip() or proc.stdout.strip())[-800:]
+        raise GuestImageError(f"{what} failed (exit {proc.returncode}): {tail}"
+                              + (f"\nHint: {hint}." if hint else ""))
     return proc.stdout
 
 
 def native_arch() -> str:
     """``dpkg --print-architecture``."""
-    return _run([_tool("dpkg"), "--print-architecture"], "dpkg --print-architecture").strip()
+    return run_tool([_tool("dpkg"), "--print-architecture"], "dpkg --print-architecture").strip()
 
 
 def parse_records(text: str) -> list[dict[str, str]]:
@@ -112,7 +113,7 @@ def show(names: Iterable[str], arch: str, strict: bool = True) -> dict[str, dict
         return {}
     argv = [_tool("apt-cache"), "show", "--no-all-versions", *wanted]
     if strict:
-        out = _run(argv, f"apt-cache show {' '.join(wanted)}")
+        out = run_tool(argv, f"apt-cache show {' '.join(wanted)}")
     else:
         out = subprocess.run(argv, capture_output=True, text=True, check=False,
                              env={**os.environ, "LC_ALL": "C"}).stdout
@@ -212,7 +213,7 @@ def download(packages: Iterable[Package], debs_dir: str,
         for p in todo:
             if os.path.exists(paths[p.name]):
                 os.unlink(paths[p.name])
-        _run([_tool("apt-get"), "download", "-q", *(f"{p.name}={p.version}" for p in todo)],
+        run_tool([_tool("apt-get"), "download", "-q", *(f"{p.name}={p.version}" for p in todo)],
              "apt-get download", cwd=debs_dir)
     for p in todo:  # the others just passed the same check
         if not os.path.exists(paths[p.name]):
@@ -230,7 +231,7 @@ def download(packages: Iterable[Package], debs_dir: str,
 def extract(deb: str, dest: str) -> None:
     """``dpkg-deb -x deb dest``."""
     os.makedirs(dest, mode=0o700, exist_ok=True)
-    _run([_tool("dpkg-deb"), "-x", deb, dest], f"dpkg-deb -x {os.path.basename(deb)}",
+    run_tool([_tool("dpkg-deb"), "-x", deb, dest], f"dpkg-deb -x {os.path.basename(deb)}",
          hint="the .deb may be damaged (delete it from the cache) or the disk full")
 
 

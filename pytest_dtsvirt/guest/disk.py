@@ -14,11 +14,11 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import subprocess
 from collections.abc import Callable, Mapping
 
 from pytest_dtsvirt.errors import GuestImageError
 from pytest_dtsvirt.guest import rootfs
+from pytest_dtsvirt.guest.apt import run_tool
 
 DISK_PACKAGES = ("syslinux", "syslinux-common", "mtools")
 DISK_NAME = "disk.qcow2"
@@ -29,13 +29,6 @@ def syslinux_cfg(append: str) -> str:
     """The boot menu: boot the bundled kernel and initramfs at once, no prompt."""
     return ("DEFAULT dtsvirt\nPROMPT 0\nTIMEOUT 0\nLABEL dtsvirt\n  LINUX /vmlinuz\n"
             f"  INITRD /initrd.img\n  APPEND {append}\n")
-
-
-def _run(argv: list[str], env: Mapping[str, str], what: str) -> None:
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False, env=dict(env))
-    if proc.returncode != 0:
-        raise GuestImageError(f"{what} failed (exit {proc.returncode}): "
-                              f"{(proc.stdout + proc.stderr).strip()[-800:]}")
 
 
 def make_disk(out_dir: str, staging: str, roots: Mapping[str, str], append: str,
@@ -71,11 +64,12 @@ def make_disk(out_dir: str, staging: str, roots: Mapping[str, str], append: str,
     with open(raw, "wb") as fh:
         fh.truncate(size)
     progress(f"disk: FAT image {size // MIB} MiB with SYSLINUX")
-    _run([os.path.join(bindir, "mformat"), "-i", raw, "-t", str(size // MIB), "-h", "64",
-          "-s", "32", "-v", "DTSVIRT", "::"], env, "mformat")
-    _run([ldso, "--library-path", libpath, syslinux, "--install", raw], env, "syslinux --install")
-    _run([os.path.join(bindir, "mcopy"), "-i", raw, files["vmlinuz"], files["initrd.img"], cfg,
-          "::/"], env, "mcopy")
-    _run([qemu_img, "convert", "-q", "-f", "raw", "-O", "qcow2", raw,
-          os.path.join(out_dir, DISK_NAME)], env, "qemu-img convert")
+    run_tool([os.path.join(bindir, "mformat"), "-i", raw, "-t", str(size // MIB), "-h", "64",
+          "-s", "32", "-v", "DTSVIRT", "::"], "mformat", hint=None, env=env)
+    run_tool([ldso, "--library-path", libpath, syslinux, "--install", raw], "syslinux --install",
+             hint=None, env=env)
+    run_tool([os.path.join(bindir, "mcopy"), "-i", raw, files["vmlinuz"], files["initrd.img"], cfg,
+          "::/"], "mcopy", hint=None, env=env)
+    run_tool([qemu_img, "convert", "-q", "-f", "raw", "-O", "qcow2", raw,
+          os.path.join(out_dir, DISK_NAME)], "qemu-img convert", hint=None, env=env)
     return DISK_NAME
