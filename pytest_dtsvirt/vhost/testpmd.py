@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from pytest_dtsvirt.errors import CommandTimeout, SessionError
-from pytest_dtsvirt.session.base import CommandResult, Shell
+from pytest_dtsvirt.session.base import CommandResult, ProcInfo, Shell
 from pytest_dtsvirt.vhost.parse import PacketRecord, PortStats, parse_packet_log, parse_port_stats
 
 log = logging.getLogger("pytest_dtsvirt.vhost")
@@ -81,6 +81,8 @@ class TestpmdHost(Protocol):
             check: bool = False) -> CommandResult: ...
 
     def shell(self) -> Shell: ...
+
+    def proc_info(self, pid: int) -> ProcInfo | None: ...
 
 
 class _Reader:
@@ -174,6 +176,7 @@ class TestpmdBackend:
         self._lock = threading.Lock()  # one command at a time
         self._log_mark = 0
         #: PID of testpmd on the host (None when not running)
+        self._started_at: int | None = None  # start time of self.pid (see _alive)
         self.pid: int | None = None
         #: the private run directory (mode 0700) holding the sockets
         self.run_dir: str | None = None
@@ -211,6 +214,9 @@ class TestpmdBackend:
         if not self._shell.pid:
             raise SessionError(f"{self.host.name}: the shell did not report its PID")
         self.pid = self._shell.pid
+        # `exec` keeps the PID and the start time: they identify testpmd from here on
+        info = self.host.proc_info(self.pid)
+        self._started_at = info.starttime if info is not None else None
         self._reader = _Reader(self._shell)
         self._shell.send(f"exec {shlex.join(self.argv)}\n")
         deadline = began + self.ready_timeout
@@ -275,15 +281,13 @@ class TestpmdBackend:
                           timeout=30)
 
     def _alive(self) -> bool:
-        """True while our testpmd runs: the PID is alive, not a zombie, and still names our
-        unique ``--file-prefix`` (so a reused PID is never signalled)."""
+        """True while our testpmd runs: the PID is alive, not a zombie, and has the start
+        time it had at launch (so a reused PID is never signalled). One round trip."""
         if self.pid is None:
             return False
-        state = self.host.run(["ps", "-o", "stat=", "-p", str(self.pid)], timeout=10)
-        if not state.ok or state.stdout.strip().startswith("Z"):
-            return False
-        cmdline = self.host.run(["cat", f"/proc/{self.pid}/cmdline"], timeout=10)
-        return cmdline.ok and self.file_prefix in cmdline.stdout
+        info = self.host.proc_info(self.pid)
+        return (info is not None and info.state not in ("Z", "X")
+                and info.starttime == self._started_at)
 
     def _wait_gone(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
