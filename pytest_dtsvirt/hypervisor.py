@@ -27,6 +27,7 @@ class VmOptions:
     accel: str = "auto"  # auto | kvm | tcg
     boot_timeout: float | None = None  # overrides the cfg's start wait_seconds (default 120)
     cache_dir: str | None = None  # test guest cache
+    guest_ssh: str = "dropbear"  # SSH server of the default test guest: dropbear | openssh
     run_id: str | None = None  # tags run dirs so the reaper knows what is ours
     extra: Mapping[str, Any] = field(default_factory=dict)
 

@@ -56,10 +56,12 @@ class Settings:
     worker: str | None
 
     conf_dir_given: bool = False  # --dtsvirt-conf-dir / ini set: no lookup near the test
+    guest_ssh: str = "dropbear"  # SSH server of the default test guest
 
     def vm_options(self, suite: str, test_dir: str | None = None) -> VmOptions:
         return VmOptions(conf_dir=self.conf_dir_for(suite, test_dir), accel=self.accel,
                          boot_timeout=self.boot_timeout, cache_dir=self.cache_dir,
+                         guest_ssh=self.guest_ssh,
                          run_id=self.run_id)
 
     def conf_dir_for(self, suite: str, test_dir: str | None) -> str:

@@ -131,10 +131,11 @@ def test_help_lists_options_and_ini(pytester: pytest.Pytester) -> None:
     out = result.stdout.str()
     for opt in ("--dtsvirt-conf-dir", "--dtsvirt-duts", "--dtsvirt-accel",
                 "--dtsvirt-boot-timeout", "--dtsvirt-keep-vm", "--dtsvirt-hypervisor",
-                "--dtsvirt-cache-dir"):
+                "--dtsvirt-cache-dir", "--dtsvirt-guest-ssh"):
         assert opt in out
         assert opt.lstrip("-").replace("-", "_") in out  # the ini key
     assert "{auto,kvm,tcg}" in out and "{never,failed,always}" in out
+    assert "{dropbear,openssh}" in out
 
 
 def test_fixtures_documented(pytester: pytest.Pytester) -> None:
@@ -168,10 +169,13 @@ def test_options_override_ini_and_validate(pytester: pytest.Pytester) -> None:
         dtsvirt_accel = kvm
         dtsvirt_keep_vm = failed
         dtsvirt_conf_dir = myconf
+        dtsvirt_guest_ssh = openssh
     """)
     pytester.makepyfile("def test_x(): pass")
     out = pytester.runpytest("--dtsvirt-accel", "tcg").stdout.str()
-    assert "accel=tcg" in out and "keep-vm=failed" in out
+    assert "accel=tcg" in out and "keep-vm=failed" in out and "guest-ssh=openssh" in out
+    out = pytester.runpytest("--dtsvirt-guest-ssh", "dropbear").stdout.str()
+    assert "guest-ssh=dropbear" in out
     assert f"conf-dir={pytester.path / 'myconf'}" in out
     result = pytester.runpytest("--dtsvirt-boot-timeout", "-3")
     assert result.ret == pytest.ExitCode.USAGE_ERROR

@@ -369,3 +369,39 @@ def test_a_hung_guest_ssh_does_not_stall_teardown(dut: Dut, tmp_path: Path) -> N
     took = time.monotonic() - begin
     assert took < kvm.GUEST_COURTESY_S + 10, f"teardown took {took:.1f} s"
     assert_nothing_left(vm)
+
+
+def test_openssh_guest_takes_many_commands_at_once(dut: Dut, tmp_path: Path) -> None:
+    """The OpenSSH variant of the test guest (``guest_ssh``): SFTP for files, and one guest
+    session serving commands from several threads at once (dropbear 2022.83 may drop the
+    connection under this load; see session/channel.py)."""
+    vm = make_vm(dut, write_cfg(tmp_path), guest_ssh="openssh")
+    try:
+        vm_dut = vm.start()
+        session = vm_dut.session
+        assert session.run(["sh", "-c", "pidof sshd && ! pidof dropbear"]).ok
+        data = os.urandom(300_000)
+        session.write_file("/tmp/blob", data)
+        assert session.read_file("/tmp/blob") == data
+        failures: list[str] = []
+
+        def worker(argv: list[str], expect: str) -> None:
+            for _ in range(25):
+                try:
+                    result = session.run(argv, timeout=60)
+                    if not result.ok or result.stdout != expect:
+                        failures.append(repr(result))
+                except SessionError as exc:
+                    failures.append(str(exc))
+
+        threads = [threading.Thread(target=worker, args=(argv, expect)) for argv, expect in
+                   ((["echo", "a"], "a\n"), (["sh", "-c", "sleep 0.02; echo b"], "b\n"),
+                    (["true"], ""))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert failures == []
+    finally:
+        vm.stop()
+    assert_nothing_left(vm)

@@ -23,7 +23,8 @@ FORMAT = 1
 APPEND = ("console=ttyS0 quiet panic=-1 lpj=8000000 tsc=reliable no_timer_check "
           "cryptomgr.notests i8042.noaux i8042.nopnp mitigations=off")
 BASE_PACKAGES = ("busybox-static", "qemu-guest-agent", "iproute2", apt.KERNEL_META)
-SSH_PACKAGES = {"dropbear": ("dropbear-bin",), "openssh": ("openssh-server",)}
+SSH_PACKAGES = {"dropbear": ("dropbear-bin",),
+                "openssh": ("openssh-server", "openssh-sftp-server")}
 # Libraries the base binaries need (guest-notes.md); anything else is found by ld.so --list.
 LIB_PACKAGES = ("libc6", "libcrypt1", "zlib1g", "libglib2.0-0", "libpcre2-8-0", "libnuma1",
                 "libudev1", "liburing2", "libgmp10", "libtomcrypt1", "libtommath1",
@@ -33,6 +34,7 @@ PACKAGE_FILES: Mapping[str, tuple[str, ...]] = {
     "busybox-static": ("bin/busybox",),
     "dropbear-bin": ("usr/sbin/dropbear", "usr/bin/dropbearkey"),
     "openssh-server": ("usr/sbin/sshd",),
+    "openssh-sftp-server": ("usr/lib/openssh/sftp-server",),
     "qemu-guest-agent": ("usr/sbin/qemu-ga",),
     "iproute2": ("bin/ip", "sbin/ip", "sbin/bridge", "etc/iproute2"),
 }

@@ -33,11 +33,14 @@ def parse_hostfwd_port(info_usernet: str, guest_port: int = 22) -> int | None:
     return None
 
 
-def with_default_guest(spec: Any, dut: Dut, cache_dir: str | None) -> Any:
-    """``spec`` with the project's test guest filled in, staged on the DUT if remote."""
+def with_default_guest(spec: Any, dut: Dut, cache_dir: str | None,
+                       ssh: str = "dropbear") -> Any:
+    """``spec`` with the project's test guest (SSH server ``ssh``) filled in, staged on the
+    DUT if remote."""
     from pytest_dtsvirt.guest import ensure_guest_image
 
-    image = ensure_guest_image(cache_dir, progress=lambda msg: log.info("guest image: %s", msg))
+    image = ensure_guest_image(cache_dir, ssh=ssh,
+                               progress=lambda msg: log.info("guest image: %s", msg))
     if dut.config.is_local:
         return spec.with_guest(image)
     remote_dir = f"{dut.config.workdir.rstrip('/')}/guest-{image.key[:16]}"

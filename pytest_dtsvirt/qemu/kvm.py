@@ -163,7 +163,8 @@ class QEMUKvm(Hypervisor):
         if self.accel_reason:
             log.info("%s: %s", self.vm_name, self.accel_reason)
         if spec.uses_default_guest:
-            spec = guestboot.with_default_guest(spec, self.dut, self.options.cache_dir)
+            spec = guestboot.with_default_guest(spec, self.dut, self.options.cache_dir,
+                                                self.options.guest_ssh)
         hugepage_dir = guestboot.hugepage_dir(session, spec) if spec.mem.hugepage else None
         self._run_dir = rundir.make_run_dir(session, self.dut.config.workdir, self.vm_name,
                                             self.options.run_id or rundir.current_run_id())

@@ -21,6 +21,7 @@ from pytest_dtsvirt.errors import ConfigError, Location
 from pytest_dtsvirt.hypervisor import VmOptions
 from pytest_dtsvirt.qemu.accel import POLICIES
 from pytest_dtsvirt.runtime import rundir
+from pytest_dtsvirt.session.channel import Pty, start_channel
 from pytest_dtsvirt.session.dutconfig import (
     DutConfig,
     connect,
@@ -64,6 +65,8 @@ def _setup_boot(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--boot-timeout", type=float, default=None, metavar="S",
                         help="boot budget in seconds (default: the cfg's start wait_seconds)")
     parser.add_argument("--cache-dir", default=None, help="test guest cache directory")
+    parser.add_argument("--guest-ssh", choices=("dropbear", "openssh"), default="dropbear",
+                        help="SSH server of the default test guest (default: dropbear)")
 
 
 def _run_boot(args: argparse.Namespace) -> int:
@@ -76,7 +79,7 @@ def _run_boot(args: argparse.Namespace) -> int:
     dut = connect(_dut_config(args))
     suite = Path(args.cfg).stem
     options = VmOptions(cfg_path=args.cfg, accel=args.accel, boot_timeout=args.boot_timeout,
-                        cache_dir=args.cache_dir)
+                        cache_dir=args.cache_dir, guest_ssh=args.guest_ssh)
     vm = QEMUKvm(dut, args.vm, suite, options)
     try:
         vm_dut = vm.start()
@@ -103,10 +106,9 @@ def _interactive(session: Any) -> int:
     import termios
     import tty
 
-    chan = session.transport.open_session()
     size = os.get_terminal_size() if sys.stdin.isatty() else os.terminal_size((80, 24))
-    chan.get_pty(term=os.environ.get("TERM", "xterm"), width=size.columns, height=size.lines)
-    chan.invoke_shell()
+    pty = Pty(os.environ.get("TERM", "xterm"), size.columns, size.lines)
+    chan = start_channel(session.transport, None, name=session.name, timeout=30.0, pty=pty)
     fd = sys.stdin.fileno()
     saved = termios.tcgetattr(fd) if sys.stdin.isatty() else None
     try:

@@ -24,6 +24,7 @@ from typing import Any
 
 from pytest_dtsvirt.errors import SessionError
 from pytest_dtsvirt.session.base import Session
+from pytest_dtsvirt.session.channel import start_channel
 
 #: bound on opening the supervisor's SSH channel
 OPEN_TIMEOUT_S = 30.0
@@ -149,14 +150,12 @@ class _ChannelSupervised(Supervised):
 
     def __init__(self, argv: Sequence[str], run_dir: str, transport: Any) -> None:
         super().__init__(argv, run_dir)
+        command = shlex.join(["sh", "-c", SUPERVISOR_SCRIPT, run_dir, *argv])
         try:
-            self._chan = transport.open_session(timeout=OPEN_TIMEOUT_S)
+            self._chan = start_channel(transport, command, name="DUT", timeout=OPEN_TIMEOUT_S)
+        except SessionError:
+            raise
         except Exception as exc:  # paramiko raises several unrelated types here
-            raise SessionError(f"cannot start qemu over SSH: {exc}") from exc
-        try:
-            self._chan.exec_command(shlex.join(["sh", "-c", SUPERVISOR_SCRIPT, run_dir, *argv]))
-        except Exception as exc:
-            self._chan.close()
             raise SessionError(f"cannot start qemu over SSH: {exc}") from exc
         threading.Thread(target=self._read, daemon=True, name="dtsvirt-supervisor").start()
 

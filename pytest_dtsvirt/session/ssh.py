@@ -37,6 +37,7 @@ from pytest_dtsvirt.session.base import (
     Shell,
     raise_on_failure,
 )
+from pytest_dtsvirt.session.channel import Pty, start_channel
 from pytest_dtsvirt.session.relay import Relay
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,12 @@ SFTP_TIMEOUT_S = 60.0
 
 _AUTO_ADD_WARNED: set[str] = set()
 _AUTO_ADD_LOCK = threading.Lock()
-# Prints the PID of the command (sshd made it a session leader) on stderr, then execs argv.
-_RUN_WRAPPER = 'echo "$$" >&2; exec "$@"'
+# Waits for the client's go line, prints the PID of the command (sshd made it a session
+# leader) on stderr, then execs argv. The go line is sent once the server has confirmed the
+# exec request: dropbear 2022.83 may start a command on a channel it has already closed
+# (see session/channel.py) and exits on that command's first output; so a command never
+# confirmed never starts, and writes nothing.
+_RUN_WRAPPER = 'IFS= read -r _ || exit 0; echo "$$" >&2; exec "$@"'
 # Characters with a meaning in socat address syntax; such paths are refused, not escaped.
 _SOCAT_UNSAFE = re.compile(r"[\s,:!\"'\\(){}\[\]]")
 
@@ -64,9 +69,7 @@ class SshShell(BufferedShell):
         self._session = session
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         with session._errors("open a shell"):
-            self._chan = session._open_session(timeout)
-            self._chan.get_pty(term="dumb", width=500, height=50)
-            self._chan.invoke_shell()
+            self._chan = session._start(None, timeout, Pty())
         try:
             self.sync(timeout)
         except Exception:
@@ -211,22 +214,11 @@ class SshSession(Session):
             raise SessionError(f"connection to DUT {self.name} lost")
         return self._transport
 
-    def _open_session(self, timeout: float) -> paramiko.Channel:
-        """A new session channel. A refused open is retried twice: servers refuse
-        transiently (dropbear did, once, right after a refused SFTP subsystem)."""
-        for attempt in range(3):
-            try:
-                return self._transport_ok().open_session(timeout=timeout)
-            except paramiko.ChannelException as exc:  # a refusal; a timeout is not retried
-                if attempt == 2 or not self._transport.is_active():
-                    if "prohibited" in str(exc).lower():
-                        raise SessionError(
-                            f"{self.name}: the SSH server refused another session channel "
-                            f"({exc}); its MaxSessions limit may be too low") from exc
-                    raise
-                log.info("%s: channel open refused (%s); retrying", self.name, exc)
-                time.sleep(0.1 * (attempt + 1))
-        raise AssertionError("unreachable")
+    def _start(self, command: str | None, timeout: float,
+               pty: Pty | None = None) -> paramiko.Channel:
+        """A new session channel running ``command`` (see :func:`start_channel`)."""
+        return start_channel(self._transport_ok(), command, name=self.name, timeout=timeout,
+                             pty=pty)
 
     @contextlib.contextmanager
     def _errors(self, what: str) -> Iterator[None]:
@@ -248,11 +240,9 @@ class SshSession(Session):
         deadline = None if timeout is None else time.monotonic() + timeout
         out, err = bytearray(), bytearray()
         with self._errors(f"run {list(argv)!r}"):
-            chan = self._open_session(30.0)
+            chan = self._start(command, 30.0)
             try:
-                chan.exec_command(command)
-                if input:
-                    chan.sendall(input)
+                chan.sendall(b"\n" + (input or b""))
                 chan.shutdown_write()
                 pause = 0.0005
                 while True:
@@ -338,8 +328,7 @@ class SshSession(Session):
         command = shlex.join(["socat", "-d", "-d", "-", f"UNIX-CONNECT:{path}"])
         err = b""
         with self._errors(f"connect to unix socket {path}"):
-            chan = self._open_session(timeout)
-            chan.exec_command(command)
+            chan = self._start(command, timeout)
             deadline = time.monotonic() + timeout
             while b"starting data transfer loop" not in err:
                 if chan.recv_stderr_ready():
@@ -356,15 +345,22 @@ class SshSession(Session):
 
     def _sftp_client(self) -> paramiko.SFTPClient | None:
         if self._sftp is None and not self._sftp_missing:
+            chan = None
             try:
-                self._sftp = self._transport_ok().open_sftp_client()
+                chan = start_channel(self._transport_ok(), None, name=self.name,
+                                     timeout=30.0, subsystem="sftp")
                 # a stalled DUT must not block a file operation until TCP gives up
-                channel = self._sftp.get_channel()
-                if channel is not None:
-                    channel.settimeout(SFTP_TIMEOUT_S)
-            except (paramiko.SSHException, EOFError, OSError):
+                chan.settimeout(SFTP_TIMEOUT_S)
+                self._sftp = paramiko.SFTPClient(chan)
+            except (SessionError, paramiko.SSHException, EOFError, OSError):
                 self._transport_ok()
                 self._sftp_missing = True  # e.g. dropbear without sftp-server: use cat
+            if chan is not None and self._sftp is None:
+                # Let the server reap the probe's process (it reports the exit status) before
+                # the next channel opens: dropbear 2022.83 closes a channel that is new when
+                # a child exits (session/channel.py).
+                chan.status_event.wait(5.0)
+                chan.close()
         return self._sftp
 
     def read_file(self, path: str) -> bytes:
