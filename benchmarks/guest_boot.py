@@ -66,8 +66,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=3, help="boots per profile (default 3)")
     parser.add_argument("--profiles", nargs="+", default=["fast", "plain"])
-    parser.add_argument("--ssh", choices=("openssh", "dropbear"), default="openssh",
-                        help="SSH server of the guest (default: openssh, the default guest)")
+    parser.add_argument("--ssh", choices=("dropbear", "openssh"), default="dropbear",
+                        help="SSH server of the guest (default: dropbear, the default guest)")
     args = parser.parse_args()
     t = time.monotonic()
     image = ensure_guest_image(ssh=args.ssh, progress=lambda m: print(m, file=sys.stderr))
