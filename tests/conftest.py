@@ -1,6 +1,9 @@
 """Shared settings of the test suite."""
 
+import getpass
 import os
+import re
+import tempfile
 from collections.abc import Iterator
 
 import pytest
@@ -19,3 +22,39 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdHandle]:
     handle = start_sshd(tmp_path_factory.mktemp("sshd"))
     yield handle
     handle.stop()
+
+
+# Temp names the project and its tests choose (tests/support, tempfile prefixes); anything
+# with these names that a run leaves behind fails the run. The DUT work dir is kept on purpose.
+_OURS = re.compile(r"^(dtsvirt-|dts-ssh-|dx-|dtr-|dtk-)")
+_KEPT = f"dtsvirt-{getpass.getuser()}"
+_BEFORE: set[str] = set()
+_LEFT: list[str] = []
+
+
+def _ours_in_tmp() -> set[str]:
+    found = set()
+    for base in {"/tmp", tempfile.gettempdir()}:
+        try:
+            names = os.listdir(base)
+        except OSError:
+            continue
+        found |= {os.path.join(base, n) for n in names if _OURS.match(n) and n != _KEPT}
+    return found
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _BEFORE.update(_ours_in_tmp())
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _LEFT.extend(sorted(_ours_in_tmp() - _BEFORE))
+    if _LEFT:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _LEFT:
+        terminalreporter.write_sep("=", "dtsvirt: the run left files behind", red=True)
+        for path in _LEFT:
+            terminalreporter.write_line(path)

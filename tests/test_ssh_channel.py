@@ -76,7 +76,7 @@ def scripted() -> Iterator[tuple[Script, socket.socket]]:
     script = Script()
     server_sock, client_sock = socket.socketpair()
     transport = paramiko.Transport(server_sock)
-    transport.add_server_key(paramiko.Ed25519Key.from_private_key_file(_host_key()))
+    transport.add_server_key(_host_key())
     transport.start_server(event=threading.Event(), server=_Server(script))  # not blocking
     try:
         yield script, client_sock
@@ -85,18 +85,14 @@ def scripted() -> Iterator[tuple[Script, socket.socket]]:
         server_sock.close()
 
 
-_KEY: list[str] = []
+_HOST_KEY: list[paramiko.PKey] = []
 
 
-def _host_key() -> str:
-    if not _KEY:
-        import subprocess
-        import tempfile
-
-        path = tempfile.mkdtemp(prefix="dtsvirt-hostkey-") + "/key"
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", path], check=True)
-        _KEY.append(path)
-    return _KEY[0]
+def _host_key() -> paramiko.PKey:
+    """The scripted server's host key, made in memory once (nothing on disk)."""
+    if not _HOST_KEY:
+        _HOST_KEY.append(paramiko.ECDSAKey.generate())
+    return _HOST_KEY[0]
 
 
 def _session(sock: socket.socket) -> SshSession:
