@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -184,6 +185,37 @@ def test_open_unix_without_socat_on_the_host(tmp_path: Path) -> None:
 def test_unix_socket_path_with_socat_syntax_is_refused(session: SshSession) -> None:
     with pytest.raises(SessionError, match="socat"):
         session.open_unix("/tmp/a,fork")
+
+
+def test_file_operations_from_several_threads_at_once(session: SshSession,
+                                                     tmp_path: Path) -> None:
+    """VM boot threads share their DUT's session: concurrent SFTP operations must neither
+    lose a response (paramiko's client drops other threads' replies) nor stall."""
+    failures: list[str] = []
+
+    def worker(n: int) -> None:
+        for i in range(15):
+            data = f"{n}-{i}".encode() * 5000
+            path = tmp_path / f"t{n}"
+            try:
+                if i % 2:
+                    session.write_file(str(path), data)
+                else:
+                    path.write_bytes(data)
+                if session.read_file(str(path)) != data:
+                    failures.append(f"{n}-{i}: wrong content")
+            except SessionError as exc:
+                failures.append(f"{n}-{i}: {exc}")
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    start = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(50)
+    assert not any(t.is_alive() for t in threads), "SFTP stalled"
+    assert failures == []
+    assert time.monotonic() - start < 30
 
 
 def test_cat_fallback_without_sftp(session: SshSession, tmp_path: Path) -> None:

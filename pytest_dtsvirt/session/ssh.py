@@ -125,8 +125,9 @@ class SshSession(Session):
         self._closed = False
         self._relays: list[Relay] = []
         self._shells: list[SshShell] = []
-        self._sftp: paramiko.SFTPClient | None = None
+        self._sftp_handle: paramiko.SFTPClient | None = None
         self._sftp_missing = False
+        self._sftp_lock = threading.Lock()  # VM boot threads share a DUT's session
         self._has_socat: bool | None = None
         self._client = paramiko.SSHClient()
         where = known_hosts or "~/.ssh/known_hosts"
@@ -228,6 +229,10 @@ class SshSession(Session):
         except SessionError:
             raise
         except (paramiko.SSHException, EOFError, OSError) as exc:
+            if not self._closed and not (isinstance(exc, OSError) and exc.errno):
+                # paramiko closes the channels of a dropped connection a moment before it
+                # marks the transport inactive; give it that moment (errno errors are SFTP's)
+                self._transport.join(0.5)
             if self._closed or not self._transport.is_active():
                 raise SessionError(f"connection to DUT {self.name} lost (while trying to "
                                    f"{what})") from None
@@ -343,69 +348,74 @@ class SshSession(Session):
                     time.sleep(0.002)
         return self._relay(chan, f"unix {path}")
 
+    @contextlib.contextmanager
+    def _sftp(self) -> Iterator[paramiko.SFTPClient | None]:
+        """The SFTP client (None without an SFTP server), held for one operation: paramiko's
+        client drops the responses of a thread's request that another thread reads."""
+        with self._sftp_lock:
+            yield self._sftp_client()
+
     def _sftp_client(self) -> paramiko.SFTPClient | None:
-        if self._sftp is None and not self._sftp_missing:
+        if self._sftp_handle is None and not self._sftp_missing:
             chan = None
             try:
                 chan = start_channel(self._transport_ok(), None, name=self.name,
                                      timeout=30.0, subsystem="sftp")
                 # a stalled DUT must not block a file operation until TCP gives up
                 chan.settimeout(SFTP_TIMEOUT_S)
-                self._sftp = paramiko.SFTPClient(chan)
+                self._sftp_handle = paramiko.SFTPClient(chan)
             except (SessionError, paramiko.SSHException, EOFError, OSError):
                 self._transport_ok()
                 self._sftp_missing = True  # e.g. dropbear without sftp-server: use cat
-            if chan is not None and self._sftp is None:
+            if chan is not None and self._sftp_handle is None:
                 # Let the server reap the probe's process (it reports the exit status) before
                 # the next channel opens: dropbear 2022.83 closes a channel that is new when
                 # a child exits (session/channel.py).
                 chan.status_event.wait(5.0)
                 chan.close()
-        return self._sftp
+        return self._sftp_handle
 
     def read_file(self, path: str) -> bytes:
-        sftp = self._sftp_client()
-        with self._errors(f"read {path}"):
+        with self._sftp() as sftp, self._errors(f"read {path}"):
             if sftp is not None:
                 with sftp.open(path, "rb") as f:
                     return bytes(f.read())
+        with self._errors(f"read {path}"):
             status, out, err = self._exec(["cat", "--", path], 300.0)
-            if status != 0:
-                raise SessionError(f"{self.name}: cannot read {path}: {err.decode().strip()}")
-            return out
+        if status != 0:
+            raise SessionError(f"{self.name}: cannot read {path}: {err.decode().strip()}")
+        return out
 
     def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
-        sftp = self._sftp_client()
-        with self._errors(f"write {path}"):
+        with self._sftp() as sftp, self._errors(f"write {path}"):
             if sftp is not None:
                 with sftp.open(path, "wb") as f:
                     sftp.chmod(path, mode)
                     f.write(data)
                 return
+        with self._errors(f"write {path}"):
             status, _, err = self._exec(
                 ["sh", "-c", 'umask 077 && cat >"$1" && chmod "$2" "$1"', "sh", path,
                  f"{mode:o}"], 300.0, data)
-            if status != 0:
-                raise SessionError(f"{self.name}: cannot write {path}: {err.decode().strip()}")
+        if status != 0:
+            raise SessionError(f"{self.name}: cannot write {path}: {err.decode().strip()}")
 
     def put(self, local_path: str, remote_path: str) -> None:
-        sftp = self._sftp_client()
-        if sftp is None:
-            with open(local_path, "rb") as f:
-                self.write_file(remote_path, f.read(), 0o644)
-            return
-        with self._errors(f"copy {local_path} to {remote_path}"):
-            sftp.put(local_path, remote_path)
+        with self._sftp() as sftp, self._errors(f"copy {local_path} to {remote_path}"):
+            if sftp is not None:
+                sftp.put(local_path, remote_path)
+                return
+        with open(local_path, "rb") as f:
+            self.write_file(remote_path, f.read(), 0o644)
 
     def get(self, remote_path: str, local_path: str) -> None:
-        sftp = self._sftp_client()
-        if sftp is None:
-            data = self.read_file(remote_path)
-            with open(local_path, "wb") as f:
-                f.write(data)
-            return
-        with self._errors(f"copy {remote_path} to {local_path}"):
-            sftp.get(remote_path, local_path)
+        with self._sftp() as sftp, self._errors(f"copy {remote_path} to {local_path}"):
+            if sftp is not None:
+                sftp.get(remote_path, local_path)
+                return
+        data = self.read_file(remote_path)
+        with open(local_path, "wb") as f:
+            f.write(data)
 
     def shell(self) -> Shell:
         shell = SshShell(self)
@@ -421,9 +431,9 @@ class SshSession(Session):
         for shell in self._shells:
             shell.close()
         self._relays, self._shells = [], []
-        if self._sftp is not None:
+        if self._sftp_handle is not None:
             with contextlib.suppress(Exception):
-                self._sftp.close()
+                self._sftp_handle.close()
         with contextlib.suppress(Exception):
             self._client.close()
 
