@@ -380,6 +380,7 @@ def test_openssh_guest_takes_many_commands_at_once(dut: Dut, tmp_path: Path) -> 
         vm_dut = vm.start()
         session = vm_dut.session
         assert session.run(["sh", "-c", "pidof sshd && ! pidof dropbear"]).ok
+        assert session.run(["test", "-x", "/usr/lib/openssh/sftp-server"]).ok
         data = os.urandom(300_000)
         session.write_file("/tmp/blob", data)
         assert session.read_file("/tmp/blob") == data
