@@ -10,6 +10,7 @@ PID. Importable from any test module (``from support.sshd import start_sshd``).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import getpass
 import os
 import signal
@@ -94,6 +95,12 @@ def _free_port(address: str) -> int:
         return int(s.getsockname()[1])
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the test process dies, even by SIGKILL or a
+    timeout, so an interrupted run leaves no sshd listening."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 def start_sshd(tmp_path: Path, address: str = "127.0.0.2", port: int | None = None,
                password_auth: bool = False, timeout: float = 10.0,
                extra_config: Sequence[str] = (), max_sessions: int = 50) -> SshdHandle:
@@ -141,7 +148,8 @@ def start_sshd(tmp_path: Path, address: str = "127.0.0.2", port: int | None = No
         log_path = d / "sshd.log"
         log_file = open(log_path, "ab")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(cfg)], stdin=subprocess.DEVNULL,
-                                stdout=log_file, stderr=log_file, start_new_session=True)
+                                stdout=log_file, stderr=log_file, start_new_session=True,
+                                preexec_fn=_die_with_parent)
         log_file.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and proc.poll() is None:
