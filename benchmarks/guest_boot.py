@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from support.guest import booted, qga, run, ssh, wait_host_connect
 
-from pytest_dtsvirt.guest import ensure_guest_image
+from pytest_dtsvirt.guest import DEFAULT_SSH, SSH_SERVERS, ensure_guest_image
 
 MARKER = "dtsvirt-guest: init start"
 STEPS = ("init line", "agent ping", "host_connect addr", "ssh login", "shutdown->exit")
@@ -66,7 +66,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=3, help="boots per profile (default 3)")
     parser.add_argument("--profiles", nargs="+", default=["fast", "plain"])
-    parser.add_argument("--ssh", choices=("dropbear", "openssh"), default="dropbear",
+    parser.add_argument("--ssh", choices=SSH_SERVERS, default=DEFAULT_SSH,
                         help="SSH server of the guest (default: dropbear, the default guest)")
     args = parser.parse_args()
     t = time.monotonic()

@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from pytest_dtsvirt.guest import DEFAULT_SSH
+
 if TYPE_CHECKING:
     from pytest_dtsvirt.session.dut import Dut, VmDut
 
@@ -27,7 +29,7 @@ class VmOptions:
     accel: str = "auto"  # auto | kvm | tcg
     boot_timeout: float | None = None  # overrides the cfg's start wait_seconds (default 120)
     cache_dir: str | None = None  # test guest cache
-    guest_ssh: str = "dropbear"  # SSH server of the default test guest: dropbear | openssh
+    guest_ssh: str = DEFAULT_SSH  # SSH server of the default test guest (SSH_SERVERS)
     run_id: str | None = None  # tags run dirs so the reaper knows what is ours
     extra: Mapping[str, Any] = field(default_factory=dict)
 

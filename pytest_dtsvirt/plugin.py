@@ -30,6 +30,7 @@ from pytest_dtsvirt.fixtures import (
     vm_dut,
     vm_factory,
 )
+from pytest_dtsvirt.guest import DEFAULT_SSH, SSH_SERVERS
 from pytest_dtsvirt.hypervisor import Hypervisor
 from pytest_dtsvirt.marker import MARKER_HELP
 from pytest_dtsvirt.vmfactory import Settings, diagnostics_of
@@ -39,7 +40,6 @@ log = logging.getLogger("pytest_dtsvirt")
 
 ACCELS = ("auto", "kvm", "tcg")
 KEEP = ("never", "failed", "always")
-GUEST_SSH = ("dropbear", "openssh")
 _KEPT = ": kept running"
 #: (option, ini key, help, choices)
 _OPTIONS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
@@ -63,7 +63,7 @@ _OPTIONS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("--dtsvirt-guest-ssh", "dtsvirt_guest_ssh",
      "SSH server of the default test guest: dropbear (reaches SSH about 0.7 s sooner) or openssh "
      "(with SFTP; for many commands at once on one guest session) (default: dropbear)",
-     GUEST_SSH),
+     SSH_SERVERS),
 )
 
 __all__ = ["dut", "dut_config", "function_vm_factory", "session_vm", "session_vm_dut", "vm",
@@ -126,7 +126,7 @@ def settings_from(config: pytest.Config) -> Settings:
         keep_vm=_choice(config, "dtsvirt_keep_vm", KEEP, "never"),
         hypervisor=_value(config, "dtsvirt_hypervisor")[0] or "kvm",
         cache_dir=_path(config, "dtsvirt_cache_dir"),
-        guest_ssh=_choice(config, "dtsvirt_guest_ssh", GUEST_SSH, "dropbear"),
+        guest_ssh=_choice(config, "dtsvirt_guest_ssh", SSH_SERVERS, DEFAULT_SSH),
         run_id=str(run_id),
         worker=workerinput.get("workerid") or worker_id(),
     )

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from pytest_dtsvirt import hypervisor
 from pytest_dtsvirt.errors import ConfigError, DtsvirtError, VmError, VmStartError
+from pytest_dtsvirt.guest import DEFAULT_SSH
 from pytest_dtsvirt.hypervisor import Hypervisor, VmOptions
 from pytest_dtsvirt.marker import VmRequest, merge, parse_marker
 from pytest_dtsvirt.runtime import rundir
@@ -56,7 +57,7 @@ class Settings:
     worker: str | None
 
     conf_dir_given: bool = False  # --dtsvirt-conf-dir / ini set: no lookup near the test
-    guest_ssh: str = "dropbear"  # SSH server of the default test guest
+    guest_ssh: str = DEFAULT_SSH  # SSH server of the default test guest
 
     def vm_options(self, suite: str, test_dir: str | None = None) -> VmOptions:
         return VmOptions(conf_dir=self.conf_dir_for(suite, test_dir), accel=self.accel,

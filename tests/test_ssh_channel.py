@@ -5,6 +5,7 @@ that moment; seen in the guest as "Channel closed." on a write_file)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import threading
@@ -85,14 +86,10 @@ def scripted() -> Iterator[tuple[Script, socket.socket]]:
         server_sock.close()
 
 
-_HOST_KEY: list[paramiko.PKey] = []
-
-
+@functools.cache
 def _host_key() -> paramiko.PKey:
     """The scripted server's host key, made in memory once (nothing on disk)."""
-    if not _HOST_KEY:
-        _HOST_KEY.append(paramiko.ECDSAKey.generate())
-    return _HOST_KEY[0]
+    return paramiko.ECDSAKey.generate()
 
 
 def _session(sock: socket.socket) -> SshSession:

@@ -28,6 +28,10 @@ from dataclasses import dataclass
 
 from pytest_dtsvirt.errors import GuestImageError
 
+#: SSH servers the test guest can carry; the first, the default, reaches SSH sooner
+SSH_SERVERS = ("dropbear", "openssh")
+DEFAULT_SSH = SSH_SERVERS[0]
+
 
 @dataclass(frozen=True)
 class GuestImage:
@@ -72,7 +76,7 @@ def _from_manifest(cache_dir: str, key: str, need_disk: bool) -> GuestImage | No
                       disk=disk, key=key, packages=dict(m["packages"]))
 
 
-def ensure_guest_image(cache_dir: str | None = None, *, ssh: str = "dropbear",
+def ensure_guest_image(cache_dir: str | None = None, *, ssh: str = DEFAULT_SSH,
                        extra: tuple[str, ...] = (), disk: bool = False,
                        progress: Callable[[str], None] | None = None) -> GuestImage:
     """Build the guest into the cache unless an identical build is there; return it.

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from pytest_dtsvirt.errors import GuestImageError
-from pytest_dtsvirt.guest import apt, cpio, disk, hostkeys, kernel, rootfs
+from pytest_dtsvirt.guest import DEFAULT_SSH, SSH_SERVERS, apt, cpio, disk, hostkeys, kernel, rootfs
 from pytest_dtsvirt.guest.cpio import Node
 from pytest_dtsvirt.guest.disk import DISK_PACKAGES
 
@@ -48,14 +48,15 @@ Progress = Callable[[str], None]
 class Options:
     """What a build depends on besides the package versions."""
 
-    ssh: str = "dropbear"
+    ssh: str = DEFAULT_SSH
     extra: tuple[str, ...] = ()
     disk: bool = False
 
     def package_names(self) -> list[str]:
         """Every package asked for (the kernel as its meta package)."""
         if self.ssh not in SSH_PACKAGES:
-            raise GuestImageError(f"unknown ssh server {self.ssh!r}: use dropbear or openssh")
+            raise GuestImageError(f"unknown ssh server {self.ssh!r}: use "
+                                  f"{' or '.join(SSH_SERVERS)}")
         disk = DISK_PACKAGES if self.disk else ()
         return sorted({*BASE_PACKAGES, *SSH_PACKAGES[self.ssh], *LIB_PACKAGES, *self.extra,
                        *disk})

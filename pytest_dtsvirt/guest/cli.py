@@ -10,6 +10,8 @@ import time
 from pytest_dtsvirt.cli import register_command
 from pytest_dtsvirt.errors import GuestImageError
 from pytest_dtsvirt.guest import (
+    DEFAULT_SSH,
+    SSH_SERVERS,
     GuestImage,
     default_cache_dir,
     ensure_guest_image,
@@ -30,7 +32,7 @@ def _setup(parser: argparse.ArgumentParser) -> None:
         description="Build the test guest (kernel, vmlinux, initramfs) from Debian packages "
                     "with apt-get download; no root needed once `apt-get update` has run.")
     _cache_dir_arg(build)
-    build.add_argument("--ssh", choices=("dropbear", "openssh"), default="dropbear",
+    build.add_argument("--ssh", choices=SSH_SERVERS, default=DEFAULT_SSH,
                        help="SSH server in the guest (default: dropbear)")
     build.add_argument("--extra", nargs="+", default=[], metavar="PKG",
                        help="more Debian packages to put into the guest")

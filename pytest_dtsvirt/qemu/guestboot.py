@@ -34,7 +34,7 @@ def parse_hostfwd_port(info_usernet: str, guest_port: int = 22) -> int | None:
 
 
 def with_default_guest(spec: Any, dut: Dut, cache_dir: str | None,
-                       ssh: str = "dropbear") -> Any:
+                       ssh: str) -> Any:
     """``spec`` with the project's test guest (SSH server ``ssh``) filled in, staged on the
     DUT if remote."""
     from pytest_dtsvirt.guest import ensure_guest_image

@@ -18,6 +18,7 @@ from typing import Any
 
 from pytest_dtsvirt.cli import register_command
 from pytest_dtsvirt.errors import ConfigError, Location
+from pytest_dtsvirt.guest import DEFAULT_SSH, SSH_SERVERS
 from pytest_dtsvirt.hypervisor import VmOptions
 from pytest_dtsvirt.qemu.accel import POLICIES
 from pytest_dtsvirt.runtime import rundir
@@ -65,7 +66,7 @@ def _setup_boot(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--boot-timeout", type=float, default=None, metavar="S",
                         help="boot budget in seconds (default: the cfg's start wait_seconds)")
     parser.add_argument("--cache-dir", default=None, help="test guest cache directory")
-    parser.add_argument("--guest-ssh", choices=("dropbear", "openssh"), default="dropbear",
+    parser.add_argument("--guest-ssh", choices=SSH_SERVERS, default=DEFAULT_SSH,
                         help="SSH server of the default test guest (default: dropbear)")
 
 
