@@ -1,6 +1,5 @@
 """Shared settings of the test suite."""
 
-import getpass
 import os
 import re
 import tempfile
@@ -10,6 +9,7 @@ import pytest
 from support.sshd import SshdHandle, start_sshd
 
 from pytest_dtsvirt.guest import default_cache_dir
+from pytest_dtsvirt.session.dutconfig import local_dut_config
 
 # pytester runs inner pytest sessions with HOME moved into a temp dir; pin the test guest
 # cache to the real one so those sessions reuse the built guest instead of rebuilding it.
@@ -27,7 +27,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdHandle]:
 # Temp names the project and its tests choose (tests/support, tempfile prefixes); anything
 # with these names that a run leaves behind fails the run. The DUT work dir is kept on purpose.
 _OURS = re.compile(r"^(dtsvirt-|dts-ssh-|dx-|dtr-|dtk-)")
-_KEPT = f"dtsvirt-{getpass.getuser()}"
+_KEPT = os.path.basename(local_dut_config().workdir)
 _BEFORE: set[str] = set()
 _LEFT: list[str] = []
 
