@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import paramiko
 import pytest
 from support.contract import (  # noqa: F401  (collected here)
     roundtrip,
@@ -164,6 +165,40 @@ def test_connection_drop_is_a_clear_error(own_sshd: SshdHandle, tmp_path: Path) 
         assert received.startswith(b"SSH-2.0-") or received == b""
     finally:
         s.close()
+
+
+def test_dropped_connection_reads_as_lost_while_paramiko_is_still_closing_it(
+        own_sshd: SshdHandle, monkeypatch: pytest.MonkeyPatch) -> None:
+    """paramiko closes a dropped connection's channels (which marks them as having an exit
+    status) a moment before it marks the transport inactive. A shell that reads its EOF in
+    that moment must still report the lost connection, not an exited shell. The moment is
+    widened here so the check does not depend on thread scheduling."""
+    unlink = paramiko.Channel._unlink
+
+    def slow_unlink(chan: paramiko.Channel) -> None:
+        unlink(chan)
+        time.sleep(0.5)
+
+    monkeypatch.setattr(paramiko.Channel, "_unlink", slow_unlink)
+    s = connect(own_sshd)
+    try:
+        shell = s.shell()
+        assert own_sshd.kill_connections()
+        with pytest.raises(SessionError, match=f"connection to DUT {s.name} lost"):
+            shell.expect("never printed", 10)
+    finally:
+        s.close()
+
+
+def test_shell_that_exits_is_named_as_such(session: SshSession) -> None:
+    shell = session.shell()
+    pid = shell.pid
+    started = time.monotonic()
+    shell.send("exit 3\n")
+    with pytest.raises(SessionError, match=rf"the shell \(PID {pid}\) exited"):
+        shell.expect("never printed", 10)
+    assert time.monotonic() - started < 1.5  # an exit status needs no wait for the link
+    assert session.run(["true"]).ok
 
 
 def test_open_unix_without_socat_on_the_host(tmp_path: Path) -> None:

@@ -94,8 +94,10 @@ class SshShell(BufferedShell):
     def _on_eof(self) -> SessionError:
         """The channel ended: the shell exited (it sent an exit status) or the connection
         is gone (paramiko closes every channel when the transport dies)."""
-        # (exit_status_ready() is also True for a channel closed by a dying transport)
-        if not self._chan.status_event.is_set():
+        # Only a received exit status proves the shell exited: paramiko also sets
+        # status_event (exit_status_ready()) on every channel of a dying transport, and it
+        # does so just before it marks the transport inactive.
+        if self._chan.exit_status == -1:
             deadline = time.monotonic() + 2.0
             while self._session._transport.is_active() and time.monotonic() < deadline:
                 time.sleep(0.02)
