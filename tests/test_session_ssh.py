@@ -193,11 +193,9 @@ def test_dropped_connection_reads_as_lost_while_paramiko_is_still_closing_it(
 def test_shell_that_exits_is_named_as_such(session: SshSession) -> None:
     shell = session.shell()
     pid = shell.pid
-    started = time.monotonic()
     shell.send("exit 3\n")
     with pytest.raises(SessionError, match=rf"the shell \(PID {pid}\) exited"):
         shell.expect("never printed", 10)
-    assert time.monotonic() - started < 1.5  # an exit status needs no wait for the link
     assert session.run(["true"]).ok
 
 
