@@ -183,7 +183,7 @@ def test_warm_call_reuses_the_cache(image: GuestImage) -> None:
     took = time.monotonic() - start
     assert again == image
     assert msgs == [], msgs
-    assert took < 1.0, took
+    assert took < 3.0, took  # a rebuild takes tens of seconds
 
 
 def _shared_cache(tmp: str) -> str:

@@ -156,7 +156,7 @@ def test_no_answer_times_out_within_bound(fake: Any) -> None:
     start = time.monotonic()
     with pytest.raises(AgentTimeout, match="no answer to guest-sync-delimited"):
         agent.sync(0.3)
-    assert 0.25 < time.monotonic() - start < 1.0
+    assert 0.25 < time.monotonic() - start < 2.0  # the answer would come at 3 s
 
 
 def test_retry_after_timed_out_sync_skips_stale_reply(fake: Any) -> None:
@@ -184,7 +184,7 @@ def test_wait_ready_gives_up(fake: Any) -> None:
     start = time.monotonic()
     with pytest.raises(AgentTimeout, match=r"not answering after 0\.5 s"):
         agent.wait_ready(timeout=0.5, attempt=0.2)
-    assert time.monotonic() - start < 1.2
+    assert time.monotonic() - start < 2.0  # the agent would answer at 3 s
 
 
 def test_timed_out_command_resyncs_before_next(fake: Any) -> None:
@@ -225,7 +225,7 @@ def test_eof_is_an_error_not_a_timeout(fake: Any) -> None:
     with pytest.raises(AgentError, match="EOF") as info:
         agent.ping()
     assert not isinstance(info.value, AgentTimeout)
-    assert time.monotonic() - start < 1.0
+    assert time.monotonic() - start < 3.0  # the EOF, not the 10 s timeout
 
 
 def test_chunked_replies(fake: Any) -> None:
@@ -306,7 +306,7 @@ def test_exec_timeout(fake: Any) -> None:
     start = time.monotonic()
     with pytest.raises(AgentTimeout, match="still running"):
         agent.exec(["sleep", "100"], timeout=0.5)
-    assert time.monotonic() - start < 1.2
+    assert time.monotonic() - start < 3.0  # not the 10 s default, not forever
 
 
 def test_shutdown_sends_and_returns_then_eof(fake: Any) -> None:
@@ -314,13 +314,13 @@ def test_shutdown_sends_and_returns_then_eof(fake: Any) -> None:
 
     def shutdown(args: dict[str, Any]) -> Any:
         got.set()
-        time.sleep(0.2)  # qemu takes a moment to exit
+        time.sleep(1.5)  # qemu takes a moment to exit
         return CLOSE
 
     peer, agent = fake({"guest-shutdown": shutdown})
     start = time.monotonic()
     agent.shutdown()
-    assert time.monotonic() - start < 0.2  # did not wait for a reply
+    assert time.monotonic() - start < 1.0  # did not wait for a reply (1.5 s away)
     assert got.wait(2)
     agent.wait_closed(3)
     assert peer.requests[-1] == {"execute": "guest-shutdown", "arguments": {"mode": "powerdown"}}

@@ -196,26 +196,26 @@ def test_no_greeting_times_out(scripted: type[ScriptedQmp]) -> None:
     start = time.monotonic()
     with pytest.raises(QmpError, match=r"connect/negotiate: no answer within 0\.3 s"):
         Qmp(peer.client_sock, timeout=0.3)
-    assert time.monotonic() - start < 1.5
+    assert time.monotonic() - start < 3.0
 
 
 def test_command_without_answer_times_out(scripted: type[ScriptedQmp]) -> None:
     peer = scripted(answer=False)
-    with Qmp(peer.client_sock, timeout=2) as qmp:
+    with Qmp(peer.client_sock, timeout=10) as qmp:
         start = time.monotonic()
         with pytest.raises(QmpError, match=r"query-status: no answer within 0\.3 s"):
             qmp.execute("query-status", timeout=0.3)
-        assert time.monotonic() - start < 1.5
+        assert time.monotonic() - start < 3.0
 
 
 def test_eof_during_command(scripted: type[ScriptedQmp]) -> None:
     peer = scripted(close_after=1)
-    with Qmp(peer.client_sock, timeout=2) as qmp:
+    with Qmp(peer.client_sock, timeout=10) as qmp:
         assert qmp.query_status() == "running"
         start = time.monotonic()
         with pytest.raises(QmpError):
             qmp.query_status()
-        assert time.monotonic() - start < 1.5
+        assert time.monotonic() - start < 3.0  # the EOF, not the 10 s timeout
         with pytest.raises(QmpError, match="connection closed before a SHUTDOWN event"):
             qmp.wait_event("SHUTDOWN", 1)
 
