@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 
@@ -105,6 +108,82 @@ def test_real_qemu_info_pci_matches_qmp(
             assert qmp.pci_map("") == hmp_map
             qmp.quit()
     assert proc.wait(5) == 0
+
+
+def test_real_qemu_answer_after_a_timeout_goes_to_its_own_command(
+        qemu_sockets: tuple[str, str, subprocess.Popen[bytes]]) -> None:
+    """A command that times out (qemu stopped) does not hand its late answer to the next."""
+    _qmp_path, hmp_path, proc = qemu_sockets
+    with Hmp.open(hmp_path, timeout=5) as hmp:
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(VmError, match="no prompt after 'info pci'"):
+                hmp.command("info pci", timeout=0.5)
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+        assert hmp.command("info status", timeout=10) == "VM status: paused (prelaunch)\n"
+        assert hmp.command("info name", timeout=10) == ""
+
+
+class _ScriptedMonitor:
+    """The far end of an HMP socket: a banner, then the lines the client sends, on demand."""
+
+    def __init__(self) -> None:
+        self.client_sock, self._peer = socket.socketpair()
+        self._peer.sendall(b"QEMU 7.2.22 monitor - type 'help' for more information\r\n(qemu) ")
+        self._received = b""
+
+    def lines(self) -> list[str]:
+        """The lines the client has sent so far."""
+        self._peer.setblocking(False)
+        try:
+            while chunk := self._peer.recv(4096):
+                self._received += chunk
+        except BlockingIOError:
+            pass
+        return self._received.decode().splitlines()
+
+    def answer(self, line: str, output: str) -> None:
+        self._peer.sendall(f"{line}\r\n{output}(qemu) ".encode())
+
+    def close(self) -> None:
+        self._peer.close()
+
+
+def test_late_answer_is_dropped_before_the_next_command_is_sent() -> None:
+    peer = _ScriptedMonitor()
+    try:
+        with Hmp(peer.client_sock, timeout=5) as hmp:
+            with pytest.raises(VmError, match="no prompt after 'info slow'"):
+                hmp.command("info slow", timeout=0.2)
+            timer = threading.Timer(0.3, peer.answer, ("info slow", "slow output\r\n"))
+            timer.start()
+            reply: list[str] = []
+            asker = threading.Thread(target=lambda: reply.append(hmp.command("info fast")))
+            asker.start()
+            deadline = time.monotonic() + 5
+            while peer.lines() != ["info slow", "info fast"]:
+                assert time.monotonic() < deadline, f"client sent {peer.lines()}"
+                time.sleep(0.02)
+            timer.join()  # the late answer is out before the one asked for now
+            peer.answer("info fast", "fast output\r\n")
+            asker.join(5)
+            assert reply == ["fast output\n"]
+    finally:
+        peer.close()
+
+
+def test_no_command_is_sent_while_a_late_answer_is_missing() -> None:
+    peer = _ScriptedMonitor()
+    try:
+        with Hmp(peer.client_sock, timeout=5) as hmp:
+            with pytest.raises(VmError, match="no prompt after 'info slow'"):
+                hmp.command("info slow", timeout=0.2)
+            with pytest.raises(VmError, match="no prompt after the late answer to 'info slow'"):
+                hmp.command("info fast", timeout=0.2)
+            assert peer.lines() == ["info slow"]
+    finally:
+        peer.close()
 
 
 def test_open_missing_socket() -> None:

@@ -52,7 +52,9 @@ def parse_info_pci(text: str) -> dict[str, str]:
 class Hmp(SocketClient):
     """An HMP session on an already connected socket; waits for the first prompt.
 
-    Owns the socket (:meth:`close`). One command at a time."""
+    Owns the socket (:meth:`close`). One command at a time. A command that times out leaves
+    its answer on the way; the next command reads that answer up to its prompt and drops it
+    before it sends its own line, so every answer goes to the command that asked for it."""
 
     connect_error = VmError
     connect_what = "HMP socket"
@@ -61,6 +63,7 @@ class Hmp(SocketClient):
         self._sock = sock
         self.timeout = timeout
         self._buf = b""
+        self._unanswered: str | None = None  # a command whose prompt has not been read yet
         self.banner = strip_terminal(self._read_prompt(time.monotonic() + timeout,
                                                        "banner").decode(errors="replace"))
 
@@ -91,12 +94,17 @@ class Hmp(SocketClient):
         if "\n" in line or "\r" in line:
             raise ValueError(f"HMP command must be one line: {line!r}")
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        if self._unanswered is not None:
+            self._read_prompt(deadline, f"the late answer to {self._unanswered!r}")
+            self._unanswered = None
         self._sock.settimeout(max(deadline - time.monotonic(), 0.001))
         try:
             self._sock.sendall(line.encode() + b"\n")
         except OSError as exc:
             raise VmError(f"HMP: cannot send {line!r}: {exc}") from exc
+        self._unanswered = line
         raw = self._read_prompt(deadline, repr(line)).decode(errors="replace")
+        self._unanswered = None
         _echo, _, output = raw.partition("\n")  # the line editor's echo ends at the first \n
         return strip_terminal(output)
 
