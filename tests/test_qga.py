@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import socket
 import subprocess
 import tempfile
@@ -23,6 +24,7 @@ import pytest
 
 from pytest_dtsvirt.errors import AgentError, AgentReplyError, AgentTimeout
 from pytest_dtsvirt.qemu.qga import (
+    KILL_TIMEOUT,
     ExecResult,
     GuestAddress,
     GuestAgent,
@@ -300,13 +302,50 @@ def test_exec_signal_and_input(fake: Any) -> None:
     assert base64.b64decode(start["arguments"]["input-data"]) == b"data"
 
 
-def test_exec_timeout(fake: Any) -> None:
-    _peer, agent = fake({"guest-exec": ok({"pid": 5}),
-                         "guest-exec-status": ok({"exited": False})})
+class _GuestProcesses:
+    """``guest-exec``/``guest-exec-status`` of a guest where ``sleep`` runs until killed and
+    ``kill`` does what ``kill_works`` says."""
+
+    def __init__(self, kill_works: bool = True) -> None:
+        self.kill_works = kill_works
+        self.started: list[list[str]] = []
+        self.killed = False
+
+    def exec(self, args: dict[str, Any]) -> Any:
+        self.started.append([args["path"], *args["arg"]])
+        if args["path"] == "/bin/sh" and self.kill_works:
+            self.killed = True
+        return {"return": {"pid": 100 + len(self.started)}}
+
+    def status(self, args: dict[str, Any]) -> Any:
+        if args["pid"] == 101:  # the sleep
+            done = {"exited": True, "signal": 9} if self.killed else {"exited": False}
+            return {"return": done}
+        if self.kill_works:
+            return {"return": {"exited": True, "exitcode": 0}}
+        return {"return": {"exited": True, "exitcode": 1,
+                           "err-data": base64.b64encode(b"kill: No such process\n").decode()}}
+
+
+def test_exec_timeout_kills_the_process(fake: Any) -> None:
+    guest = _GuestProcesses()
+    _peer, agent = fake({"guest-exec": guest.exec, "guest-exec-status": guest.status},
+                        timeout=10.0)
     start = time.monotonic()
-    with pytest.raises(AgentTimeout, match="still running"):
+    with pytest.raises(AgentTimeout, match=r"still running after 0.5 s \(pid 101\); killed it"):
         agent.exec(["sleep", "100"], timeout=0.5)
     assert time.monotonic() - start < 3.0  # not waiting for ever
+    assert guest.started == [["sleep", "100"], ["/bin/sh", "-c", 'kill -KILL "$1"', "sh", "101"]]
+
+
+def test_exec_timeout_says_when_the_kill_fails(fake: Any) -> None:
+    guest = _GuestProcesses(kill_works=False)
+    _peer, agent = fake({"guest-exec": guest.exec, "guest-exec-status": guest.status},
+                        timeout=10.0)
+    start = time.monotonic()
+    with pytest.raises(AgentTimeout, match="could not kill it: kill exited 1: kill: No such"):
+        agent.exec(["sleep", "100"], timeout=0.3)
+    assert time.monotonic() - start < 0.3 + KILL_TIMEOUT + 1.5
 
 
 def test_shutdown_sends_and_returns_then_eof(fake: Any) -> None:
@@ -432,6 +471,12 @@ def test_real_guest_agent() -> None:
                 assert agent.exec(["cat"], input=b"via stdin", timeout=20).stdout == "via stdin"
                 with pytest.raises(AgentReplyError):
                     agent.exec(["/no/such/binary"], timeout=20)
+                with pytest.raises(AgentTimeout, match=r"\(pid \d+\); killed it") as slow:
+                    agent.exec(["/bin/sleep", "1000"], timeout=1.0)
+                pid = re.search(r"\(pid (\d+)\)", str(slow.value))
+                assert pid is not None
+                gone = agent.exec(["/bin/sh", "-c", f"kill -0 {pid[1]}"], timeout=20)
+                assert gone.exit_code == 1 and "No such process" in gone.stderr, gone
                 down = time.monotonic()
                 agent.shutdown()
                 agent.wait_closed(30)

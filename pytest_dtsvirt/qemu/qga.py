@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 SENTINEL = b"\xff"
 SHUTDOWN_MODES = ("powerdown", "reboot", "halt")
+#: seconds :meth:`GuestAgent.exec` spends killing a process that outlived its timeout
+KILL_TIMEOUT = 2.0
 _MAX_LINE = 16 * 1024 * 1024
 
 
@@ -298,10 +300,22 @@ class GuestAgent(SocketClient):
         """Run ``argv`` in the guest with ``guest-exec`` and wait for it to finish.
 
         Output is captured (base64 on the wire, decoded here). AgentTimeout when the process
-        has not exited within ``timeout`` (it keeps running in the guest)."""
+        has not exited within ``timeout``; it is then killed (SIGKILL, within
+        :data:`KILL_TIMEOUT` more seconds) and the error says whether that worked."""
         if not argv:
             raise ValueError("exec: empty argv")
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        pid = self._start(argv, input, deadline)
+        status = self._wait_exited(pid, deadline)
+        if status is None:
+            outcome = self._kill(pid)
+            raise AgentTimeout(f"guest-exec {list(argv)!r}: still running after {limit:g} s "
+                               f"(pid {pid}); {outcome}")
+        return _exec_result(status)
+
+    def _start(self, argv: Sequence[str], input: bytes | None, deadline: float) -> int:
+        """``guest-exec``: start ``argv`` with its output captured; its guest PID."""
         args: dict[str, Any] = {"path": argv[0], "arg": list(argv[1:]), "capture-output": True}
         if input is not None:
             args["input-data"] = base64.b64encode(input).decode()
@@ -309,6 +323,11 @@ class GuestAgent(SocketClient):
         pid = started.get("pid") if isinstance(started, dict) else None
         if not isinstance(pid, int):
             raise AgentError(f"guest-exec: reply has no pid: {started!r:.200}")
+        return pid
+
+    def _wait_exited(self, pid: int, deadline: float) -> Mapping[str, Any] | None:
+        """Poll ``guest-exec-status`` until ``pid`` exited (its status; qemu-ga then forgets
+        it) or ``deadline`` passes (None)."""
         delay = 0.02
         while True:
             status = self.command("guest-exec-status", {"pid": pid},
@@ -316,11 +335,31 @@ class GuestAgent(SocketClient):
             if not isinstance(status, dict):
                 raise AgentError(f"guest-exec-status: unexpected reply {status!r:.200}")
             if status.get("exited"):
-                return _exec_result(status)
+                return status
             if time.monotonic() + delay >= deadline:
-                raise AgentTimeout(f"guest-exec {list(argv)!r}: still running (pid {pid})")
+                return None
             time.sleep(delay)
             delay = min(delay * 2, 0.25)
+
+    def _kill(self, pid: int) -> str:
+        """SIGKILL the guest process ``pid`` left by a timed-out exec and collect its status;
+        what happened, in words."""
+        deadline = time.monotonic() + KILL_TIMEOUT
+        try:
+            killer = self._start(["/bin/sh", "-c", 'kill -KILL "$1"', "sh", str(pid)], None,
+                                 deadline)
+            killer_status = self._wait_exited(killer, deadline)
+            if self._wait_exited(pid, deadline) is not None:
+                return "killed it"
+        except AgentError as exc:
+            return f"could not kill it: {exc}"
+        if killer_status is None:
+            return f"could not kill it: kill did not finish within {KILL_TIMEOUT:g} s"
+        result = _exec_result(killer_status)
+        if result.exit_code == 0:
+            return f"sent it SIGKILL, but it had not exited {KILL_TIMEOUT:g} s later"
+        return (f"could not kill it: kill exited {result.exit_code}: "
+                f"{result.stderr.strip()[:200]}")
 
 
 def _exec_result(status: Mapping[str, Any]) -> ExecResult:
