@@ -233,6 +233,25 @@ def test_hostfwd_port_already_taken(dut: Dut, tmp_path: Path) -> None:
     assert_nothing_left(vm)
 
 
+def test_the_legacy_control_net_idiom_gives_one_control_nic(dut: Dut, tmp_path: Path) -> None:
+    """``net = nic+user vlan 0; nic+user vlan 1`` (as in DTS suite configs) boots a guest
+    with two NICs: the first pair is host_connect at 00:1f.0 and carries SSH."""
+    cfg = write_cfg(tmp_path, BASE_VM + "net =\n    type=nic,opt_vlan=0;\n"
+                    "    type=user,opt_vlan=0;\n    type=nic,opt_vlan=1;\n"
+                    "    type=user,opt_vlan=1;\n")
+    vm = make_vm(dut, cfg)
+    try:
+        vm_dut = vm.start()
+        nics = vm_dut.send_expect("ls /sys/class/net", "# ").split()
+        assert sorted(n for n in nics if n != "lo") == ["eth0", "host_connect"], nics
+        slot = vm_dut.send_expect("basename $(readlink /sys/class/net/host_connect/device)",
+                                  "# ")
+        assert slot.strip() == "0000:00:1f.0"
+    finally:
+        vm.stop()
+    assert_nothing_left(vm)
+
+
 def test_keyboard_interrupt_during_start(dut: Dut, tmp_path: Path) -> None:
     vm = make_vm(dut, write_cfg(tmp_path))
 

@@ -143,6 +143,8 @@ migration = enable=yes,port=4444,host=0.0.0.0;
 def test_merge_order_global_suite_calls(tmp_path: Path) -> None:
     (tmp_path / "virt_global.cfg").write_text(
         "[KVM]\ncpu = model=host,number=4,cpupin=3 4 5 6;\nmem = size=2048;\n"
+        "device = driver=virtio-net-pci,opt_mac=00:00:00:00:00:99;\n"
+        "net = type=nic,opt_vlan=7;\n  type=tap,opt_vlan=7;\n"
         "[XEN]\nmem = size=1;\n")
     (tmp_path / "suite1.cfg").write_text(
         "[vm0]\nmem = size=4096;\nnet = type=nic,opt_vlan=1;\n  type=user,opt_vlan=1;\n")
@@ -153,8 +155,34 @@ def test_merge_order_global_suite_calls(tmp_path: Path) -> None:
     spec, _ = params.build()
     assert spec.mem.size_mb == 4096  # suite replaces global
     assert spec.cpu.number == 1 and spec.cpu.model is None  # call replaces the whole entry
-    assert [p.nic.vlan for p in spec.nets] == [0, 1, 2]  # default pair + appended pairs
-    assert spec.nets[2].backend.br == "br9"
+    # the suite's net replaces the global one; calls append; the suite's user pair is the
+    # control pair, at slot 1f
+    assert [(p.nic.vlan, p.backend.kind, p.control) for p in spec.nets] == [
+        (1, "user", True), (2, "tap", False)]
+    assert spec.nets[0].nic.addr == "1f" and spec.nets[1].backend.br == "br9"
+    assert [d.mac for d in spec.devices] == ["00:00:00:00:00:99"]  # global, not replaced
+
+
+@pytest.mark.parametrize(("net", "expected"), [
+    # (vlan, backend, control, nic addr) per pair
+    ("", [(0, "user", True, "1f")]),
+    ("net = type=nic,opt_vlan=0;\n  type=user,opt_vlan=0;\n", [(0, "user", True, "1f")]),
+    ("net = type=nic,opt_vlan=3;\n  type=tap,opt_vlan=3;\n",
+     [(0, "user", True, "1f"), (3, "tap", False, None)]),
+    ("net = type=nic,opt_vlan=0;\n  type=user,opt_vlan=0;\n"
+     "  type=nic,opt_vlan=1;\n  type=user,opt_vlan=1;\n",
+     [(0, "user", True, "1f"), (1, "user", False, None)]),
+    ("net = type=nic,opt_vlan=2,opt_addr=0x6;\n  type=user,opt_vlan=2;\n",
+     [(2, "user", True, "0x6")]),
+    ("net = type=nic,opt_vlan=1;\n  type=user,opt_vlan=1,opt_hostfwd=tcp::5555-:80;\n",
+     [(0, "user", True, "1f"), (1, "user", False, None)]),
+])
+def test_control_pair(net: str, expected: list[tuple[int, str, bool, str | None]]) -> None:
+    """One control pair: the first user pair forwarding nothing, else the default in front
+    (the legacy control idiom in a suite does not add a second control NIC)."""
+    spec, _ = spec_of(f"[vm0]\ncpu = number=1;\n{net}")
+    assert [(p.nic.vlan, p.backend.kind, p.control, p.nic.addr)
+            for p in spec.nets] == expected
 
 
 def test_vxlan_example_with_set_vm_device() -> None:

@@ -2,9 +2,16 @@
 except :func:`load_vm_params` which reads the config files.
 
 Layers, in order: framework defaults, the global config (``[KVM]`` of ``virt_global.cfg``),
-the suite config section, then ``set_vm_<param>()`` calls and marker overrides. ``net``,
-``device`` and ``usercmd`` entries are appended; any other parameter given by a later layer
-replaces the earlier one. Problems are collected and raised as one ConfigError.
+the suite config section, then ``set_vm_<param>()`` calls and marker overrides. A parameter a
+config file gives replaces the earlier layers' (as the legacy ``__save_local_config`` did);
+``set_vm_<param>()`` calls and markers append ``net``, ``device`` and ``usercmd`` entries and
+replace the other parameters. Problems are collected and raised as one ConfigError.
+
+The framework's control pair (SSH forwarded to the guest's port 22, the NIC the guest names
+``host_connect``) is the first ``user`` pair that forwards nothing, placed at guest PCI
+``00:1f.0`` unless it names a slot; when there is none, a default e1000 + user pair comes
+first. So the legacy idiom ``net = type=nic,opt_vlan=0; type=user,opt_vlan=0;`` gives one
+control NIC, not two.
 """
 
 from __future__ import annotations
@@ -46,15 +53,11 @@ from pytest_dtsvirt.config.validate import (
 )
 from pytest_dtsvirt.errors import ConfigError, ConfigWarning, Location
 
-DEFAULTS_FILE = "<framework defaults>"
 GLOBAL_CFG = "virt_global.cfg"
 GLOBAL_SECTION = "KVM"
 
-#: the framework defaults that are cfg entries (KVM on and the agent are VmSpec defaults)
-DEFAULTS: tuple[tuple[str, tuple[Mapping[str, str], ...]], ...] = (
-    ("net", ({"type": "nic", "opt_addr": CONTROL_ADDR, "opt_vlan": "0"},
-             {"type": "user", "opt_vlan": "0"})),
-)
+#: the control pair when no ``net`` entry provides one
+DEFAULT_CONTROL_PAIR = NetPair(Nic(addr=CONTROL_ADDR), Backend("user", control=True))
 
 
 def call_origin(key: str, section: str | None = None) -> Location:
@@ -65,34 +68,33 @@ def call_origin(key: str, section: str | None = None) -> Location:
 class VmParams:
     """The mutable, layered parameters of one VM; :meth:`build` makes the VmSpec."""
 
-    def __init__(self, name: str, *, defaults: bool = True) -> None:
+    def __init__(self, name: str) -> None:
         self.name = name
         self._entries: dict[str, list[RawEntry]] = {}  # in first-written order
-        if defaults:
-            for key, entries in DEFAULTS:
-                self.add_param(key, [RawEntry(o, Location(DEFAULTS_FILE, key=key))
-                                     for o in entries])
 
-    def add_param(self, key: str, entries: Sequence[RawEntry]) -> None:
-        """One layer's entries for ``key``: appended (net, device, usercmd) or replacing."""
+    def add_param(self, key: str, entries: Sequence[RawEntry], *, replacing: bool = False
+                  ) -> None:
+        """One layer's entries for ``key``: they replace the earlier ones when ``replacing``
+        is true or ``key`` is not a list parameter (net, device, usercmd), else they are
+        appended."""
         schema = PARAMS.get(key)
         canon = schema.key if schema is not None else key
-        if schema is not None and schema.append:
+        if schema is not None and schema.append and not replacing:
             self._entries.setdefault(canon, []).extend(entries)
         else:
             self._entries[canon] = list(entries)
 
     def add(self, key: str, options: Mapping[str, Any], origin: Location) -> None:
-        """One entry from a call or marker (``set_vm_device(**options)``)."""
+        """One entry from a call or marker (``set_vm_device(**options)``): appended."""
         self.add_param(key, [RawEntry({str(k): str(v) for k, v in options.items()},
                                       origin)])
 
     def add_section(self, section: Section, file: str) -> None:
-        """Every parameter of a cfg section, as one layer."""
+        """Every parameter of a cfg section, as one layer: each replaces the earlier one."""
         for param in section.params:
             self.add_param(param.key, [
                 RawEntry(dict(e.options), Location(file, e.line, section.name, param.key),
-                         e.bare, e.repeated) for e in param.entries])
+                         e.bare, e.repeated) for e in param.entries], replacing=True)
 
     def build(self) -> tuple[VmSpec, list[ConfigWarning]]:
         """The validated VmSpec and the warnings; ConfigError with every problem."""
@@ -165,8 +167,7 @@ def _nets(items: Iterable[tuple[dict[str, str], RawEntry]], rep: Report) -> tupl
             backs.append((Backend(kind=o["type"], vlan=vlan,  # type: ignore[arg-type]
                                   hostfwd=normalise_hostfwd(fwd) if fwd else None,
                                   br=o.get("opt_br", "br0"), script=o.get("opt_script"),
-                                  downscript=o.get("opt_downscript"),
-                                  control=e.origin.file == DEFAULTS_FILE), e.origin))
+                                  downscript=o.get("opt_downscript")), e.origin))
     pairs: list[NetPair] = []
     used: set[int] = set()
     for nic, loc in nics:
@@ -182,7 +183,20 @@ def _nets(items: Iterable[tuple[dict[str, str], RawEntry]], rep: Report) -> tupl
         if i not in used:
             rep.error(replace(loc, key="net"), f"{b.kind} backend with opt_vlan={b.vlan} has "
                       "no nic with the same opt_vlan")
-    return tuple(pairs)
+    return _with_control(pairs)
+
+
+def _with_control(pairs: Sequence[NetPair]) -> tuple[NetPair, ...]:
+    """``pairs`` with the control pair marked: the first user pair without a hostfwd, at
+    guest slot 1f unless it names one; or :data:`DEFAULT_CONTROL_PAIR` in front."""
+    i = next((i for i, p in enumerate(pairs)
+              if p.backend.kind == "user" and p.backend.hostfwd is None), None)
+    if i is None:
+        return (DEFAULT_CONTROL_PAIR, *pairs)
+    pair = pairs[i]
+    control = NetPair(replace(pair.nic, addr=pair.nic.addr or CONTROL_ADDR),
+                      replace(pair.backend, control=True))
+    return (*pairs[:i], control, *pairs[i + 1:])
 
 
 def _settings(o: Mapping[str, str], loc: Location, rep: Report) -> tuple[tuple[str, str], ...]:
@@ -339,5 +353,5 @@ def apply_overrides(params: VmParams, overrides: Mapping[str, Any], file: str) -
         raise ConfigError.collect(problems)
 
 
-__all__ = ["DEFAULTS_FILE", "VmParams", "apply_overrides", "call_origin", "load_vm_params",
+__all__ = ["DEFAULT_CONTROL_PAIR", "VmParams", "apply_overrides", "call_origin", "load_vm_params",
            "params_for_section", "vm_sections"]

@@ -238,7 +238,8 @@ def render_markdown() -> str:
     lines: list[str] = []
     for p in _PARAMS:
         alias = f" (also `{'`, `'.join(p.aliases)}`)" if p.aliases else ""
-        how = "entries are appended" if p.append else "replaces"
+        how = ("a config file's list replaces the earlier one; `set_vm_*` calls and markers "
+               "append entries" if p.append else "replaces")
         lines += [f"### `{p.key}`{alias}", "", f"{p.doc}. Later layers: {how}.", "",
                   "| option | required | default | valid | description |",
                   "|---|---|---|---|---|"]
