@@ -14,6 +14,7 @@ import pytest
 from support.sshd import SshdHandle
 
 from pytest_dtsvirt.errors import CommandTimeout, ConfigError, SessionError
+from pytest_dtsvirt.session.base import descendants_of
 from pytest_dtsvirt.session.dut import Dut, VmDut, clean_output
 from pytest_dtsvirt.session.dutconfig import (
     DutConfig,
@@ -136,6 +137,40 @@ def test_kill_all_ends_only_what_the_dut_started(dut: Dut, tmp_path: Path) -> No
         assert dut.kill_all() == []
     finally:
         dut.session.kill(unrelated, signal.SIGKILL)
+
+
+def test_kill_all_ends_daemons_that_left_their_parent(dut: Dut, tmp_path: Path) -> None:
+    """A double-forked, setsid daemon (no longer a descendant of anything the Dut knows)
+    started from a shell, from a closed alt shell and from a spawned process is ended; the
+    same daemon started outside the Dut is not."""
+    daemon = "setsid sleep {} </dev/null >/dev/null 2>&1 & echo $!"
+    from_shell = int(dut.send_expect(f"sh -c '{daemon.format(1011)}'", "# "))
+    alt = dut.alt_session()
+    from_alt = int(alt.send_expect(f"sh -c '{daemon.format(1012)}'", "# "))
+    alt.close()
+    out = tmp_path / "daemon.pid"
+    dut.spawn(["sh", "-c", daemon.format(1013)], stdout_path=str(out), stderr_path="/dev/null")
+    deadline = time.monotonic() + 10
+    while not out.read_text().strip():
+        assert time.monotonic() < deadline, "the spawned shell did not print the daemon's PID"
+        time.sleep(0.05)
+    from_spawn = int(out.read_text())
+    outside = int(dut.session.run(["sh", "-c", daemon.format(1014)]).stdout)
+    try:
+        daemons = (from_shell, from_alt, from_spawn)
+        procs = dut.session.processes()
+        for pid in (*daemons, outside):
+            assert "sleep" in dut.session.run(["cat", f"/proc/{pid}/cmdline"]).stdout, pid
+            assert pid not in descendants_of(procs, [dut.shell.pid]), pid
+
+        killed = dut.kill_all()
+
+        assert set(daemons) <= set(killed) and outside not in killed
+        for pid in daemons:
+            assert wait_gone(dut, pid), pid
+        assert dut.session.pid_alive(outside)
+    finally:
+        dut.session.kill(outside, signal.SIGKILL)
 
 
 def test_kill_all_after_a_program_changed_the_terminal(dut: Dut) -> None:
@@ -362,10 +397,15 @@ def test_guest_kill_all(guest_dut: VmDut) -> None:
     alt = guest_dut.alt_session()
     alt.send_command("sleep 1002", timeout=0.3)
     spawned = guest_dut.spawn(["sleep", "1003"], stdout_path="/tmp/o", stderr_path="/tmp/e")
+    daemon = int(guest_dut.send_expect(
+        "sh -c 'setsid sleep 1004 </dev/null >/dev/null 2>&1 & echo $!'", "# "))
+    assert session.proc_info(daemon) is not None
     killed = guest_dut.kill_all()
-    assert {bg, spawned} <= set(killed) and len(killed) == 3  # + alt's foreground sleep
+    assert {bg, spawned, daemon} <= set(killed)
+    assert len(killed) == 4  # + alt's foreground sleep
     assert unrelated not in killed and session.pid_alive(unrelated)
-    assert not session.pid_alive(bg) and not session.pid_alive(spawned)
+    for pid in (bg, spawned, daemon):
+        assert not session.pid_alive(pid), pid
     assert guest_dut.send_expect("echo main", "# ") == "main"
     assert alt.send_expect("echo alt", "# ") == "alt"
     assert session.kill(unrelated, signal.SIGKILL)

@@ -44,6 +44,10 @@ _SPAWN_SCRIPT = (
 # Prints every /proc/<pid>/stat line of the host (the glob is constant text).
 _PROC_STAT_SCRIPT = "cat /proc/[0-9]*/stat 2>/dev/null; exit 0"
 
+# Prints /proc/<pid>/environ of every process whose environment holds "$1" (GNU and busybox
+# grep; status 2 when some files were unreadable, which is expected).
+_ENV_SCAN_SCRIPT = 'grep -l -s -z -x -F -e "$1" /proc/[0-9]*/environ; exit 0'
+
 
 @dataclass(frozen=True)
 class CommandResult:
@@ -310,6 +314,14 @@ class Session(abc.ABC):
         """A snapshot of the host's process table from ``/proc/*/stat`` (added API; works
         with busybox, no pgrep needed)."""
         return parse_proc_stat(self.run(["sh", "-c", _PROC_STAT_SCRIPT], timeout=30.0).stdout)
+
+    def pids_with_env(self, assignment: str) -> set[int]:
+        """PIDs of the processes on this host started with ``NAME=VALUE`` in their
+        environment (added API; from ``/proc/<pid>/environ``, readable for one's own
+        processes). It survives ``setsid``, double forks and changes to the environment
+        after start, so it finds daemons that left their parent."""
+        out = self.run(["sh", "-c", _ENV_SCAN_SCRIPT, "sh", assignment], timeout=30.0).stdout
+        return {int(m) for m in re.findall(r"^/proc/(\d+)/environ$", out, re.MULTILINE)}
 
     def proc_info(self, pid: int) -> ProcInfo | None:
         """``/proc/<pid>/stat`` of one process, or None if there is none (added API)."""

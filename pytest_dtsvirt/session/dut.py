@@ -3,13 +3,16 @@
 :class:`Dut` is a host reached through a session; :class:`VmDut` is a guest (reached over
 SSH through the host) with the same API plus its VM. ``kill_all`` ends, by PID, every process
 started through the DUT's shells and :meth:`Dut.spawn` -- never by name, never the shells
-themselves, never anything else on the host.
+themselves, never anything else on the host. Those processes are found by parent links and
+by a random tag (:data:`TAG_VARIABLE`) in their environment, which daemons that double-fork
+and ``setsid`` away from their parent keep.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import signal
 import time
 from collections.abc import Mapping, Sequence
@@ -28,6 +31,9 @@ from pytest_dtsvirt.session.base import (
 from pytest_dtsvirt.session.dutconfig import DutConfig
 
 log = logging.getLogger(__name__)
+
+#: the environment variable that marks the processes a :class:`Dut` started
+TAG_VARIABLE = "DTSVIRT_DUT_TAG"
 
 _PROMPT_STEM = PROMPT.rstrip("# ")  # what is left of the prompt when "# " is the match
 
@@ -106,12 +112,14 @@ class Dut:
         self._shells: list[DutShell] = []
         self._main: DutShell | None = None
         self._spawned: dict[int, int] = {}  # pid -> start time (tells a reused PID apart)
+        self._tag = f"{TAG_VARIABLE}={secrets.token_hex(8)}"  # in what its shells start
 
     # -- shells ----------------------------------------------------------------------------
 
     def _new_shell(self) -> DutShell:
         shell = DutShell(self.session.shell(), self.name)
         self._shells.append(shell)
+        shell.send_expect(f"export {self._tag}", PROMPT_RE, timeout=10)
         return shell
 
     @property
@@ -143,8 +151,8 @@ class Dut:
     def spawn(self, argv: Sequence[str], *, stdout_path: str, stderr_path: str,
               cwd: str | None = None) -> int:
         """:meth:`Session.spawn`, recorded so that :meth:`kill_all` ends it."""
-        pid = self.session.spawn(argv, stdout_path=stdout_path, stderr_path=stderr_path,
-                                 cwd=cwd)
+        pid = self.session.spawn(["env", self._tag, *argv], stdout_path=stdout_path,
+                                 stderr_path=stderr_path, cwd=cwd)
         info = self.session.proc_info(pid)
         if info is not None:
             self._spawned[pid] = info.starttime
@@ -164,25 +172,27 @@ class Dut:
 
     # -- kill_all ------------------------------------------------------------------------
 
-    def _victims(self, procs: Mapping[int, ProcInfo], known: dict[int, int]) -> dict[int, int]:
+    def _victims(self, procs: Mapping[int, ProcInfo], known: Mapping[int, int]
+                 ) -> dict[int, int]:
+        """``{pid: start time}`` of what :meth:`kill_all` ends: the spawned processes, the
+        ``known`` ones that still run, and the descendants of these and of the shells."""
         shell_pids = {s.pid for s in self._shells if not s.closed}
-        roots = [p for p, start in self._spawned.items()
-                 if p in procs and procs[p].starttime == start]
-        found = {p: procs[p].starttime for p in roots}
+        roots = {p: start for p, start in [*self._spawned.items(), *known.items()]
+                 if p in procs and procs[p].starttime == start}
+        found = dict(roots)
         for pid in descendants_of(procs, [*shell_pids, *roots]):
             found[pid] = procs[pid].starttime
-        for pid, start in known.items():
-            if pid in procs and procs[pid].starttime == start:
-                found[pid] = start
         return {p: s for p, s in found.items()
                 if p not in shell_pids and p > 1 and procs[p].state not in ("Z", "X")}
 
     def kill_all(self, timeout: float = 5.0) -> list[int]:
-        """End every process started through this DUT's shells and :meth:`spawn`, by PID:
-        SIGTERM, then SIGKILL for what is left after ``timeout`` s. The shells stay open and
-        get a clean prompt back. Returns the PIDs that were signalled."""
+        """End every process started through this DUT's shells and :meth:`spawn`, by PID,
+        daemons that left their parent included: SIGTERM, then SIGKILL for what is left
+        after ``timeout`` s. The shells stay open and get a clean prompt back. Returns the
+        PIDs that were signalled."""
+        tagged = self.session.pids_with_env(self._tag)
         procs = self.session.processes()
-        victims = self._victims(procs, {})
+        victims = self._victims(procs, {p: procs[p].starttime for p in tagged if p in procs})
         signalled = set(victims)
         if victims:
             log.info("%s: kill_all: SIGTERM %s", self.name, sorted(victims))
@@ -216,7 +226,7 @@ class Dut:
         """End what this DUT started (:meth:`kill_all`, best effort), close its shells and
         the session; idempotent."""
         with contextlib.suppress(SessionError):
-            if any(not s.closed for s in self._shells) or self._spawned:
+            if self._shells or self._spawned:  # a daemon may outlive a closed shell
                 self.kill_all()
         for shell in self._shells:
             shell.close()
