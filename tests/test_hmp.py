@@ -150,40 +150,43 @@ class _ScriptedMonitor:
         self._peer.close()
 
 
-def test_late_answer_is_dropped_before_the_next_command_is_sent() -> None:
+@pytest.fixture
+def after_a_timeout() -> Iterator[tuple[_ScriptedMonitor, Hmp]]:
+    """A scripted monitor and a client whose command ``info slow`` has just timed out."""
     peer = _ScriptedMonitor()
     try:
         with Hmp(peer.client_sock, timeout=5) as hmp:
             with pytest.raises(VmError, match="no prompt after 'info slow'"):
                 hmp.command("info slow", timeout=0.2)
-            timer = threading.Timer(0.3, peer.answer, ("info slow", "slow output\r\n"))
-            timer.start()
-            reply: list[str] = []
-            asker = threading.Thread(target=lambda: reply.append(hmp.command("info fast")))
-            asker.start()
-            deadline = time.monotonic() + 5
-            while peer.lines() != ["info slow", "info fast"]:
-                assert time.monotonic() < deadline, f"client sent {peer.lines()}"
-                time.sleep(0.02)
-            timer.join()  # the late answer is out before the one asked for now
-            peer.answer("info fast", "fast output\r\n")
-            asker.join(5)
-            assert reply == ["fast output\n"]
+            yield peer, hmp
     finally:
         peer.close()
 
 
-def test_no_command_is_sent_while_a_late_answer_is_missing() -> None:
-    peer = _ScriptedMonitor()
-    try:
-        with Hmp(peer.client_sock, timeout=5) as hmp:
-            with pytest.raises(VmError, match="no prompt after 'info slow'"):
-                hmp.command("info slow", timeout=0.2)
-            with pytest.raises(VmError, match="no prompt after the late answer to 'info slow'"):
-                hmp.command("info fast", timeout=0.2)
-            assert peer.lines() == ["info slow"]
-    finally:
-        peer.close()
+def test_late_answer_is_dropped_before_the_next_command_is_sent(
+        after_a_timeout: tuple[_ScriptedMonitor, Hmp]) -> None:
+    peer, hmp = after_a_timeout
+    timer = threading.Timer(0.3, peer.answer, ("info slow", "slow output\r\n"))
+    timer.start()
+    reply: list[str] = []
+    asker = threading.Thread(target=lambda: reply.append(hmp.command("info fast")))
+    asker.start()
+    deadline = time.monotonic() + 5
+    while peer.lines() != ["info slow", "info fast"]:
+        assert time.monotonic() < deadline, f"client sent {peer.lines()}"
+        time.sleep(0.02)
+    timer.join()  # the late answer is out before the one asked for now
+    peer.answer("info fast", "fast output\r\n")
+    asker.join(5)
+    assert reply == ["fast output\n"]
+
+
+def test_no_command_is_sent_while_a_late_answer_is_missing(
+        after_a_timeout: tuple[_ScriptedMonitor, Hmp]) -> None:
+    peer, hmp = after_a_timeout
+    with pytest.raises(VmError, match="no prompt after the late answer to 'info slow'"):
+        hmp.command("info fast", timeout=0.2)
+    assert peer.lines() == ["info slow"]
 
 
 def test_open_missing_socket() -> None:
