@@ -144,9 +144,22 @@ def test_kill_all_ends_daemons_that_left_their_parent(dut: Dut, tmp_path: Path) 
     started from a shell, from a closed alt shell and from a spawned process is ended; the
     same daemon started outside the Dut is not."""
     daemon = "setsid sleep {} </dev/null >/dev/null 2>&1 & echo $!"
-    from_shell = int(dut.send_expect(f"sh -c '{daemon.format(1011)}'", "# "))
+
+    def settled(pid: int) -> int:
+        """``pid`` once it leads its own session and runs sleep (a hangup of the shell it
+        came from no longer reaches it)."""
+        deadline = time.monotonic() + 10
+        while True:
+            info = dut.session.proc_info(pid)
+            cmdline = dut.session.run(["cat", f"/proc/{pid}/cmdline"]).stdout
+            if info is not None and info.pgrp == pid and cmdline.startswith("sleep"):
+                return pid
+            assert time.monotonic() < deadline, (info, cmdline)
+            time.sleep(0.02)
+
+    from_shell = settled(int(dut.send_expect(f"sh -c '{daemon.format(1011)}'", "# ")))
     alt = dut.alt_session()
-    from_alt = int(alt.send_expect(f"sh -c '{daemon.format(1012)}'", "# "))
+    from_alt = settled(int(alt.send_expect(f"sh -c '{daemon.format(1012)}'", "# ")))
     alt.close()
     out = tmp_path / "daemon.pid"
     dut.spawn(["sh", "-c", daemon.format(1013)], stdout_path=str(out), stderr_path="/dev/null")
@@ -154,13 +167,13 @@ def test_kill_all_ends_daemons_that_left_their_parent(dut: Dut, tmp_path: Path) 
     while not out.read_text().strip():
         assert time.monotonic() < deadline, "the spawned shell did not print the daemon's PID"
         time.sleep(0.05)
-    from_spawn = int(out.read_text())
-    outside = int(dut.session.run(["sh", "-c", daemon.format(1014)]).stdout)
+    from_spawn = settled(int(out.read_text()))
+    outside = settled(int(dut.session.run(["sh", "-c", daemon.format(1014)]).stdout))
     try:
         daemons = (from_shell, from_alt, from_spawn)
         procs = dut.session.processes()
         for pid in (*daemons, outside):
-            assert "sleep" in dut.session.run(["cat", f"/proc/{pid}/cmdline"]).stdout, pid
+            assert dut.session.pid_alive(pid), pid
             assert pid not in descendants_of(procs, [dut.shell.pid]), pid
 
         killed = dut.kill_all()
