@@ -1,24 +1,28 @@
 """Start a command, a shell or a subsystem on a new SSH session channel.
 
-Two transient failures of real servers are retried on a new channel (3 attempts):
+Transient failures of real servers are retried on a new channel:
 
-* a refused channel open (``ChannelException``);
-* a channel the server closes right after opening it, before it answers the request.
-  Dropbear 2022.83 (Debian 12's, the test guest's) does this whenever a child process of the
-  same connection exits between the channel open and the request: its close check takes the
-  fresh channel, which has no process yet, for a finished one and sends EOF and CLOSE. It
-  then still starts the requested command, unconfirmed, and exits (dropping the connection)
-  if that command prints before the client's CLOSE arrives. :class:`SshSession` commands
-  therefore wait for a go line that is sent only after the confirmation, so such a command
-  never runs (``ssh.py``, ``_RUN_WRAPPER``).
+* a refused channel open (``ChannelException``): 3 attempts;
+* a refused request (CHANNEL_FAILURE): 3 attempts;
+* a channel the server closes right after opening it, before it answers the request: retried
+  for up to :data:`EARLY_CLOSE_WINDOW_S` seconds. Dropbear 2022.83 (Debian 12's, the test
+  guest's) does this whenever a child process of the same connection exits between the
+  channel open and the request: its close check takes the fresh channel, which has no
+  process yet, for a finished one and sends EOF and CLOSE. On a busy session (commands
+  ending every few milliseconds) most opens can hit this in a row. Dropbear then still starts
+  the requested command, unconfirmed, and exits (dropping the connection) if that command
+  prints before the client's CLOSE arrives. :class:`SshSession` commands, shells and socket
+  relays therefore wait for a go line that is sent only after the confirmation, so such a
+  command never runs (``ssh.py``, ``_RUN_WRAPPER``), which makes the retries harmless.
 
-paramiko words a refused request (CHANNEL_FAILURE) like the early close, so a refused
-request is retried too before its error is raised.
+paramiko words a refused request and an early close alike ("Channel closed."); the server's
+EOF tells them apart (an early close sends one, a refusal does not).
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from dataclasses import dataclass
 
@@ -28,8 +32,10 @@ from pytest_dtsvirt.errors import SessionError
 
 log = logging.getLogger(__name__)
 
-#: attempts per channel (one try plus two retries)
+#: attempts for a refused open or request (one try plus two retries)
 ATTEMPTS = 3
+#: seconds during which channels the server closes before answering are retried
+EARLY_CLOSE_WINDOW_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -47,26 +53,20 @@ def start_channel(transport: paramiko.Transport, command: str | None, *, name: s
     """A session channel running ``command`` (a login shell when None; the ``subsystem``,
     e.g. ``sftp``, when given), with a pty if asked.
 
-    ``name`` names the host in log lines and errors. Raises paramiko's exception of the last
-    attempt, or :class:`SessionError` when the server refuses channels for good.
+    ``name`` names the host in log lines and errors. Raises paramiko's exception when the
+    connection fails, or :class:`SessionError` when the server refuses channels or requests
+    for good or keeps closing new channels.
     """
-    for attempt in range(1, ATTEMPTS + 1):
+    retry = _Retry(transport, name)
+    while True:
         try:
             chan = transport.open_session(timeout=timeout)
         except paramiko.ChannelException as exc:
-            if attempt == ATTEMPTS or not transport.is_active():
-                if "prohibited" in str(exc).lower():
-                    raise SessionError(
-                        f"{name}: the SSH server refused another session channel ({exc}); "
-                        "its MaxSessions limit may be too low") from exc
-                raise
-            log.info("%s: channel open refused (%s); retrying", name, exc)
-            time.sleep(0.1 * attempt)
+            retry.refused_open(exc)
             continue
         except paramiko.SSHException as exc:
             # closed right after the open confirmation: paramiko finds no channel to return
-            if not _closed_early(transport, exc, attempt, name):
-                raise
+            retry.closed_early(exc)
             continue
         try:
             if pty is not None:
@@ -79,26 +79,59 @@ def start_channel(transport: paramiko.Transport, command: str | None, *, name: s
                 chan.exec_command(command)
             return chan
         except paramiko.SSHException as exc:
+            closed_by_server = chan.eof_received
             chan.close()
-            # paramiko reports a refused request (CHANNEL_FAILURE) in the same words: it is
-            # retried too, harmlessly (nothing ran)
-            if not _closed_early(transport, exc, attempt, name):
-                raise
-    raise AssertionError("unreachable")
+            if closed_by_server:
+                retry.closed_early(exc)
+            else:
+                retry.refused_request(exc)
 
 
-def _closed_early(transport: paramiko.Transport, exc: paramiko.SSHException, attempt: int,
-                  name: str) -> bool:
-    """True (after a log line) when ``exc`` says the server closed a new channel while the
-    connection lives on, and attempts are left; SessionError when none are left."""
-    if not transport.is_active() or str(exc) not in _EARLY_CLOSE:
-        return False
-    if attempt == ATTEMPTS:
-        raise SessionError(f"{name}: the SSH server closed {ATTEMPTS} new channels in a row "
-                           "before starting the command (or refused to start it)") from None
-    log.info("%s: the SSH server closed a new channel before starting the command; retrying "
-             "on a new channel", name)
-    return True
+class _Retry:
+    """The retry budget of one :func:`start_channel` call: each method returns after a
+    pause when another attempt is due, and raises otherwise."""
+
+    def __init__(self, transport: paramiko.Transport, name: str) -> None:
+        self.transport, self.name = transport, name
+        self.refusals = 0
+        self.early_closes = 0
+        self.window_ends = time.monotonic() + EARLY_CLOSE_WINDOW_S
+
+    def refused_open(self, exc: paramiko.ChannelException) -> None:
+        self.refusals += 1
+        if self.refusals >= ATTEMPTS or not self.transport.is_active():
+            if "prohibited" in str(exc).lower():
+                raise SessionError(
+                    f"{self.name}: the SSH server refused another session channel ({exc}); "
+                    "its MaxSessions limit may be too low") from exc
+            raise exc
+        log.info("%s: channel open refused (%s); retrying", self.name, exc)
+        time.sleep(0.1 * self.refusals)
+
+    def refused_request(self, exc: paramiko.SSHException) -> None:
+        self.refusals += 1
+        if not self.transport.is_active() or str(exc) not in _EARLY_CLOSE:
+            raise exc
+        if self.refusals >= ATTEMPTS:
+            raise SessionError(f"{self.name}: the SSH server refused to start the command "
+                               f"{ATTEMPTS} times in a row") from None
+        log.info("%s: the SSH server refused the request; retrying on a new channel",
+                 self.name)
+        time.sleep(0.1 * self.refusals)
+
+    def closed_early(self, exc: paramiko.SSHException) -> None:
+        """After a channel the server closed before answering (see the module docstring)."""
+        if not self.transport.is_active() or str(exc) not in _EARLY_CLOSE:
+            raise exc
+        self.early_closes += 1
+        if time.monotonic() >= self.window_ends:
+            raise SessionError(
+                f"{self.name}: the SSH server closed {self.early_closes} new channels in a "
+                f"row, for {EARLY_CLOSE_WINDOW_S:g} s, before starting the command") from None
+        log.info("%s: the SSH server closed a new channel before starting the command; "
+                 "retrying on a new channel", self.name)
+        # short, jittered pauses: the closes follow other commands' exits, which come in bursts
+        time.sleep(random.uniform(0.5, 1.5) * min(0.005 * 2 ** self.early_closes, 0.2))
 
 
 # paramiko's words for a channel closed before its open returned / before a request's answer

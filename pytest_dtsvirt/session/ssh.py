@@ -52,6 +52,10 @@ _AUTO_ADD_LOCK = threading.Lock()
 # (see session/channel.py) and exits on that command's first output; so a command never
 # confirmed never starts, and writes nothing.
 _RUN_WRAPPER = 'IFS= read -r _ || exit 0; echo "$$" >&2; exec "$@"'
+# The same for an interactive shell: the login shell starts (and prints its prompt) only after
+# the go line, so a shell request dropbear did not confirm never prints. (Socket relays use
+# _RUN_WRAPPER with socat.)
+_SHELL_WRAPPER = shlex.join(["sh", "-c", 'IFS= read -r _ || exit 0; exec "${SHELL:-/bin/sh}" -l'])
 # Characters with a meaning in socat address syntax; such paths are refused, not escaped.
 _SOCAT_UNSAFE = re.compile(r"[\s,:!\"'\\(){}\[\]]")
 
@@ -69,7 +73,8 @@ class SshShell(BufferedShell):
         self._session = session
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         with session._errors("open a shell"):
-            self._chan = session._start(None, timeout, Pty())
+            self._chan = session._start(_SHELL_WRAPPER, timeout, Pty())
+            self._chan.sendall(b"\n")  # the go line (its echo is dropped by sync)
         try:
             self.sync(timeout)
         except Exception:
@@ -332,10 +337,12 @@ class SshSession(Session):
         if not self._has_socat:
             raise SessionError(f"{self.name}: socat is not installed on that host; it is "
                                "needed to reach unix sockets (QMP, QGA) there over SSH")
-        command = shlex.join(["socat", "-d", "-d", "-", f"UNIX-CONNECT:{path}"])
+        command = shlex.join(["sh", "-c", _RUN_WRAPPER, "sh",
+                              "socat", "-d", "-d", "-", f"UNIX-CONNECT:{path}"])
         err = b""
         with self._errors(f"connect to unix socket {path}"):
             chan = self._start(command, timeout)
+            chan.sendall(b"\n")  # the go line
             deadline = time.monotonic() + timeout
             while b"starting data transfer loop" not in err:
                 if chan.recv_stderr_ready():
