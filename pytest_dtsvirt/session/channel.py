@@ -3,7 +3,6 @@
 Transient failures of real servers are retried on a new channel:
 
 * a refused channel open (``ChannelException``): 3 attempts;
-* a refused request (CHANNEL_FAILURE): 3 attempts;
 * a channel the server closes right after opening it, before it answers the request: retried
   for up to :data:`EARLY_CLOSE_WINDOW_S` seconds. Dropbear 2022.83 (Debian 12's, the test
   guest's) does this whenever a child process of the same connection exits between the
@@ -15,8 +14,10 @@ Transient failures of real servers are retried on a new channel:
   relays therefore wait for a go line that is sent only after the confirmation, so such a
   command never runs (``ssh.py``, ``_RUN_WRAPPER``), which makes the retries harmless.
 
-paramiko words a refused request and an early close alike ("Channel closed."); the server's
-EOF tells them apart (an early close sends one, a refusal does not).
+paramiko words a refused request (CHANNEL_FAILURE) and an early close alike ("Channel
+closed."), and the server's EOF cannot tell them apart reliably (after a refusal the server
+answers the client's close with EOF too), so a refused request is retried the same way: a
+server that refuses for good gets its clear error after the window.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ from pytest_dtsvirt.errors import SessionError
 
 log = logging.getLogger(__name__)
 
-#: attempts for a refused open or request (one try plus two retries)
+#: attempts for a refused channel open (one try plus two retries)
 ATTEMPTS = 3
-#: seconds during which channels the server closes before answering are retried
+#: seconds during which channels the server closes (or refuses) before answering are retried
 EARLY_CLOSE_WINDOW_S = 10.0
 
 
@@ -54,8 +55,8 @@ def start_channel(transport: paramiko.Transport, command: str | None, *, name: s
     e.g. ``sftp``, when given), with a pty if asked.
 
     ``name`` names the host in log lines and errors. Raises paramiko's exception when the
-    connection fails, or :class:`SessionError` when the server refuses channels or requests
-    for good or keeps closing new channels.
+    connection fails, or :class:`SessionError` when the server refuses channels for good or
+    keeps closing (or refusing) them before starting the command.
     """
     retry = _Retry(transport, name)
     while True:
@@ -79,12 +80,8 @@ def start_channel(transport: paramiko.Transport, command: str | None, *, name: s
                 chan.exec_command(command)
             return chan
         except paramiko.SSHException as exc:
-            closed_by_server = chan.eof_received
             chan.close()
-            if closed_by_server:
-                retry.closed_early(exc)
-            else:
-                retry.refused_request(exc)
+            retry.closed_early(exc)
 
 
 class _Retry:
@@ -108,26 +105,16 @@ class _Retry:
         log.info("%s: channel open refused (%s); retrying", self.name, exc)
         time.sleep(0.1 * self.refusals)
 
-    def refused_request(self, exc: paramiko.SSHException) -> None:
-        self.refusals += 1
-        if not self.transport.is_active() or str(exc) not in _EARLY_CLOSE:
-            raise exc
-        if self.refusals >= ATTEMPTS:
-            raise SessionError(f"{self.name}: the SSH server refused to start the command "
-                               f"{ATTEMPTS} times in a row") from None
-        log.info("%s: the SSH server refused the request; retrying on a new channel",
-                 self.name)
-        time.sleep(0.1 * self.refusals)
-
     def closed_early(self, exc: paramiko.SSHException) -> None:
-        """After a channel the server closed before answering (see the module docstring)."""
+        """After a channel the server closed (or refused) before starting the command."""
         if not self.transport.is_active() or str(exc) not in _EARLY_CLOSE:
             raise exc
         self.early_closes += 1
         if time.monotonic() >= self.window_ends:
             raise SessionError(
-                f"{self.name}: the SSH server closed {self.early_closes} new channels in a "
-                f"row, for {EARLY_CLOSE_WINDOW_S:g} s, before starting the command") from None
+                f"{self.name}: the SSH server closed (or refused) {self.early_closes} new "
+                f"channels in a row, for {EARLY_CLOSE_WINDOW_S:g} s, before starting the "
+                "command") from None
         log.info("%s: the SSH server closed a new channel before starting the command; "
                  "retrying on a new channel", self.name)
         # short, jittered pauses: the closes follow other commands' exits, which come in bursts
