@@ -125,10 +125,36 @@ def test_marked(vm, vm_dut):
 
 
 
+def _recorded_run_dir(out: Path, name: str) -> str:
+    """The run dir an inner test recorded under ``name`` ("" if it did not get that far)."""
+    path = out / name
+    return path.read_text().partition(":")[2] if path.exists() else ""
+
+
+def _end_kept_vm(run_dir: str) -> None:
+    """End the qemu the supervisor of ``run_dir`` recorded (by PID, after checking that its
+    command line names the run dir), then remove the run dir."""
+    if not run_dir:
+        return
+    try:
+        pid = int(Path(run_dir, "supervisor.pid").read_text().split()[1])
+        if run_dir.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+            time.sleep(0.05)
+    except (OSError, ValueError, IndexError):
+        pass  # no pidfile or no such process: nothing to end
+    _no_qemu_left(run_dir)
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def test_keep_vm_of_failed_test(pytester: pytest.Pytester, out: Path) -> None:
     """--dtsvirt-keep-vm failed: the failed test's guest outlives pytest and the report says
-    how to reach it; the passing test's guest is stopped. Then ended here by PID."""
-    result = _run(pytester, out, """
+    how to reach it; the passing test's guest is stopped. Then ended here by PID (also when
+    this test is interrupted while the inner run is going)."""
+    try:
+        result = _run(pytester, out, """
 def test_fails(vm):
     record("rundir-failed", vm.diagnostics()["run dir"])
     assert False, "on purpose"
@@ -136,11 +162,10 @@ def test_fails(vm):
 def test_passes(vm):
     record("rundir-passed", vm.diagnostics()["run dir"])
 """, "--dtsvirt-keep-vm=failed")
-    failed_dir = (out / "rundir-failed").read_text().partition(":")[2]
-    text = result.stdout.str()
-    match = re.search(r"kill (\d+)   # qemu PID", text)
-    port = re.search(r"ssh -p (\d+) .*root@127\.0\.0\.1", text)
-    try:
+        failed_dir = _recorded_run_dir(out, "rundir-failed")
+        text = result.stdout.str()
+        match = re.search(r"kill (\d+)   # qemu PID", text)
+        port = re.search(r"ssh -p (\d+) .*root@127\.0\.0\.1", text)
         result.assert_outcomes(passed=1, failed=1)
         assert "kept running" in text and "dtsvirt: VMs left running" in text
         assert match and port, text[-3000:]
@@ -149,20 +174,8 @@ def test_passes(vm):
         with socket.create_connection(("127.0.0.1", int(port.group(1))), timeout=10) as s:
             s.settimeout(10)
             assert s.recv(64).startswith(b"SSH-2.0-")   # the guest's sshd answers
-        passed_dir = (out / "rundir-passed").read_text().partition(":")[2]
+        passed_dir = _recorded_run_dir(out, "rundir-passed")
         assert not os.path.exists(passed_dir)
         _no_qemu_left(passed_dir)
     finally:
-        if match:
-            pid = int(match.group(1))
-            try:
-                if failed_dir.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-            deadline = time.monotonic() + 10
-            while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
-                time.sleep(0.05)
-        if failed_dir:
-            _no_qemu_left(failed_dir)
-            shutil.rmtree(failed_dir, ignore_errors=True)
+        _end_kept_vm(_recorded_run_dir(out, "rundir-failed"))
