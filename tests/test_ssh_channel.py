@@ -123,11 +123,16 @@ def test_many_channels_closed_in_a_row_are_retried(
     assert script.opens == 9 and len(script.executed) == 1
 
 
-def test_a_server_that_keeps_closing_channels_gets_a_clear_error(
-        scripted: tuple[Script, socket.socket], monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("failure", "on", "off"), [("close_before_exec", 10**6, 0),
+                                                     ("refuse_exec", True, False)])
+def test_a_server_that_keeps_closing_or_refusing_channels_gets_a_clear_error(
+        failure: str, on: int | bool, off: int | bool, scripted: tuple[Script, socket.socket],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Channels closed before the exec answer, or exec requests refused (paramiko words a
+    refusal like an early close), are retried for the window, then named."""
     script, sock = scripted
     monkeypatch.setattr(channel, "EARLY_CLOSE_WINDOW_S", 0.5)
-    script.close_before_exec = 10**6
+    setattr(script, failure, on)
     with _session(sock) as session:
         start = time.monotonic()
         with pytest.raises(SessionError, match=r"closed \(or refused\) \d+ new channels in a "
@@ -135,7 +140,7 @@ def test_a_server_that_keeps_closing_channels_gets_a_clear_error(
             session.run(["true"])
         assert 0.5 <= time.monotonic() - start < 5.0
         assert script.executed == [] and script.opens >= 2  # retried, never run
-        script.close_before_exec = 0
+        setattr(script, failure, off)
         assert session.run(["true"]).ok  # the connection itself is fine
 
 
@@ -150,20 +155,3 @@ def test_a_refused_channel_open_is_retried_then_named(
         with pytest.raises(SessionError, match="refused another session channel"):
             session.run(["true"])
         assert len(script.executed) == 1
-
-
-def test_a_refused_exec_request_ends_in_a_clear_error(
-        scripted: tuple[Script, socket.socket], monkeypatch: pytest.MonkeyPatch) -> None:
-    """paramiko words a refusal like an early close: retried for the window, then named."""
-    script, sock = scripted
-    monkeypatch.setattr(channel, "EARLY_CLOSE_WINDOW_S", 0.5)
-    script.refuse_exec = True
-    with _session(sock) as session:
-        start = time.monotonic()
-        with pytest.raises(SessionError, match=r"closed \(or refused\) \d+ new channels in a "
-                                               "row, for 0.5 s, before starting the command"):
-            session.run(["true"])
-        assert 0.5 <= time.monotonic() - start < 5.0
-        assert script.opens >= 2 and script.executed == []  # retried, never run
-        script.refuse_exec = False
-        assert session.run(["true"]).ok
