@@ -182,8 +182,9 @@ def _setup_check(p: argparse.ArgumentParser) -> None:
 
 
 def _run_check(args: argparse.Namespace) -> int:
+    from pytest_dtsvirt.errors import NotCheckable
     from pytest_dtsvirt.qemu.accel import local_accel
-    from pytest_dtsvirt.qemu.check import NotCheckable, check_spec
+    from pytest_dtsvirt.qemu.check import check_spec
 
     spec, warnings = load_spec(args.cfg, args.vm)
     _print_warnings(warnings)

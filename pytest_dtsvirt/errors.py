@@ -11,6 +11,7 @@ plugin print it without a traceback.
      +-- ConfigError            a config, marker or option the user wrote is wrong
      +-- SessionError           a DUT session failed (command, transport, copy)
      |    +-- CommandTimeout    send_expect did not see the expected output in time
+     |    +-- GuestAuthError    the SSH server refused the login (retrying will not help)
      +-- GuestImageError        the test guest could not be built
      +-- AgentError             the qemu guest agent failed or answered with an error
      |    +-- AgentTimeout      the agent did not answer in time
@@ -19,6 +20,9 @@ plugin print it without a traceback.
           +-- QmpError          a QMP command failed, timed out or the monitor went away
           +-- VmStartError      start() failed; carries the diagnostics of the attempt
           +-- QemuExited        qemu exited while we waited for it
+          +-- NotCheckable      the spec needs host resources a plain check cannot provide
+          +-- NotYet            a readiness probe's "not yet" (retried until the deadline)
+          +-- Fatal             a readiness probe's "this will never work" (not retried)
 """
 
 from __future__ import annotations
@@ -92,6 +96,11 @@ class SessionError(DtsvirtError):
     """A command, transport or file copy on a DUT session failed."""
 
 
+class GuestAuthError(SessionError):
+    """The SSH server refused the login (wrong user, password or key). Retrying will not
+    help, unlike a connection that is refused because the server is not up yet."""
+
+
 class CommandTimeout(SessionError):
     """``send_expect`` timed out; ``output`` holds what the command printed so far."""
 
@@ -154,3 +163,21 @@ class VmStartError(VmError):
 
 class QemuExited(VmStartError):
     """qemu exited while the framework waited for it."""
+
+
+class NotCheckable(VmError):
+    """The spec needs host resources that a plain check cannot provide."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        self.reasons = reasons
+        super().__init__("not checkable on this host: " + "; ".join(reasons))
+
+
+class NotYet(VmError):
+    """A readiness probe's "not ready yet": the boot ladder retries it until the deadline
+    and reports the last one if the deadline passes."""
+
+
+class Fatal(VmError):
+    """A readiness probe's "this will never work" (not retried): wrong password, refused
+    config."""

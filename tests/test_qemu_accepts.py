@@ -13,8 +13,8 @@ import pytest
 from pytest_dtsvirt.config.cfgfile import parse_cfg
 from pytest_dtsvirt.config.load import VmParams, call_origin, params_for_section
 from pytest_dtsvirt.config.model import VmSpec
-from pytest_dtsvirt.errors import ConfigError
-from pytest_dtsvirt.qemu.check import NotCheckable, check_spec
+from pytest_dtsvirt.errors import ConfigError, NotCheckable
+from pytest_dtsvirt.qemu.check import check_spec
 
 
 @pytest.fixture(scope="module")

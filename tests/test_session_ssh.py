@@ -28,8 +28,8 @@ from support.contract import (  # noqa: F401  (collected here)
 )
 from support.sshd import SshdHandle, start_sshd
 
-from pytest_dtsvirt.errors import SessionError
-from pytest_dtsvirt.session.ssh import GuestAuthError, SshSession
+from pytest_dtsvirt.errors import GuestAuthError, SessionError
+from pytest_dtsvirt.session.ssh import SshSession
 
 
 def connect(h: SshdHandle, **kw: object) -> SshSession:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_dtsvirt.config.model import Passthrough, VhostCuse, VhostUser, VmSpec
-from pytest_dtsvirt.errors import QmpError
+from pytest_dtsvirt.errors import NotCheckable, QmpError
 from pytest_dtsvirt.qemu.argv import build_argv
 from pytest_dtsvirt.qemu.placement import Accel, Placement, probe_hugepage_dir
 from pytest_dtsvirt.qemu.qmp import Qmp
@@ -40,14 +40,6 @@ class CheckResult:
     status: str = ""
     message: str = ""
     seconds: float = 0.0
-
-
-class NotCheckable(Exception):
-    """The spec needs host resources that a plain check cannot provide."""
-
-    def __init__(self, reasons: list[str]) -> None:
-        self.reasons = reasons
-        super().__init__("not checkable on this host: " + "; ".join(reasons))
 
 
 def not_checkable(spec: VmSpec) -> list[str]:

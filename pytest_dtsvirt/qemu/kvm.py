@@ -27,7 +27,15 @@ from typing import Any
 
 from pytest_dtsvirt import hypervisor
 from pytest_dtsvirt.config.load import VmParams, call_origin, load_vm_params
-from pytest_dtsvirt.errors import ConfigError, DtsvirtError, VmError, VmStartError
+from pytest_dtsvirt.errors import (
+    ConfigError,
+    DtsvirtError,
+    Fatal,
+    GuestAuthError,
+    NotYet,
+    VmError,
+    VmStartError,
+)
 from pytest_dtsvirt.hypervisor import Hypervisor, VmOptions
 from pytest_dtsvirt.qemu import accel as accel_mod
 from pytest_dtsvirt.qemu import guestboot
@@ -36,7 +44,7 @@ from pytest_dtsvirt.qemu.placement import Placement
 from pytest_dtsvirt.qemu.qga import GuestAgent
 from pytest_dtsvirt.qemu.qmp import Qmp
 from pytest_dtsvirt.runtime import rundir
-from pytest_dtsvirt.runtime.ladder import Fatal, Ladder, NotYet
+from pytest_dtsvirt.runtime.ladder import Ladder
 from pytest_dtsvirt.runtime.supervisor import Supervised, start_supervised
 from pytest_dtsvirt.session.base import Session
 from pytest_dtsvirt.session.dut import Dut, VmDut
@@ -259,7 +267,7 @@ class QEMUKvm(Hypervisor):
         return address
 
     def _ssh_probe(self, spec: Any, ladder: Ladder) -> Any:
-        from pytest_dtsvirt.session.ssh import GuestAuthError, SshSession
+        from pytest_dtsvirt.session.ssh import SshSession
 
         assert self._hostfwd_port is not None
         sock = self._open_link().open_tcp("127.0.0.1", self._hostfwd_port,

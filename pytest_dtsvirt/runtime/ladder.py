@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import tenacity
 
-from pytest_dtsvirt.errors import DtsvirtError, QemuExited, VmStartError
+from pytest_dtsvirt.errors import DtsvirtError, Fatal, NotYet, QemuExited, VmStartError
 
 log = logging.getLogger("pytest_dtsvirt")
 T = TypeVar("T")
@@ -22,14 +22,6 @@ T = TypeVar("T")
 #: pause between attempts of a probe; small, since each attempt is cheap and a boot is
 #: measured against a tight floor (benchmarks/boot_overhead.py)
 POLL_INTERVAL_S = 0.05
-
-
-class NotYet(Exception):
-    """A probe's "not ready yet" (retried until the deadline)."""
-
-
-class Fatal(DtsvirtError):
-    """A probe's "this will never work" (not retried): wrong password, refused config."""
 
 
 class Ladder:

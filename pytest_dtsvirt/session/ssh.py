@@ -29,7 +29,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import paramiko
 
-from pytest_dtsvirt.errors import SessionError
+from pytest_dtsvirt.errors import GuestAuthError, SessionError
 from pytest_dtsvirt.session.base import (
     BufferedShell,
     CommandResult,
@@ -58,11 +58,6 @@ _RUN_WRAPPER = 'IFS= read -r _ || exit 0; echo "$$" >&2; exec "$@"'
 _SHELL_WRAPPER = shlex.join(["sh", "-c", 'IFS= read -r _ || exit 0; exec "${SHELL:-/bin/sh}" -l'])
 # Characters with a meaning in socat address syntax; such paths are refused, not escaped.
 _SOCAT_UNSAFE = re.compile(r"[\s,:!\"'\\(){}\[\]]")
-
-
-class GuestAuthError(SessionError):
-    """The SSH server refused the login (wrong user, password or key). Retrying will not
-    help, unlike a connection that is refused because the server is not up yet."""
 
 
 class SshShell(BufferedShell):
