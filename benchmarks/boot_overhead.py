@@ -32,7 +32,8 @@ from pytest_dtsvirt.hypervisor import VmOptions
 from pytest_dtsvirt.qemu.argv import build_argv
 from pytest_dtsvirt.qemu.kvm import QEMUKvm
 from pytest_dtsvirt.qemu.placement import Placement
-from pytest_dtsvirt.session.dutconfig import connect, local_dut_config
+from pytest_dtsvirt.session.dut import connect
+from pytest_dtsvirt.session.dutconfig import local_dut_config
 
 CFG = """\
 [vm0]

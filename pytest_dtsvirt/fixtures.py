@@ -84,11 +84,11 @@ def dut_config(pytestconfig: pytest.Config) -> DutConfig:
 def dut(dut_config: DutConfig) -> Iterator[Dut]:
     """This worker's DUT (see ``dut_config``), connected for the whole session; leftovers of
     earlier crashed runs of this plugin on it are reaped first. Closed at session end."""
-    from pytest_dtsvirt.session import dutconfig
+    from pytest_dtsvirt.session.dut import connect
 
     log.info("connecting to DUT %s", dut_config.name)
     try:
-        host = dutconfig.connect(dut_config)
+        host = connect(dut_config)
     except DtsvirtError as err:
         raise _fail(err) from None
     try:

@@ -6,7 +6,7 @@ From a plain script::
     settings = Settings(conf_dir="conf", duts_file=None, accel="tcg", boot_timeout=None,
                         keep_vm="never", hypervisor="kvm", cache_dir=None, run_id="...",
                         worker=None)
-    dut = dutconfig.connect(load_duts(settings)[0])
+    dut = connect(load_duts(settings)[0])   # from pytest_dtsvirt.session.dut
     reap_leftovers(dut)
     factory = VmFactory.for_dut(dut, settings)
     try:

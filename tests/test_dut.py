@@ -15,10 +15,9 @@ from support.sshd import SshdHandle
 
 from pytest_dtsvirt.errors import CommandTimeout, ConfigError, SessionError
 from pytest_dtsvirt.session.base import descendants_of
-from pytest_dtsvirt.session.dut import Dut, VmDut, clean_output
+from pytest_dtsvirt.session.dut import Dut, VmDut, clean_output, connect
 from pytest_dtsvirt.session.dutconfig import (
     DutConfig,
-    connect,
     guest_dut_config,
     load_dut_configs,
     local_dut_config,

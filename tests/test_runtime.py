@@ -29,8 +29,8 @@ from support.runtime import (
 
 from pytest_dtsvirt.errors import QemuExited, SessionError, VmError, VmStartError
 from pytest_dtsvirt.qemu.kvm import QEMUKvm
-from pytest_dtsvirt.session.dut import Dut
-from pytest_dtsvirt.session.dutconfig import connect, local_dut_config
+from pytest_dtsvirt.session.dut import Dut, connect
+from pytest_dtsvirt.session.dutconfig import local_dut_config
 
 pytestmark = pytest.mark.slow
 
@@ -273,7 +273,8 @@ def test_a_killed_controller_leaves_nothing(tmp_path: Path) -> None:
         "import sys, time\n"
         "from pytest_dtsvirt.hypervisor import VmOptions\n"
         "from pytest_dtsvirt.qemu.kvm import QEMUKvm\n"
-        "from pytest_dtsvirt.session.dutconfig import connect, local_dut_config\n"
+        "from pytest_dtsvirt.session.dut import connect\n"
+        "from pytest_dtsvirt.session.dutconfig import local_dut_config\n"
         f"vm = QEMUKvm(connect(local_dut_config()), 'vm0', 'runtime', "
         f"VmOptions(cfg_path={str(cfg)!r}, accel='tcg'))\n"
         "vm.start()\n"

@@ -26,8 +26,8 @@ from support.runtime import (
 from support.sshd import SshdHandle, start_sshd
 
 from pytest_dtsvirt.errors import VmStartError
-from pytest_dtsvirt.session.dut import Dut
-from pytest_dtsvirt.session.dutconfig import DutConfig, connect
+from pytest_dtsvirt.session.dut import Dut, connect
+from pytest_dtsvirt.session.dutconfig import DutConfig
 
 pytestmark = pytest.mark.slow
 

@@ -222,7 +222,7 @@ class QEMUKvm(Hypervisor):
         if self.dut.config.is_local:
             return self.dut.session
         if self._link is None:
-            from pytest_dtsvirt.session.dutconfig import connect
+            from pytest_dtsvirt.session.dut import connect
 
             self._link = connect(self.dut.config)
         return self._link.session

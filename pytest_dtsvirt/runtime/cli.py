@@ -23,9 +23,9 @@ from pytest_dtsvirt.hypervisor import VmOptions
 from pytest_dtsvirt.qemu.accel import POLICIES
 from pytest_dtsvirt.runtime import rundir
 from pytest_dtsvirt.session.channel import Pty, start_channel
+from pytest_dtsvirt.session.dut import connect
 from pytest_dtsvirt.session.dutconfig import (
     DutConfig,
-    connect,
     load_dut_configs,
     local_dut_config,
     parse_dut_spec,

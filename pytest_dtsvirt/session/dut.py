@@ -243,6 +243,20 @@ class Dut:
         return f"<{type(self).__name__} {self.name} via {self.session.name}>"
 
 
+def connect(config: DutConfig) -> Dut:
+    """Open a session to the DUT (local or SSH) and wrap it in a :class:`Dut`."""
+    from pytest_dtsvirt.session.local import LocalSession
+    from pytest_dtsvirt.session.ssh import SshSession
+
+    if config.is_local:
+        return Dut(LocalSession(config.name), config)
+    session = SshSession(config.host, config.port, config.login, password=config.password,
+                         key_filename=config.key, known_hosts=config.known_hosts,
+                         host_key_check=config.host_key_check, name=config.name
+                         if config.name != config.host else None)
+    return Dut(session, config)
+
+
 class VmDut(Dut):
     """A guest as a DUT: the :class:`Dut` API inside the guest, plus its VM.
 

@@ -17,7 +17,7 @@ Compatible in spirit with DTS ``crbs.cfg``: an INI file with one section per DUT
 
 The legacy crbs.cfg names ``dut_ip``, ``dut_user``, ``dut_passwd`` and ``channels`` are
 accepted as aliases; other crbs.cfg keys (tester, packet generator...) load with a warning.
-Parsing is pure; :func:`connect` is the only function with side effects.
+Everything here is pure; :func:`pytest_dtsvirt.session.dut.connect` opens a DUT from a config.
 """
 
 from __future__ import annotations
@@ -27,13 +27,9 @@ import logging
 import os
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from pytest_dtsvirt.config.model import DEFAULT_QEMU
 from pytest_dtsvirt.errors import ConfigError, Location
-
-if TYPE_CHECKING:
-    from pytest_dtsvirt.session.dut import Dut
 
 log = logging.getLogger(__name__)
 
@@ -208,17 +204,3 @@ def parse_dut_spec(spec: str) -> DutConfig:
     assert isinstance(port_value, int)
     return DutConfig(name=spec, host=host, port=port_value, user=user)
 
-
-def connect(config: DutConfig) -> Dut:
-    """Open a session to the DUT (local or SSH) and wrap it in a :class:`Dut`."""
-    from pytest_dtsvirt.session.dut import Dut
-    from pytest_dtsvirt.session.local import LocalSession
-    from pytest_dtsvirt.session.ssh import SshSession
-
-    if config.is_local:
-        return Dut(LocalSession(config.name), config)
-    session = SshSession(config.host, config.port, config.login, password=config.password,
-                         key_filename=config.key, known_hosts=config.known_hosts,
-                         host_key_check=config.host_key_check, name=config.name
-                         if config.name != config.host else None)
-    return Dut(session, config)
