@@ -1,4 +1,4 @@
-"""``dtsvirt image build``: build (or reuse) the test guest and print where it is."""
+"""``dtsvirt image build|prune``: build (or reuse) the test guest; drop old builds."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import sys
 import time
 
-from pytest_dtsvirt.cli import register_command
+from pytest_dtsvirt.cli.command import Command
 from pytest_dtsvirt.errors import GuestImageError
 from pytest_dtsvirt.guest import (
     DEFAULT_SSH,
@@ -91,5 +91,7 @@ def _run(args: argparse.Namespace) -> int:
     return run_prune(args) if args.image_command == "prune" else run_build(args)
 
 
-register_command("image", "the embedded test guest image (dtsvirt image build|prune)",
-                 _setup, _run)
+COMMANDS = (
+    Command("image", "the embedded test guest image (dtsvirt image build|prune)",
+            _setup, _run),
+)

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pytest_dtsvirt.cli import register_command
+from pytest_dtsvirt.cli.command import Command
 from pytest_dtsvirt.errors import ConfigError, Location
 from pytest_dtsvirt.guest import DEFAULT_SSH, SSH_SERVERS
 from pytest_dtsvirt.hypervisor import VmOptions
@@ -153,7 +153,9 @@ def _run_reap(args: argparse.Namespace) -> int:
     return 0
 
 
-register_command("boot", "boot a VM of a suite config, run a command or a shell, tear down",
-                 _setup_boot, _run_boot)
-register_command("reap", "remove leftovers of crashed dtsvirt runs on a DUT",
-                 _setup_reap, _run_reap)
+COMMANDS = (
+    Command("boot", "boot a VM of a suite config, run a command or a shell, tear down",
+            _setup_boot, _run_boot),
+    Command("reap", "remove leftovers of crashed dtsvirt runs on a DUT",
+            _setup_reap, _run_reap),
+)
