@@ -1,22 +1,28 @@
-"""The hypervisor interface and its registry (design section 2).
+"""The hypervisor interface and its registry of backends.
 
 A hypervisor object is one VM on one DUT, built from a suite config, in the reference's
 shape: ``vm = QEMUKvm(dut, "vm0", "vxlan_sample")``, optional ``vm.set_vm_device(**opts)``,
 ``vm_dut = vm.start()``, ``vm.stop()``. The pytest layer only uses this interface, so another
-backend (libvirt) can be registered without touching it.
+backend (libvirt) can be registered without touching it. What the ``vm`` fixtures hand a
+test is this type: besides the abstract methods it has ``dut``, ``pci_maps``,
+``get_pci_mappings()``, ``qmp``, ``agent``, ``monitor_socket``, ``run_dir`` and
+``hostfwd_port``; a backend without QMP or an agent raises :class:`VmError` for those.
 """
 
 from __future__ import annotations
 
 import abc
-import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from pytest_dtsvirt.errors import ConfigError, VmError
 from pytest_dtsvirt.guest import DEFAULT_SSH
 
 if TYPE_CHECKING:
+    from pytest_dtsvirt.qemu.qga import GuestAgent
+    from pytest_dtsvirt.qemu.qmp import Qmp
     from pytest_dtsvirt.session.dut import Dut, VmDut
 
 
@@ -41,6 +47,39 @@ class Hypervisor(abc.ABC):
     vm_name: str
     #: the suite name (``conf/<suite>.cfg``)
     suite: str
+    #: the DUT the VM runs on
+    dut: Dut
+    #: guest PCI address of each passed-through device, by device id (read from QMP at start)
+    pci_maps: Mapping[str, str] = MappingProxyType({})
+
+    def get_pci_mappings(self) -> list[dict[str, str]]:
+        """The reference's form: ``[{"hostpci": "08:10.0", "guestpci": "00:04.0"}, ...]``."""
+        return []
+
+    @property
+    def qmp(self) -> Qmp:
+        """The VM's QMP client (a started VM); VmError if the backend has none."""
+        raise VmError(f"{self.vm_name}: the {type(self).__name__} backend has no QMP")
+
+    @property
+    def agent(self) -> GuestAgent:
+        """The guest agent client (a started VM); VmError if the backend has none."""
+        raise VmError(f"{self.vm_name}: the {type(self).__name__} backend has no guest agent")
+
+    @property
+    def monitor_socket(self) -> str | None:
+        """The HMP monitor socket on the DUT (``nc -U`` it by hand), if any."""
+        return None
+
+    @property
+    def run_dir(self) -> str | None:
+        """The VM's private directory on the DUT (sockets, logs), while it runs."""
+        return None
+
+    @property
+    def hostfwd_port(self) -> int | None:
+        """The DUT-loopback port forwarded to the guest's SSH port, while it runs."""
+        return None
 
     @abc.abstractmethod
     def set_vm_param(self, key: str, **options: str) -> None:
@@ -92,23 +131,24 @@ class Hypervisor(abc.ABC):
 HypervisorFactory = Callable[["Dut", str, str, VmOptions], Hypervisor]
 
 _REGISTRY: dict[str, HypervisorFactory] = {}
-#: backends of this package, imported (and so registered) only when selected
-_BUILT_IN = {"kvm": "pytest_dtsvirt.qemu.kvm", "fake": "pytest_dtsvirt.testing.fake"}
 
 
 def register(name: str, factory: HypervisorFactory) -> None:
-    """Register a hypervisor backend under ``name`` (``kvm`` is built in)."""
+    """Register a hypervisor backend under ``name`` (the built-in ``kvm`` and ``fake``
+    register themselves when :mod:`pytest_dtsvirt.backends` loads them)."""
     _REGISTRY[name] = factory
 
 
+def registered() -> list[str]:
+    """The names of the registered backends."""
+    return sorted(_REGISTRY)
+
+
 def create(kind: str, dut: Dut, vm_name: str, suite: str, options: VmOptions) -> Hypervisor:
-    """A new, not yet started VM of backend ``kind``."""
-    if kind not in _REGISTRY and kind in _BUILT_IN:
-        importlib.import_module(_BUILT_IN[kind])  # registers itself
+    """A new, not yet started VM of registered backend ``kind``
+    (:func:`pytest_dtsvirt.backends.create` loads a built-in one first)."""
     try:
         factory = _REGISTRY[kind]
     except KeyError:
-        from pytest_dtsvirt.errors import ConfigError
-
         raise ConfigError(f"unknown hypervisor {kind!r}; registered: {sorted(_REGISTRY)}")
     return factory(dut, vm_name, suite, options)

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pytest_dtsvirt import hypervisor
+from pytest_dtsvirt import backends
 from pytest_dtsvirt.errors import ConfigError, DtsvirtError, VmError, VmStartError
 from pytest_dtsvirt.guest import DEFAULT_SSH
 from pytest_dtsvirt.hypervisor import Hypervisor, VmOptions
@@ -162,8 +162,8 @@ class VmFactory:
 
     def _create(self, suite: str, req: VmRequest, test_dir: str | None = None) -> Hypervisor:
         settings = self._root.settings
-        vm = hypervisor.create(settings.hypervisor, self._root.dut, req.name, suite,
-                               settings.vm_options(suite, test_dir or self.test_dir))
+        vm = backends.create(settings.hypervisor, self._root.dut, req.name, suite,
+                             settings.vm_options(suite, test_dir or self.test_dir))
         for key, options in req.calls():
             vm.set_vm_param(key, **options)
         self._root.requests[id(vm)] = (suite, req)
