@@ -168,9 +168,9 @@ def _marker_vm_name(node: pytest.Item) -> str:
 
 @pytest.fixture
 def vm(function_vm_factory: VmFactory, request: pytest.FixtureRequest) -> Hypervisor:
-    """A fresh, started VM for this test (the hypervisor object: ``pci_map``, monitor,
-    agent, ``diagnostics()``); ``vm0`` of the module's suite unless a ``vm`` marker names
-    another. Stopped at the end of the test."""
+    """A fresh, started VM for this test (the :class:`Hypervisor`: ``pci_maps``, ``qmp``,
+    ``agent``, ``monitor_socket``, ``diagnostics()``); ``vm0`` of the module's suite unless a
+    ``vm`` marker names another. Stopped at the end of the test."""
     node = request.node
     assert isinstance(node, pytest.Item)
     try:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_dtsvirt.vhost import TestpmdBackend
+from pytest_dtsvirt import TestpmdBackend
 
 if TYPE_CHECKING:
     from conftest import VxlanGuest
