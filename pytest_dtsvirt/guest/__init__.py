@@ -27,10 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from pytest_dtsvirt.errors import GuestImageError
-
-#: SSH servers the test guest can carry; the first, the default, reaches SSH sooner
-SSH_SERVERS = ("dropbear", "openssh")
-DEFAULT_SSH = SSH_SERVERS[0]
+from pytest_dtsvirt.guest.choices import DEFAULT_SSH, SSH_SERVERS
 
 
 @dataclass(frozen=True)
@@ -145,5 +142,5 @@ def prune_cache(cache_dir: str | None, keep: Iterable[str]) -> list[str]:
     return removed
 
 
-__all__ = ["GuestImage", "GuestImageError", "default_cache_dir", "ensure_guest_image",
-           "prune_cache"]
+__all__ = ["DEFAULT_SSH", "SSH_SERVERS", "GuestImage", "GuestImageError", "default_cache_dir",
+           "ensure_guest_image", "prune_cache"]

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from importlib import resources
 
 from pytest_dtsvirt.errors import GuestImageError
-from pytest_dtsvirt.guest import DEFAULT_SSH, SSH_SERVERS, apt, cpio, disk, hostkeys, kernel, rootfs
+from pytest_dtsvirt.guest import apt, cpio, disk, hostkeys, kernel, rootfs
+from pytest_dtsvirt.guest.choices import DEFAULT_SSH, SSH_SERVERS
 from pytest_dtsvirt.guest.cpio import Node
 from pytest_dtsvirt.guest.disk import DISK_PACKAGES
 
