@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from support.corpus import OWN, corpus_dir, needs_corpus
 
 from pytest_dtsvirt.config.cfgfile import parse_cfg
 from pytest_dtsvirt.config.load import call_origin, load_vm_params, params_for_section
@@ -14,7 +15,6 @@ from pytest_dtsvirt.guest import GuestImage
 from pytest_dtsvirt.qemu.argv import build_argv, notes
 from pytest_dtsvirt.qemu.placement import Placement
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "dts-cfg-corpus"
 PL = Placement(run_dir="/run/d", accel="tcg", hostfwd_port=2222, qemu="/usr/bin/qemu")
 IMG = GuestImage(kernel="/c/bzImage", vmlinux="/c/vmlinux", initrd="/c/initrd.gz",
                  append="console=ttyS0", disk=None, key="k", packages={})
@@ -195,9 +195,12 @@ def test_kernel_boot_and_qemu_path() -> None:
     assert "-cpu" not in a
 
 
-def test_reference_vxlan_example_full_argv() -> None:
-    params = load_vm_params(CORPUS / "doc-era-dcb6c98f" / "vxlan_sample.cfg", "vxlan_sample",
-                            "vm0")
+@pytest.mark.parametrize(("root", "rel"), [
+    pytest.param(OWN, "vxlan_sample.cfg", id="own"),
+    pytest.param(None, "doc-era-dcb6c98f/vxlan_sample.cfg", id="corpus", marks=needs_corpus),
+])
+def test_reference_vxlan_example_full_argv(root: Path | None, rel: str) -> None:
+    params = load_vm_params((root or corpus_dir()) / rel, "vxlan_sample", "vm0")
     for mac in ("00:00:20:00:00:20", "00:00:20:00:00:21"):
         params.add("device", {"driver": "vhost-user", "opt_path": "./vhost-net", "opt_mac": mac},
                    call_origin("device"))

@@ -8,14 +8,24 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.corpus import OWN, corpus_dir, corpus_files, needs_corpus
 
 from pytest_dtsvirt.cli import EXIT_FAIL, EXIT_NOT_CHECKABLE, EXIT_OK, main
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "dts-cfg-corpus"
+
+def test_lint_own_configs_passes_with_warnings(capsys: pytest.CaptureFixture[str]) -> None:
+    files = [str(p) for p in sorted(OWN.glob("*.cfg"))]
+    assert len(files) >= 3
+    assert main(["lint", *files]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "legacy_idioms.cfg:5: warning: [vm0] cpu: cpupin written with commas" in out
+    assert "virt_global.cfg:13: warning: [KVM] control: 'control' has no effect here" in out
 
 
+@needs_corpus
 def test_lint_whole_corpus_passes_with_warnings(capsys: pytest.CaptureFixture[str]) -> None:
-    files = [str(p) for p in sorted(CORPUS.rglob("*.cfg"))]
+    corpus_dir()
+    files = [str(p) for p in corpus_files()]
     assert len(files) >= 40
     assert main(["lint", *files]) == EXIT_OK
     out = capsys.readouterr().out

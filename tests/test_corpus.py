@@ -1,40 +1,37 @@
-"""Every real legacy config in the corpus loads, with the legacy parser's entries.
-
-The corpus lives next to the repository (``../shared/dts-cfg-corpus``) or where
-``DTSVIRT_CORPUS_DIR`` points. A missing corpus FAILS the run (it is not optional).
+"""Legacy configs load with the legacy parser's entries: our own configs of each legacy
+idiom (``tests/configs``) always, the corpus of real DTS configs when ``DTSVIRT_CORPUS_DIR``
+names it (``tests/support/corpus.py``; CI always does).
 
 The comparison with the legacy parser (``tests/legacy_cfg.py``) normalises exactly the
-documented traps of design section 3, each one named, and pins which traps each file hits,
-so a new difference shows up as a failure instead of being normalised away silently.
+traps the README's "Fixes to the legacy parser" lists, each one named, and pins which traps
+each file hits, so a new difference shows up as a failure instead of being normalised away
+silently.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 from legacy_cfg import legacy_params, legacy_raw_items, load_param
+from support.corpus import OWN, corpus_dir, corpus_files, needs_corpus
 
 from pytest_dtsvirt.config.cfgfile import Entry, Section, read_cfg
 
-CORPUS = Path(
-    os.environ.get("DTSVIRT_CORPUS_DIR")
-    or Path(__file__).parents[1].parent / "shared" / "dts-cfg-corpus"
-)
-FILES = sorted(CORPUS.rglob("*.cfg")) if CORPUS.is_dir() else []
-MISSING = "corpus-missing"
+FILES = corpus_files()
+OWN_FILES = sorted(OWN.glob("*.cfg"))
 
 
 def _rel(path: Path) -> str:
-    return path.relative_to(CORPUS).as_posix() if path.is_relative_to(CORPUS) else str(path)
+    for root, tag in ((OWN, "own/"), (corpus_dir() if FILES else None, "")):
+        if root is not None and path.is_relative_to(root):
+            return tag + path.relative_to(root).as_posix()
+    return str(path)
 
 
+@needs_corpus
 def test_corpus_is_present() -> None:
-    assert CORPUS.is_dir(), (
-        f"legacy cfg corpus not found at {CORPUS}; set DTSVIRT_CORPUS_DIR to the "
-        "dts-cfg-corpus directory (see /work/shared/dts-cfg-corpus/README.md)"
-    )
+    corpus_dir()
     rels = {_rel(p) for p in FILES}
     for where in ("", "scene/", "doc-era-dcb6c98f/", "doc-era-dcb6c98f/scene/"):
         assert any(r.startswith(where) and "/" not in r[len(where):] for r in rels), where
@@ -92,9 +89,16 @@ def _compare(section: Section, legacy: list[tuple[str, str]]) -> set[str]:
     return traps
 
 
-# Which traps each corpus file hits (file -> {section: traps}). Files not listed hit none:
-# for them our as_params() is exactly the legacy result.
+# Which traps each file hits (file -> {section: traps}). Files not listed hit none: for them
+# our as_params() is exactly the legacy result. "own/" files are ours (tests/configs).
 EXPECTED_TRAPS: dict[str, dict[str, set[str]]] = {
+    "own/legacy_idioms.cfg": {
+        "vm0": {BARE, EMPTY_TOKEN},  # cpupin=4,5,6,7 and file=...,;
+        "vm1": {EMPTY_ENTRY, WHITESPACE, LINEBREAK},  # path=...;; and model=host, number=2
+        "suite": {BARE, WHITESPACE},  # python literals: packet_sizes = [64, 128, 256]
+        "test_case_one": {BARE, WHITESPACE},
+        "mount_info": {BARE},  # host_share_dir=/home/vm-image (one token, no entries)
+    },
     "basic_4k_pages_cbdma.cfg": {"suite": {BARE, WHITESPACE}},
     "port_control.cfg": {"vm0": {EMPTY_TOKEN}},
     "power_branch_ratio.cfg": {"suite": {BARE, WHITESPACE}},
@@ -112,9 +116,14 @@ EXPECTED_TRAPS: dict[str, dict[str, set[str]]] = {
 }
 
 
-@pytest.mark.parametrize("path", FILES or [CORPUS / MISSING], ids=_rel)
-def test_corpus_file_matches_legacy(path: Path) -> None:
-    assert path.name != MISSING, f"legacy cfg corpus not found at {CORPUS}"
+def _files() -> list[object]:
+    corpus = ([pytest.param(p, id=_rel(p)) for p in FILES]
+              or [pytest.param(None, id="corpus", marks=needs_corpus)])
+    return [*(pytest.param(p, id=_rel(p)) for p in OWN_FILES), *corpus]
+
+
+@pytest.mark.parametrize("path", _files())
+def test_file_matches_legacy(path: Path) -> None:
     cfg = read_cfg(path)
     text = path.read_text()
     legacy_exact = legacy_params(text)
@@ -131,10 +140,15 @@ def test_corpus_file_matches_legacy(path: Path) -> None:
     assert hit == EXPECTED_TRAPS.get(_rel(path), {})
 
 
-@pytest.mark.parametrize("rel", ["vxlan_sample.cfg", "doc-era-dcb6c98f/vxlan_sample.cfg"])
-def test_reference_vxlan_params(rel: str) -> None:
+@pytest.mark.parametrize(("root", "rel"), [
+    pytest.param(OWN, "vxlan_sample.cfg", id="own"),
+    pytest.param(None, "vxlan_sample.cfg", id="corpus", marks=needs_corpus),
+    pytest.param(None, "doc-era-dcb6c98f/vxlan_sample.cfg", id="corpus-doc-era",
+                 marks=needs_corpus),
+])
+def test_reference_vxlan_params(root: Path | None, rel: str) -> None:
     """The file part of the reference's "Add Parameters" list for vxlan_sample.cfg [vm0]."""
-    vm0 = read_cfg(CORPUS / rel).section("vm0")
+    vm0 = read_cfg((root or corpus_dir()) / rel).section("vm0")
     assert vm0.as_params() == [
         {"cpu": [{"model": "host", "number": "4", "cpupin": "24 25 26 27"}]},
         {"mem": [{"hugepage": "yes", "size": "4096"}]},
@@ -148,8 +162,12 @@ def test_reference_vxlan_params(rel: str) -> None:
     ]
 
 
-def test_comment_inside_value_is_skipped() -> None:
-    """vf_pf_reset.cfg comments out one mem entry inside a multi-line value."""
-    mem = read_cfg(CORPUS / "vf_pf_reset.cfg").section("vm0").param("mem")
+@pytest.mark.parametrize(("root", "name", "line"), [
+    pytest.param(OWN, "legacy_idioms.cfg", 10, id="own"),
+    pytest.param(None, "vf_pf_reset.cfg", 6, id="corpus", marks=needs_corpus),
+])
+def test_comment_inside_value_is_skipped(root: Path | None, name: str, line: int) -> None:
+    """A mem entry commented out inside a multi-line value (as vf_pf_reset.cfg does)."""
+    mem = read_cfg((root or corpus_dir()) / name).section("vm0").param("mem")
     assert mem is not None
-    assert [(e.as_dict(), e.line) for e in mem.entries] == [({"size": "8192"}, 6)]
+    assert [(e.as_dict(), e.line) for e in mem.entries] == [({"size": "8192"}, line)]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
+from support.corpus import OWN, corpus_dir, corpus_files, needs_corpus, roots
 
 from pytest_dtsvirt.config.cfgfile import parse_cfg, read_cfg
 from pytest_dtsvirt.config.load import (
@@ -22,15 +22,19 @@ from pytest_dtsvirt.errors import ConfigError
 from pytest_dtsvirt.guest import GuestImage
 from pytest_dtsvirt.qemu.accel import choose_accel, parse_cpu_flags, probe
 
-CORPUS = Path(os.environ.get("DTSVIRT_CORPUS_DIR")
-              or Path(__file__).resolve().parents[1].parent / "shared" / "dts-cfg-corpus")
+
+def config_files(root: Path | None) -> list[Path]:
+    """Our own configs (root OWN) or the corpus (root None)."""
+    if root is None:
+        corpus_dir()
+        files = corpus_files()
+        assert len(files) >= 40
+        return files
+    return sorted(root.glob("*.cfg"))
 
 
-def corpus_files() -> list[Path]:
-    assert CORPUS.is_dir(), f"corpus missing: {CORPUS} (set DTSVIRT_CORPUS_DIR)"
-    files = sorted(CORPUS.rglob("*.cfg"))
-    assert len(files) >= 40
-    return files
+SOURCES = [pytest.param(OWN, 8, id="own"),
+           pytest.param(None, 60, id="corpus", marks=needs_corpus)]
 
 
 def spec_of(text: str, vm: str = "vm0", path: str = "t.cfg") -> tuple[VmSpec, list[str]]:
@@ -45,35 +49,61 @@ def error_of(text: str, vm: str = "vm0") -> str:
     return str(info.value)
 
 
-def test_every_corpus_vm_section_builds() -> None:
+@pytest.mark.parametrize(("root", "sections"), SOURCES)
+def test_every_vm_section_builds(root: Path | None, sections: int) -> None:
     built = 0
-    for path in corpus_files():
+    for path in config_files(root):
         cfg = read_cfg(path)
         for section in vm_sections(cfg):
             spec, _ = params_for_section(section, str(path)).build()
             assert spec.name == section.name
             built += 1
-    assert built >= 60
+    assert built >= sections
 
 
-def test_non_vm_sections_are_left_alone() -> None:
-    names = {s.name for p in corpus_files() for s in vm_sections(read_cfg(p))}
-    for other in ("suite", "scene", "DUT IP", "VM NAME", "mount_info",
-                  "test_aesni_mb_aes_cbc_sha1_hmac"):
-        assert other not in names
+@pytest.mark.parametrize(("root", "others"), [
+    pytest.param(OWN, ("suite", "scene", "DUT IP", "mount_info", "test_case_one"), id="own"),
+    pytest.param(None, ("suite", "scene", "DUT IP", "VM NAME", "mount_info",
+                        "test_aesni_mb_aes_cbc_sha1_hmac"), id="corpus", marks=needs_corpus),
+])
+def test_non_vm_sections_are_left_alone(root: Path | None, others: tuple[str, ...]) -> None:
+    files = config_files(root)
+    all_names = {s.name for p in files for s in read_cfg(p).sections}
+    names = {s.name for p in files for s in vm_sections(read_cfg(p))}
+    for other in others:
+        assert other in all_names and other not in names
 
 
-def test_corpus_legacy_idioms_warn() -> None:
-    spec, warnings = params_for_section(read_cfg(CORPUS / "vf_etag.cfg").section("vm0"),
-                                        "vf_etag.cfg").build()
+def _warnings_of(path: Path) -> tuple[VmSpec, str]:
+    spec, warnings = params_for_section(read_cfg(path).section("vm0"), path.name).build()
+    return spec, "\n".join(str(w) for w in warnings)
+
+
+def test_legacy_idioms_warn() -> None:
+    """Our config of the idioms vf_etag.cfg and port_control.cfg of the corpus use."""
+    spec, text = _warnings_of(OWN / "legacy_idioms.cfg")
     assert spec.cpu.pins == (4, 5, 6, 7)
-    text = "\n".join(str(w) for w in warnings)
+    assert "legacy_idioms.cfg:5: [vm0] cpu: warning: cpupin written with commas" in text
+    assert "legacy_idioms.cfg:15: [vm0] monitor: warning: option 'port' has no effect" in text
+    assert "legacy_idioms.cfg:17: [vm0] qga: warning: qga has no effect" in text
+    assert "legacy_idioms.cfg:12: [vm0] net: warning: option 'netdev' has no effect" in text
+    vm2, w = params_for_section(read_cfg(OWN / "legacy_idioms.cfg").section("vm2"),
+                                "legacy_idioms.cfg").build()
+    text = "\n".join(str(x) for x in w)
+    for scene_only in ("'numa'", "'skipcores'", "'dev_gen'", "scene-style device entry"):
+        assert scene_only in text
+    assert vm2.devices == ()
+
+
+@needs_corpus
+def test_corpus_legacy_idioms_warn() -> None:
+    spec, text = _warnings_of(corpus_dir() / "vf_etag.cfg")
+    assert spec.cpu.pins == (4, 5, 6, 7)
     assert "vf_etag.cfg:87: [vm0] cpu: warning: cpupin written with commas" in text
     assert "monitor" in text and "'port'" in text
-    _, w = params_for_section(read_cfg(CORPUS / "port_control.cfg").section("vm0"),
-                              "p.cfg").build()
-    assert any("qga has no effect" in str(x) for x in w)
-    assert any("'netdev'" in str(x) for x in w)
+    _, text = _warnings_of(corpus_dir() / "port_control.cfg")
+    assert "qga has no effect" in text
+    assert "'netdev'" in text
 
 
 def test_defaults_and_attribute_names() -> None:
@@ -185,8 +215,9 @@ def test_control_pair(net: str, expected: list[tuple[int, str, bool, str | None]
             for p in spec.nets] == expected
 
 
-def test_vxlan_example_with_set_vm_device() -> None:
-    params = load_vm_params(CORPUS / "vxlan_sample.cfg", "vxlan_sample", "vm0")
+@pytest.mark.parametrize("root", roots())
+def test_vxlan_example_with_set_vm_device(root: Path | None) -> None:
+    params = load_vm_params((root or corpus_dir()) / "vxlan_sample.cfg", "vxlan_sample", "vm0")
     for mac in ("00:00:20:00:00:20", "00:00:20:00:00:21"):
         params.add("device", {"driver": "vhost-user", "opt_path": "./vhost-net",
                               "opt_mac": mac}, call_origin("device"))
