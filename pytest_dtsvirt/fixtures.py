@@ -1,4 +1,4 @@
-"""The fixtures of pytest-dtsvirt (design section 6), after pytest's ``tmpdir.py``: one factory
+"""The fixtures of pytest-dtsvirt, after pytest's ``tmpdir.py``: one factory
 (:class:`~pytest_dtsvirt.vmfactory.VmFactory`, fixture ``vm_factory``) that creates, boots,
 tracks and stops VMs, and thin fixtures on top of it. The factory itself lives in
 :mod:`pytest_dtsvirt.vmfactory` (no pytest needed); its names are re-exported here.

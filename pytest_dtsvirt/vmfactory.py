@@ -1,5 +1,5 @@
 """The core of the fixtures, usable without pytest: :class:`VmFactory` creates, boots, tracks
-and stops VMs on a DUT (design section 6); :class:`Settings` holds the plugin's resolved options.
+and stops VMs on a DUT; :class:`Settings` holds the plugin's resolved options.
 
 From a plain script::
 

@@ -1,4 +1,4 @@
-"""Which DUT a pytest-xdist worker uses (design section 6). Pure.
+"""Which DUT a pytest-xdist worker uses. Pure.
 
 Worker ``gwN`` takes DUT ``N mod K`` of the K DUTs in the DUT config; a run without xdist
 (or the xdist controller) takes the first. Independent of the ``--dist`` mode: the

@@ -1,4 +1,4 @@
-"""Golden tests of the DTS suite config reader (design section 3).
+"""Golden tests of the DTS suite config reader (the README's "Fixes to the legacy parser").
 
 Each trap fix is its own test and shows the legacy result (tests/legacy_cfg.py, the legacy
 parser re-implemented) next to ours. Property tests at the end.

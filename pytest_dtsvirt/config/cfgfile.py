@@ -1,4 +1,4 @@
-"""The DTS suite config reader (design section 3).
+"""The DTS suite config reader.
 
 Pure: text in, frozen records out. Keeps the line of every section, key and entry.
 

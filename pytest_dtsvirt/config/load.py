@@ -1,5 +1,5 @@
-"""Merge VM parameters and build the typed :class:`VmSpec` (design sections 3-4). Pure,
-except :func:`load_vm_params` which reads the config files.
+"""Merge VM parameters and build the typed :class:`VmSpec`. Pure, except
+:func:`load_vm_params`, which reads the config files.
 
 Layers, in order: framework defaults, the global config (``[KVM]`` of ``virt_global.cfg``),
 the suite config section, then ``set_vm_<param>()`` calls and marker overrides. A parameter a

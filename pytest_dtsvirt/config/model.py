@@ -1,4 +1,4 @@
-"""The typed, validated, frozen VM parameter model (design sections 2-4). Pure data.
+"""The typed, validated, frozen VM parameter model. Pure data.
 
 Built by :mod:`pytest_dtsvirt.config.load` from the merged parameters; read by the argv
 builder (:mod:`pytest_dtsvirt.qemu.argv`) and the runtime.

@@ -1,4 +1,4 @@
-"""The table of every VM parameter and option (design sections 3-4).
+"""The table of every VM parameter and option.
 
 The single source for validation (:mod:`pytest_dtsvirt.config.load`), for the "valid: ..."
 part of error messages and for the README tables (:func:`render_markdown`). Pure data.

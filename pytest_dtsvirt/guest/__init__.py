@@ -1,4 +1,4 @@
-"""The project's own test guest (design section 8), built only from Debian packages.
+"""The project's own test guest, built only from Debian packages.
 
 ``ensure_guest_image()`` returns a :class:`GuestImage` from the cache, building it first when
 no identical build is there. The build uses apt's ordinary clients (``apt-cache``,

@@ -26,7 +26,8 @@ APPEND = ("console=ttyS0 quiet panic=-1 lpj=8000000 tsc=reliable no_timer_check 
 BASE_PACKAGES = ("busybox-static", "qemu-guest-agent", "iproute2", apt.KERNEL_META)
 SSH_PACKAGES = {"dropbear": ("dropbear-bin",),
                 "openssh": ("openssh-server", "openssh-sftp-server")}
-# Libraries the base binaries need (guest-notes.md); anything else is found by ld.so --list.
+# Packages of the libraries the base binaries need, downloaded with them up front; a library
+# still missing after that (ld.so --list) is looked up then.
 LIB_PACKAGES = ("libc6", "libcrypt1", "zlib1g", "libglib2.0-0", "libpcre2-8-0", "libnuma1",
                 "libudev1", "liburing2", "libgmp10", "libtomcrypt1", "libtommath1",
                 "libbpf1", "libelf1", "libmnl0", "libbsd0", "libcap2", "libmd0")

@@ -1,6 +1,6 @@
 """What start() needs from the DUT beyond the argv: the default guest, hugepages, hostfwd.
 
-The default guest (design section 8) is built on this machine and copied into the DUT's
+The default guest (:mod:`pytest_dtsvirt.guest`) is built on this machine and copied into the DUT's
 workdir once per image key, so a remote DUT boots the same guest as localhost.
 """
 

@@ -1,4 +1,4 @@
-"""The readiness ladder: one deadline, phases timed, no fixed sleeps (design section 5).
+"""The readiness ladder: one deadline, phases timed, no fixed sleeps.
 
 Each phase retries a probe with tenacity until it succeeds, the shared deadline passes, or
 qemu exits (checked between attempts, so a dead qemu fails the boot at once). Every attempt

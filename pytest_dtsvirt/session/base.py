@@ -1,4 +1,4 @@
-"""One session API over local and SSH transports (design section 2).
+"""One session API over local and SSH transports.
 
 A :class:`Session` runs commands on one host (the DUT, or a guest), starts detached
 processes, opens byte streams to unix sockets and TCP ports *on that host* (so QMP, QGA and
