@@ -44,7 +44,9 @@ _KEPT = ": kept running"
 #: (option, ini key, help, choices)
 _OPTIONS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("--dtsvirt-conf-dir", "dtsvirt_conf_dir",
-     "directory of the suite configs <suite>.cfg (default: conf/ in the rootdir)", ()),
+     "directory of the suite configs <suite>.cfg, the only one looked in when given "
+     "(default: conf/ next to the test module if it holds <suite>.cfg, else conf/ in the "
+     "rootdir)", ()),
     ("--dtsvirt-duts", "dtsvirt_duts",
      "DUT config file listing the DUTs; xdist worker gwN uses DUT N mod K "
      "(default: this host)", ()),

@@ -180,7 +180,7 @@ class VmSpec:
 
     @property
     def uses_default_guest(self) -> bool:
-        """No disk and no kernel: the project's own test guest is booted (design 8)."""
+        """No disk and no kernel: the project's own test guest is booted."""
         return self.default_guest or (not self.disks and self.kernel is None)
 
     @property

@@ -233,6 +233,11 @@ def is_vm_key(key: str) -> bool:
     return key in PARAMS
 
 
+def _cell(text: str) -> str:
+    """Text for a Markdown table cell: a ``|`` would end the cell."""
+    return text.replace("|", "\\|")
+
+
 def render_markdown() -> str:
     """The parameter tables as Markdown, for the README."""
     lines: list[str] = []
@@ -249,9 +254,9 @@ def render_markdown() -> str:
             for o in opts:
                 valid = ", ".join(o.choices) if o.choices else o.kind
                 lines.append(f"| {prefix}`{o.name}` | {'yes' if o.required else 'no'} | "
-                             f"{o.default or ''} | {valid} | {o.doc} |")
+                             f"{_cell(o.default or '')} | {_cell(valid)} | {_cell(o.doc)} |")
         for name, why in p.legacy.items():
-            lines.append(f"| `{name}` (legacy) | no | | ignored | warning: {why} |")
+            lines.append(f"| `{name}` (legacy) | no | | ignored | warning: {_cell(why)} |")
         lines.append("")
     lines += ["### Legacy keys (loaded with a warning)", ""]
     lines += [f"- `{k}`: {why}" for k, why in LEGACY_KEYS.items()]

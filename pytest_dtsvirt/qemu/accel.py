@@ -1,4 +1,4 @@
-"""The accelerator policy (design 4): KVM when it can work, else TCG with one reason line.
+"""The accelerator policy: KVM when it can work, else TCG with one reason line.
 
 :func:`choose_accel` is pure; :func:`probe` reads ``/proc/cpuinfo`` and ``/proc/misc`` (is
 the ``kvm`` device there) through one file-reading callable, so it works the same on this

@@ -1,4 +1,4 @@
-"""VmSpec + Placement -> qemu argv (design 4). Pure; one small function per parameter group.
+"""VmSpec + Placement -> qemu argv. Pure; one small function per parameter group.
 
 Every generated line is accepted by qemu 7.2. Device ids come from position: the i-th net
 pair's netdev is ``netdev<i>``, netdevs of devices continue the count; the j-th vhost-user

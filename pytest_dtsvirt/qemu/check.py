@@ -1,4 +1,4 @@
-"""Does this host's qemu accept a VM's command line? (``dtsvirt check``; design 4).
+"""Does this host's qemu accept a VM's command line? (``dtsvirt check``)
 
 Starts qemu with the generated argv plus ``-S`` (no guest code runs) in a private run dir,
 asks QMP ``query-status``, sends ``quit``, waits for the exit and removes everything. qemu is

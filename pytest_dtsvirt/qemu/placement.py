@@ -1,4 +1,4 @@
-"""Where a VM runs on its DUT: run dir, accelerator, leased port and display (design 5).
+"""Where a VM runs on its DUT: run dir, accelerator, leased port and display.
 
 The runtime decides a :class:`Placement` (leases, probes) and hands it to the pure argv
 builder; every derived path lives in the private run dir (mode 0700).
