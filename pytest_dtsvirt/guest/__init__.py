@@ -77,7 +77,7 @@ def _from_manifest(cache_dir: str, key: str, need_disk: bool) -> GuestImage | No
 
 
 def ensure_guest_image(cache_dir: str | None = None, *, ssh: str = DEFAULT_SSH,
-                       extra: tuple[str, ...] = (), disk: bool = False,
+                       extra: tuple[str, ...] = (), disk: bool = False, dpdk: bool = False,
                        progress: Callable[[str], None] | None = None) -> GuestImage:
     """Build the guest into the cache unless an identical build is there; return it.
 
@@ -86,24 +86,28 @@ def ensure_guest_image(cache_dir: str | None = None, *, ssh: str = DEFAULT_SSH,
     (pytest-xdist workers) serialize on a lock file; the second one reuses the first's build.
     Raises :class:`GuestImageError` when apt/dpkg are missing or the archive is unreachable.
     """
-    from pytest_dtsvirt.guest import apt, build
+    from pytest_dtsvirt.guest import apt, build, variants
 
     say = progress or (lambda _msg: None)
     cache = os.path.abspath(cache_dir or default_cache_dir())
     os.makedirs(cache, mode=0o700, exist_ok=True)
-    options = build.Options(ssh=ssh, extra=tuple(sorted(set(extra))), disk=disk)
+    options = build.Options(ssh=ssh, extra=tuple(sorted(set(extra))), disk=disk, dpdk=dpdk)
     names = options.package_names()
     resolve_dir = os.path.join(cache, "resolved")
     os.makedirs(resolve_dir, mode=0o700, exist_ok=True)
-    names_hash = hashlib.sha256("\n".join(names).encode()).hexdigest()[:12]
+    asked = [*names, "--extra", *options.extra, f"--dpdk={dpdk}"]
+    names_hash = hashlib.sha256("\n".join(asked).encode()).hexdigest()[:12]
     resolved = os.path.join(resolve_dir, f"{apt.apt_state_fingerprint()}-{names_hash}.json")
-    packages = apt.load_resolution(resolved)
-    if packages is None:
-        say("resolving package versions with apt-cache")
-        arch = apt.native_arch()
-        packages = apt.resolve(names, arch)
-        apt.save_resolution(resolved, packages)
-    key = build.cache_key(packages, options)
+    loaded = apt.load_resolution(resolved)
+    if loaded is None:
+        say("resolving package versions with apt-cache" +
+            (" and dependencies with apt-get -s" if extra or dpdk else ""))
+        res = variants.resolve(names, options.extra, dpdk, apt.native_arch())
+        packages, whole = res.packages, res.whole
+        apt.save_resolution(resolved, packages, whole)
+    else:
+        packages, whole = loaded
+    key = build.cache_key(packages, options, whole)
     image = _from_manifest(cache, key, disk)
     if image is not None:
         return image
@@ -113,7 +117,7 @@ def ensure_guest_image(cache_dir: str | None = None, *, ssh: str = DEFAULT_SSH,
         if image is not None:
             return image
         say(f"building the test guest {key} in {cache}")
-        build.build(cache, packages, options, key, apt.native_arch(), say)
+        build.build(cache, packages, options, key, apt.native_arch(), say, whole)
     image = _from_manifest(cache, key, disk)
     if image is None:
         raise GuestImageError(f"build of {key} left no usable image in {cache}")

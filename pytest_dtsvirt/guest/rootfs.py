@@ -141,8 +141,14 @@ def soname_package_guess(soname: str) -> str:
 
 
 def add_libraries(tree: dict[str, Node], libs: Mapping[str, str]) -> None:
-    """Put each library's file content at its soname path (no symlink chains needed)."""
+    """Put each library's file content at its soname path (no symlink chains needed).
+
+    A path already in ``tree`` (a package that went in whole) is kept: a DPDK plugin must be
+    the same file under its library path and in the plugin directory, or it loads twice.
+    """
     for rel, host_path in libs.items():
+        if rel in tree:
+            continue
         real = os.path.realpath(host_path)
         with open(real, "rb") as fh:
             tree[rel] = Node.file(fh.read(), 0o755)
