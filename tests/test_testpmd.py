@@ -11,17 +11,17 @@ import time
 
 import pytest
 
-from pytest_dtsvirt.errors import CommandTimeout, SessionError
-from pytest_dtsvirt.session.base import Shell
-from pytest_dtsvirt.session.local import LocalSession
-from pytest_dtsvirt.vhost import (
+from pytest_dtsvirt.dpdk import (
     PortStats,
     TestpmdBackend,
     build_testpmd_argv,
     parse_packet_log,
     parse_port_stats,
 )
-from pytest_dtsvirt.vhost.testpmd import PROMPT_RE, _Reader
+from pytest_dtsvirt.dpdk.testpmd import PROMPT_RE, _Reader
+from pytest_dtsvirt.errors import CommandTimeout, SessionError
+from pytest_dtsvirt.session.base import Shell
+from pytest_dtsvirt.session.local import LocalSession
 
 # Captured from dpdk-testpmd 22.11.11 (Debian 12): two pcap ports replaying one VXLAN packet
 # (UDP dst 4789, VNI 1000, inner ICMP) and one plain UDP packet; "set verbose 3",
