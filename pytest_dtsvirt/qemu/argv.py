@@ -40,8 +40,11 @@ def opts(head: str, *pairs: tuple[str, object | None]) -> str:
 
 def cpu_model(spec: VmSpec, accel: str) -> tuple[str | None, str | None]:
     """``(model for -cpu or None, note)``: host -> max under TCG; the fast profile's default
-    is ``qemu64,+rdrand`` under TCG and ``host`` under KVM."""
+    is ``qemu64,+rdrand`` under TCG and ``host`` under KVM; a ``guest dpdk=yes`` VM's is
+    ``max`` under TCG (DPDK 22.11 needs SSE4.2) and ``host`` under KVM."""
     model = spec.cpu.model
+    if model is None and spec.guest.dpdk:
+        return ("host", None) if accel == "kvm" else ("max", None)
     if model is None:
         if spec.boot_profile != "fast":
             return None, None
@@ -99,14 +102,18 @@ def mem_args(spec: VmSpec, p: Placement) -> list[str]:
 
 
 def kernel_args(spec: VmSpec, p: Placement) -> list[str]:
-    """Direct kernel boot: -kernel, -initrd, -append."""
+    """Direct kernel boot: -kernel, -initrd, -append; the default guest's ``-append`` gets
+    ``hugepages=N`` of ``guest hugepages=N``."""
     out: list[str] = []
     if spec.kernel:
         out += ["-kernel", spec.kernel]
         if spec.initrd:
             out += ["-initrd", spec.initrd]
-        if spec.append:
-            out += ["-append", spec.append]
+        append = spec.append
+        if spec.default_guest and spec.guest.hugepages:
+            append = f"{append or ''} hugepages={spec.guest.hugepages}".strip()
+        if append:
+            out += ["-append", append]
     return out
 
 
