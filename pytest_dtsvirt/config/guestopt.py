@@ -3,9 +3,17 @@ for ``cpu`` and ``mem``, and the checks that a cfg's own ``cpu``/``mem`` can run
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
-from pytest_dtsvirt.config.model import DPDK_HUGEPAGES, Guest, VmSpec
+from pytest_dtsvirt.config import build
+from pytest_dtsvirt.config.model import DPDK_HUGEPAGES, VmSpec
+from pytest_dtsvirt.errors import Location
+
+if TYPE_CHECKING:
+    from pytest_dtsvirt.config.schema import ParamSchema
+    from pytest_dtsvirt.config.validate import Report
 
 #: vCPUs a ``dpdk=yes`` VM gets unless ``cpu number=`` says (testpmd: one main lcore and
 #: one forwarding lcore)
@@ -34,11 +42,36 @@ def runs_dpdk(model: str) -> bool:
     return base.startswith(SSE42_MODELS) or added >= SSE42_FLAGS
 
 
-def guest_of(dpdk: bool, hugepages: int | None) -> Guest:
-    """The :class:`Guest` of the options (hugepages: 256 for dpdk=yes unless given, else 0)."""
-    if hugepages is None:
-        hugepages = DPDK_HUGEPAGES if dpdk else 0
-    return Guest(dpdk=dpdk, hugepages=hugepages)
+def build_guest(param: ParamSchema, items: Sequence[build.Checked], spec: VmSpec,
+                rep: Report) -> VmSpec:
+    """The ``guest`` builder: :func:`~pytest_dtsvirt.config.build.generic`, and 256
+    hugepages for dpdk=yes unless ``hugepages`` is given."""
+    spec = build.generic(param, items, spec, rep)
+    if items and spec.guest.dpdk and "hugepages" not in items[-1][0]:
+        spec = replace(spec, guest=replace(spec.guest, hugepages=DPDK_HUGEPAGES))
+    return spec
+
+
+def settle(spec: VmSpec, written: Mapping[str, Sequence[tuple[Mapping[str, str], Any]]],
+           rep: Report) -> VmSpec:
+    """After every builder: the ``guest`` defaults for ``cpu``/``mem`` the cfg leaves open
+    (``written``: key -> the entries as written, each ``(options, RawEntry)``), and an
+    error at the option's own entry for each way the VM cannot run its guest."""
+
+    def entry(key: str) -> Any:
+        items = written.get(key)
+        return items[-1][1] if items else None
+
+    def given(key: str, option: str) -> bool:
+        e = entry(key)
+        return e is not None and option in e.options
+
+    spec = with_guest_defaults(spec, cpu_number_given=given("cpu", "number"),
+                               mem_size_given=given("mem", "size"))
+    for key, message in guest_problems(spec):
+        e = entry(key) or entry("guest")
+        rep.error(replace(e.origin, key=key) if e is not None else Location(key=key), message)
+    return spec
 
 
 def with_guest_defaults(spec: VmSpec, *, cpu_number_given: bool, mem_size_given: bool

@@ -22,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from pytest_dtsvirt.config import guestopt
 from pytest_dtsvirt.config.build import DEFAULT_CONTROL_PAIR
 from pytest_dtsvirt.config.cfgfile import CfgFile, Section, read_cfg
 from pytest_dtsvirt.config.model import CONTROL_ADDR, VmSpec
@@ -104,6 +105,7 @@ def _build_spec(name: str, checked: Mapping[str, list[tuple[dict[str, str], RawE
     for param in schema_params():
         items = [(o, replace(e.origin, key=param.key)) for o, e in checked.get(param.key, [])]
         spec = param.build(param, items, spec, rep)
+    spec = guestopt.settle(spec, checked, rep)
     _cross_checks(spec, checked, rep)
     return spec
 

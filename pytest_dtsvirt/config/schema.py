@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from pytest_dtsvirt.config import build
+from pytest_dtsvirt.config import build, guestopt
 from pytest_dtsvirt.config.build import Builder
 from pytest_dtsvirt.config.kinds import (
     HOSTPCI,
@@ -41,9 +41,12 @@ from pytest_dtsvirt.config.kinds import (
     YesNo,
 )
 from pytest_dtsvirt.config.model import (
+    DPDK_HUGEPAGES,
+    GUEST_MEM_HEADROOM_MB,
     Backend,
     Cpu,
     Disk,
+    Guest,
     Login,
     Mem,
     Migration,
@@ -314,6 +317,19 @@ _PARAMS: tuple[ParamSchema, ...] = (
                  Opt("port", "TCP port (0: any free one)", Int(0, 65535)),
                  Opt("host", "listen address", default="127.0.0.1")),
                 model=Migration, spec_field="migration", build=build.migration),
+    ParamSchema("guest", "variant of the embedded test guest (a VM that names its own disk or "
+                "kernel file boots that instead; hugepages still go on its command line only "
+                "for the test guest)",
+                (Opt("dpdk", "yes: the DPDK guest (dpdk-testpmd and the other DPDK 22.11 "
+                     "programs, virtio/vhost/ring/null/pcap/af_packet PMDs, uio_pci_generic, "
+                     "vfio-pci); it also makes the cpu default -cpu max under TCG (host "
+                     "under KVM; a cpu model without SSE4.2 is an error), cpu number 2 and "
+                     "mem size large enough for the hugepages", YESNO, default="no"),
+                 Opt("hugepages", "2 MB hugepages the guest kernel reserves at boot "
+                     "(hugepages=N on its command line, hugetlbfs at /dev/hugepages; "
+                     f"default: {DPDK_HUGEPAGES} with dpdk=yes, else 0); mem size must hold "
+                     f"them plus {GUEST_MEM_HEADROOM_MB} MB", Int(0, 1024 * 1024))),
+                model=Guest, spec_field="guest", build=guestopt.build_guest),
 )
 
 #: key -> schema (aliases included)
