@@ -12,7 +12,11 @@ The guest: busybox init, the e1000 at PCI 00:1f.0 renamed ``host_connect`` and c
 DHCP, every other NIC's link up, ``/dev/virtio-ports/<name>`` links, qemu-ga on
 ``org.qemu.guest_agent.0``, an SSH server on port 22 (root / tester), full iproute2 ``ip``
 in root's shell, and modules for e1000, virtio (pci, net, console, blk, rng), vxlan, veth,
-tun, 8021q, bridge and ext4 loadable with ``modprobe``.
+tun, 8021q, bridge and ext4 loadable with ``modprobe``, hugetlbfs at ``/dev/hugepages``.
+
+The DPDK variant (``dpdk=True``, :mod:`variants`) adds DPDK 22.11's programs (dpdk-testpmd,
+...), their libraries, the PMD/mempool plugins, ``libgcc_s`` and the uio/vfio modules.
+``extra`` packages come with the dependencies apt resolves for them (:mod:`aptdeps`).
 """
 
 from __future__ import annotations

@@ -220,6 +220,21 @@ class Builder:
             kernel.modules_alias(need, need).encode())
         return kver, os.path.join(root, "boot", f"vmlinuz-{kver}")
 
+    def _check_extra(self, extra: tuple[str, ...], whole: frozenset[str]) -> None:
+        """Each ``--extra`` package brings files: its own, or those of a direct dependency
+        that goes in whole (a meta package); GuestImageError otherwise (a transitional
+        package whose dependencies the base system has)."""
+        empty = [n for n in extra if not rootfs.has_payload(self.roots[n])]
+        direct = apt.depends_of(empty, self.arch) if empty else {}
+        for name in empty:
+            if not any(d in whole and rootfs.has_payload(self.roots[d])
+                       for d in direct.get(name, [])):
+                raise GuestImageError(
+                    f"--extra {name}: neither the package nor its direct dependencies outside the "
+                    "base system ship files for the guest (only documentation: a "
+                    f"transitional or meta package); name the package with the programs "
+                    f"(apt-cache depends {name}, or apt-file search PROGRAM)")
+
     def run(self, packages: dict[str, apt.Package], options: Options, out_dir: str,
             whole: frozenset[str] = frozenset()) -> dict[str, str]:
         """Build into ``out_dir``; return the manifest's package versions."""
@@ -242,6 +257,7 @@ class Builder:
             elif name in whole:
                 elfs += [os.path.join(self.roots[name], e)
                          for e in _select(tree, self.roots[name], None)]
+        self._check_extra(options.extra, whole)
         for applet in rootfs.busybox_links(busybox):
             tree.setdefault(applet, Node.symlink("/bin/busybox"))
         self.progress("resolving shared libraries with the packaged ld.so")
