@@ -356,12 +356,8 @@ def test_parse_port_summary_rejects_missing_or_short_table() -> None:
 
 DPDK_VM = """\
 [vm0]
-cpu =
-    model=max,number=2;
-mem =
-    size=1024;
-kernel =
-    append=hugepages=256;
+guest =
+    dpdk=yes;
 login =
     user=root,password=tester;
 """
@@ -369,27 +365,9 @@ GUEST_MACS = ("00:00:20:00:00:20", "00:00:20:00:00:21")
 
 
 @pytest.fixture
-def dpdk_guest(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Boot the DPDK variant of the test guest (interim: until the VM parameter exists)."""
-    from pytest_dtsvirt.guest import ensure_guest_image
-    from pytest_dtsvirt.qemu import guestboot
-
-    real = guestboot.with_default_guest
-
-    def dpdk(spec, dut, cache_dir, ssh):  # type: ignore[no-untyped-def]
-        image = ensure_guest_image(cache_dir, ssh=ssh, dpdk=True)
-        assert dut.config.is_local
-        return spec.with_guest(image)
-
-    assert real is not None
-    monkeypatch.setattr(guestboot, "with_default_guest", dpdk)
-
-
-@pytest.fixture
-def guest_on_backend(dut: Dut, tmp_path: Path, dpdk_guest: None
-                     ) -> Iterator[tuple[TestpmdBackend, VmDut]]:
-    """The host's vhost-user testpmd and a started DPDK guest with one virtio port on each of
-    its two sockets (MACs GUEST_MACS)."""
+def guest_on_backend(dut: Dut, tmp_path: Path) -> Iterator[tuple[TestpmdBackend, VmDut]]:
+    """The host's vhost-user testpmd and a started DPDK guest (``guest = dpdk=yes``) with
+    one virtio port on each of its two sockets (MACs GUEST_MACS)."""
     with TestpmdBackend(dut.session, ports=2) as backend:
         vm = make_vm(dut, write_cfg(tmp_path, DPDK_VM), boot_timeout=180.0)
         for path, mac in zip(backend.socket_paths, GUEST_MACS, strict=True):

@@ -92,7 +92,7 @@ def pcap_backend(dut: Dut, tmp_path: Path) -> Iterator[PcapBackend]:
         dut.copy_to(local_in, in_pcap)
         backend = TestpmdBackend(
             dut.session, ports=2, vdevs=[f"net_pcap0,rx_pcap={in_pcap},tx_pcap={out_pcap}"],
-            app_args=["--port-topology=chained"])
+            app_args=["--port-topology=chained", "--no-flush-rx"])
         with backend:
             try:
                 yield PcapBackend(backend, frames, in_pcap, out_pcap, dut)

@@ -7,6 +7,8 @@ the frames testpmd sends back on that port land in another pcap file, read here.
 
 from __future__ import annotations
 
+import os
+
 from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.layers.vxlan import VXLAN
@@ -23,6 +25,7 @@ OUTER_IPS = ("172.31.0.1", "172.31.0.2")
 INNER_MACS = ("00:00:30:00:00:01", "00:00:30:00:00:02")
 INNER_IPS = ("192.168.100.1", "192.168.100.2")
 VXLAN_PORT = 4789
+PCAP_HEADER = 24  # bytes of a pcap file's global header
 
 
 def vxlan_frames(count: int, vni: int) -> list[Packet]:
@@ -45,5 +48,8 @@ def write_pcap(path: str, frames: list[Packet]) -> None:
 
 
 def read_vxlan(path: str) -> list[Packet]:
-    """The VXLAN frames of a pcap file (scapy decodes UDP port 4789 as VXLAN), in order."""
+    """The VXLAN frames of a pcap file (scapy decodes UDP port 4789 as VXLAN), in order;
+    none while libpcap has not yet flushed the file's header."""
+    if os.path.getsize(path) < PCAP_HEADER:
+        return []
     return [p for p in rdpcap(path) if p.haslayer(VXLAN)]

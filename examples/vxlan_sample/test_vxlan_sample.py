@@ -2,10 +2,17 @@
 
 Each test gets a fresh ``dpdk-testpmd`` vhost-user backend with two sockets and a fresh
 ``vm0`` (``conf/vxlan_sample.cfg``) with one virtio-net port on each socket (fixtures in
-``conftest.py``). In the guest every port goes into its own network namespace with a VXLAN
-tunnel endpoint on it, so traffic between the two overlay addresses leaves the guest
-VXLAN-encapsulated on one port, crosses testpmd, and comes back on the other. The tests
-check both ends: the guest's pings are answered, and testpmd counted and saw the packets.
+``conftest.py``).
+
+``test_vxlan_through_guest_testpmd`` is the reference's flow: the guest is the DPDK test
+guest, testpmd runs in it on both virtio ports, and VXLAN frames crafted with scapy cross
+host testpmd -> guest testpmd -> host testpmd and are checked byte for byte.
+
+The other two tests check the kernel path: in the guest every port goes into its own network
+namespace with a VXLAN tunnel endpoint on it, so traffic between the two overlay addresses
+leaves the guest VXLAN-encapsulated on one port, crosses testpmd, and comes back on the
+other. They check both ends: the guest's pings are answered, and testpmd counted and saw the
+packets.
 """
 
 from __future__ import annotations
