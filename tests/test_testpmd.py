@@ -464,3 +464,47 @@ def test_parse_bind() -> None:
 
     assert parse_bind(BIND_CAPTURE + "modprobe-failed vfio-pci\n") == (
         {"0000:00:04.0": "uio_pci_generic", "0000:00:03.0": ""}, ["vfio-pci"])
+
+
+@pytest.mark.slow
+def test_guest_testpmd_on_a_plain_virtio_port_then_back_to_the_kernel(
+        dut: Dut, tmp_path: Path) -> None:
+    """The README's example: a virtio-net-pci port (user backend) in a DPDK guest; testpmd
+    sees its link up; kill_all ends testpmd; the port goes back to its kernel driver and
+    interface."""
+    vm = make_vm(dut, write_cfg(tmp_path, DPDK_VM), boot_timeout=180.0)
+    vm.set_vm_device(driver="virtio-net-pci", opt_mac=GUEST_MACS[0])
+    try:
+        vm_dut = vm.start()
+        assert [(p["mac"], p["driver"]) for p in vm_dut.ports_info] == [
+            (GUEST_MACS[0], "virtio-pci")]
+        vm_dut.bind_interfaces_linux("uio_pci_generic")
+        pmd = vm_dut.testpmd()
+        assert [(s.mac, s.link_up) for s in pmd.summary] == [(GUEST_MACS[0].upper(), True)]
+        assert pmd.pid in vm_dut.kill_all()
+        pmd.close()
+        vm_dut.bind_interfaces_linux("kernel")
+        (port,) = vm_dut.ports_info
+        assert port["driver"] == "virtio-pci" and port["intf"] and port["mac"] == GUEST_MACS[0]
+    finally:
+        vm.stop()
+    assert_nothing_left(vm)
+
+
+@pytest.mark.slow
+def test_guest_testpmd_misuse_on_the_base_guest(dut: Dut, tmp_path: Path) -> None:
+    """Without guest dpdk=yes: testpmd is not there and uio_pci_generic cannot load; both
+    errors name the VM and the fix."""
+    vm = make_vm(dut, write_cfg(tmp_path))
+    vm.set_vm_device(driver="virtio-net-pci", opt_mac=GUEST_MACS[0])
+    try:
+        vm_dut = vm.start()
+        with pytest.raises(SessionError, match=r"vm0: bind_interfaces_linux\('uio_pci_generic'"
+                           r"\): 0000:00:0.\.0 is on .*guest parameter dpdk=yes"):
+            vm_dut.bind_interfaces_linux("uio_pci_generic")
+        with pytest.raises(SessionError, match=r"vm0: the guest has no dpdk-testpmd; give the "
+                           r"VM the DPDK guest: guest = dpdk=yes"):
+            vm_dut.testpmd()
+    finally:
+        vm.stop()
+    assert_nothing_left(vm)

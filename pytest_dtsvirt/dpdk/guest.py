@@ -156,14 +156,14 @@ class DpdkGuestMixin:
         if not chosen:
             log.info("%s: no port to bind to %s", self.vm_name, driver)
             return
-        kernel = {self._kernel_drivers.get(str(p["pci"]), "") for p in chosen} - {""}
+        kernel = sorted({self._kernel_drivers.get(str(p["pci"]), "") for p in chosen} - {""})
         if driver == "kernel":
             if len(kernel) != 1:
                 raise SessionError(f"{self.vm_name}: bind_interfaces_linux('kernel'): the "
                                    f"kernel driver of the ports is not known ({kernel}); "
                                    "name it")
-            driver = kernel.pop()
-        valid = (*ports_mod.DPDK_DRIVERS, *sorted(kernel))
+            driver = kernel[0]
+        valid = (*ports_mod.DPDK_DRIVERS, *kernel)
         if driver not in valid:
             raise SessionError(f"{self.vm_name}: bind_interfaces_linux({driver!r}): not a "
                                f"driver for these ports; valid: {', '.join(valid)}, kernel")
@@ -178,6 +178,7 @@ class DpdkGuestMixin:
         :attr:`ports_info`; default: every port bound to a DPDK driver) and return it,
         ready, every link up. :meth:`kill_all` ends it (it carries the DUT's process tag);
         so does its ``quit()``/``close()``."""
+        self._check_dpdk_ready(cores)
         info = self.ports_info
         chosen = [info[i] for i in ports] if ports is not None else [
             p for p in info if p["driver"] in ports_mod.DPDK_DRIVERS]
@@ -188,7 +189,6 @@ class DpdkGuestMixin:
             raise SessionError(f"{self.vm_name}: testpmd needs ports bound to a DPDK driver "
                                f"({', '.join(ports_mod.DPDK_DRIVERS)}); ports: {listing}; "
                                f"{_BIND_FIX}")
-        self._check_dpdk_ready(cores)
         pmd = GuestTestpmd(self.session, self.vm_name, [str(p["pci"]) for p in chosen],
                            cores=cores or "0-1", nb_mbufs=nb_mbufs, env=[self.process_tag],
                            eal_args=eal_args, app_args=app_args, ready_timeout=ready_timeout,
