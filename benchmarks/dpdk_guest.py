@@ -14,6 +14,7 @@ so there is no "restored" column.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import statistics
 import sys
@@ -67,6 +68,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=3, help="boots per guest (default 3)")
     args = parser.parse_args()
+    # SSH attempts before the guest's server is up fail by design; paramiko logs each one
+    logging.getLogger("paramiko").setLevel(logging.CRITICAL)
     images = {}
     for name, dpdk in (("base", False), ("dpdk", True)):
         t = time.monotonic()

@@ -96,3 +96,13 @@ def test_testpmd_runs_on_two_virtio_ports_bound_to_uio(dpdk_image: GuestImage) -
             assert f"Device name: {pci}" in out, out
         assert out.count("Driver name: net_virtio") == 2, out
         assert out.count("Link status: up") == 2, out
+
+
+def test_image_build_dpdk_cli(dpdk_image: GuestImage, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from pytest_dtsvirt.cli import main
+    assert main(["image", "build", "--dpdk", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["key"] == dpdk_image.key and out["initrd"] == dpdk_image.initrd
+    assert "dpdk-dev" in out["packages"]

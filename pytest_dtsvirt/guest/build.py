@@ -251,12 +251,12 @@ class Builder:
         busybox = os.path.join(self.roots["busybox-static"], "bin/busybox")
         elfs: list[str] = []
         for name in sorted(packages):
-            if name in PACKAGE_FILES:
-                elfs += [os.path.join(self.roots[name], e)
-                         for e in _select(tree, self.roots[name], PACKAGE_FILES[name])]
-            elif name in whole:
+            if name in whole:  # before PACKAGE_FILES: `--extra iproute2` means all of it
                 elfs += [os.path.join(self.roots[name], e)
                          for e in _select(tree, self.roots[name], None)]
+            elif name in PACKAGE_FILES:
+                elfs += [os.path.join(self.roots[name], e)
+                         for e in _select(tree, self.roots[name], PACKAGE_FILES[name])]
         self._check_extra(options.extra, whole)
         for applet in rootfs.busybox_links(busybox):
             tree.setdefault(applet, Node.symlink("/bin/busybox"))

@@ -66,6 +66,9 @@ def run_build(args: argparse.Namespace) -> int:
     def progress(msg: str) -> None:
         print(f"[{time.monotonic() - start:5.1f}s] {msg}", file=sys.stderr, flush=True)
 
+    if "dpdk" in args.extra and not args.dpdk:
+        progress("note: Debian's dpdk package holds DPDK's scripts only; dpdk-testpmd and its "
+                 "plugins come with --dpdk (the VM option guest dpdk=yes)")
     try:
         image = ensure_guest_image(args.cache_dir, ssh=args.ssh, extra=tuple(args.extra),
                                    disk=args.disk, dpdk=args.dpdk, progress=progress)
