@@ -15,6 +15,7 @@ import pytest
 from support.runtime import assert_nothing_left, make_vm, write_cfg
 
 from pytest_dtsvirt.dpdk import (
+    GuestTestpmd,
     PortStats,
     TestpmdBackend,
     build_testpmd_argv,
@@ -508,3 +509,31 @@ def test_guest_testpmd_misuse_on_the_base_guest(dut: Dut, tmp_path: Path) -> Non
     finally:
         vm.stop()
     assert_nothing_left(vm)
+
+
+def _guest_pmd_answering(summary: str, link_timeout: float = 0.0) -> GuestTestpmd:
+    pmd = GuestTestpmd(LocalSession(), "vm7", ["0000:00:02.0", "0000:00:03.0"],
+                       link_timeout=link_timeout)
+    pmd.command = lambda cmd, timeout=30.0: summary  # type: ignore[method-assign]
+    return pmd
+
+
+def test_guest_testpmd_probing_no_port_is_an_error_naming_vm_and_fix() -> None:
+    # what testpmd 22.11 prints in the guest when no port is bound (it then exits 0)
+    startup = ("EAL: Selected IOVA mode 'PA'\nEAL: VFIO support could not be initialized\n"
+               "testpmd: No probed ethernet devices\nInteractive-mode selected\n")
+    with pytest.raises(SessionError, match=r"testpmd in vm7: DPDK probed no port \(asked for "
+                       r"0000:00:02.0 0000:00:03.0\).*bind_interfaces_linux\('uio_pci_generic'"):
+        _guest_pmd_answering(SUMMARY_GUEST_CAPTURE)._check_ready(startup)
+
+
+def test_guest_testpmd_link_down_is_an_error_naming_the_port() -> None:
+    with pytest.raises(SessionError, match=r"testpmd in vm7: link down on port 1 "
+                       r"\(0000:00:05.0\) after 0 s: is the host side of the port up"):
+        _guest_pmd_answering(SUMMARY_GUEST_CAPTURE)._check_ready("")
+    short = SUMMARY_GUEST_CAPTURE.replace("ports: 2", "ports: 1").rsplit("1    00", 1)[0]
+    with pytest.raises(SessionError, match=r"1 ports probed, expected 2"):
+        _guest_pmd_answering(short)._check_ready("")
+    ready = _guest_pmd_answering(SUMMARY_GUEST_CAPTURE.replace("down     None", "up       Unknown"))
+    ready._check_ready("")
+    assert [s.link_up for s in ready.summary] == [True, True]

@@ -16,6 +16,7 @@ is bound, so that case is caught here before and after the launch.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import secrets
@@ -72,6 +73,12 @@ class GuestTestpmd(Testpmd):
         argv += [*self._eal_args, "--", "-i", f"--total-num-mbufs={self._nb_mbufs}",
                  *self._app_args]
         return argv
+
+    def _cleanup(self) -> None:
+        # EAL's runtime directory of this prefix (--in-memory writes nothing else); best
+        # effort: the guest may be gone already
+        with contextlib.suppress(SessionError, OSError):
+            self.host.run(["rm", "-rf", "--", f"/var/run/dpdk/{self.file_prefix}"], timeout=10)
 
     def _check_ready(self, output: str) -> None:
         if "No probed ethernet devices" in output:

@@ -16,6 +16,7 @@ from typing import Any
 
 from pytest_dtsvirt.config.model import CONTROL_ADDR
 from pytest_dtsvirt.errors import SessionError
+from pytest_dtsvirt.session.base import Session
 
 #: drivers a DPDK application drives a PCI NIC through
 DPDK_DRIVERS = ("uio_pci_generic", "vfio-pci", "igb_uio")
@@ -91,19 +92,19 @@ def parse_bind(text: str) -> tuple[dict[str, str], list[str]]:
     return bound, failed
 
 
-def scan(session: Any) -> list[dict[str, Any]]:
+def scan(session: Session) -> list[dict[str, Any]]:
     """The guest's ports, read now from sysfs."""
     result = session.run(["sh", "-c", SCAN_SCRIPT], timeout=30, check=True)
-    return parse_scan(str(result.stdout))
+    return parse_scan(result.stdout)
 
 
-def bind(session: Any, vm_name: str, driver: str, pcis: Sequence[str]) -> dict[str, str]:
+def bind(session: Session, vm_name: str, driver: str, pcis: Sequence[str]) -> dict[str, str]:
     """Bind ``pcis`` to ``driver``; SessionError naming the VM and the fix when a device did
     not end up on it. Returns ``{pci: driver}``."""
     module = _MODULES.get(driver, "")
     result = session.run(["sh", "-c", BIND_SCRIPT, "sh", driver, module, *pcis],
                          timeout=60, check=True)
-    bound, failed = parse_bind(str(result.stdout))
+    bound, failed = parse_bind(result.stdout)
     wrong = {pci: bound.get(pci, "?") for pci in pcis if bound.get(pci) != driver}
     if wrong:
         hint = ""
