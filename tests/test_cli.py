@@ -49,7 +49,7 @@ def test_lint_reports_one_line_per_problem(tmp_path: Path,
                    "[suite]\nanything = [1, 2]\n")
     assert main(["lint", str(bad)]) == EXIT_FAIL
     lines = capsys.readouterr().out.splitlines()
-    assert f"{bad}:2: [vm0] cpu: number: 'two' is not a non-negative integer" in lines
+    assert f"{bad}:2: [vm0] cpu: number: 'two' is not an integer 1-512" in lines
     assert any(x.startswith(f"{bad}:4: [vm0] cpus: unknown parameter 'cpus'; valid: name,")
                for x in lines)
     assert any(x.startswith(f"{bad}:3: warning: [vm0] monitor:") for x in lines)
@@ -80,7 +80,7 @@ def test_user_mistakes_give_no_traceback(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "pytest_dtsvirt.cli", "check", str(cfg), "vm0"],
                        capture_output=True, text=True)
     assert r.returncode == EXIT_FAIL and "Traceback" not in r.stderr
-    assert f"{cfg}:2: [vm0] mem: size: 'lots' is not a non-negative integer" in r.stderr
+    assert f"{cfg}:2: [vm0] mem: size: 'lots' is not an integer 16-4194304" in r.stderr
     r = subprocess.run([sys.executable, "-m", "pytest_dtsvirt.cli", "cmdline", str(cfg), "vm0",
                         "--accel", "kvm"], capture_output=True, text=True)
     assert r.returncode == EXIT_FAIL and "Traceback" not in r.stderr

@@ -348,7 +348,7 @@ def test_diagnostics_show_the_guest_through_the_agent_when_ssh_is_gone(
 
 def test_reference_vxlan_flow_two_vhost_user_devices(dut: Dut, tmp_path: Path) -> None:
     """The reference's vxlan_sample shape: backend first, set_vm_device twice, start()."""
-    from pytest_dtsvirt.vhost.testpmd import TestpmdBackend
+    from pytest_dtsvirt.vhost import TestpmdBackend
 
     macs = ["00:00:20:00:00:20", "00:00:20:00:00:21"]
     with TestpmdBackend(dut.session, ports=2) as backend:

@@ -260,10 +260,10 @@ def test_unknown_option_and_bad_values_are_all_collected() -> None:
                    "net = type=nic,opt_macaddr=00:11;\n  type=user,opt_hostfwd=nonsense;\n"
                    "device = driver=pci-assign,opt_host=zz;\n")
     lines = msg.splitlines()
-    assert "t.cfg:2: [vm0] cpu: number: 'x' is not a non-negative integer" in lines
+    assert "t.cfg:2: [vm0] cpu: number: 'x' is not an integer 1-512" in lines
     assert "t.cfg:2: [vm0] cpu: unknown option 'modle' for cpu; valid: model, number, cpupin" \
         in lines
-    assert "t.cfg:3: [vm0] mem: size: 'big' is not a non-negative integer" in lines
+    assert "t.cfg:3: [vm0] mem: size: 'big' is not an integer 16-4194304" in lines
     assert "t.cfg:3: [vm0] mem: hugepage: 'maybe' is not yes or no" in lines
     assert any(x.startswith("t.cfg:4: [vm0] net: opt_macaddr: '00:11' is not a MAC") for x in lines)
     assert any(x.startswith("t.cfg:5: [vm0] net: opt_hostfwd:") for x in lines)

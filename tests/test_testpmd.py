@@ -8,20 +8,26 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from support.runtime import assert_nothing_left, make_vm, write_cfg
 
-from pytest_dtsvirt.errors import CommandTimeout, SessionError
-from pytest_dtsvirt.session.base import Shell
-from pytest_dtsvirt.session.local import LocalSession
-from pytest_dtsvirt.vhost import (
+from pytest_dtsvirt.dpdk import (
+    GuestTestpmd,
     PortStats,
     TestpmdBackend,
     build_testpmd_argv,
     parse_packet_log,
     parse_port_stats,
+    parse_port_summary,
 )
-from pytest_dtsvirt.vhost.testpmd import PROMPT_RE, _Reader
+from pytest_dtsvirt.dpdk.testpmd import PROMPT_RE, _Reader
+from pytest_dtsvirt.errors import CommandTimeout, SessionError
+from pytest_dtsvirt.session.base import Shell
+from pytest_dtsvirt.session.dut import Dut, VmDut
+from pytest_dtsvirt.session.local import LocalSession
 
 # Captured from dpdk-testpmd 22.11.11 (Debian 12): two pcap ports replaying one VXLAN packet
 # (UDP dst 4789, VNI 1000, inner ICMP) and one plain UDP packet; "set verbose 3",
@@ -310,3 +316,224 @@ def test_reader_waits_across_chunks_for_a_split_prompt() -> None:
             reader.wait_for(PROMPT_RE, time.monotonic() + 0.3, "nothing")
     finally:
         reader.stop()
+
+
+# ------------------------------------------------------------------ DPDK in a real guest
+
+# Captured from dpdk-testpmd 22.11.11 (Debian 12), "show port summary all": two net_null
+# ports (host) and two virtio ports of a guest, the second one's link down.
+SUMMARY_CAPTURE = """\
+show port summary all\r
+Number of available ports: 2\r
+Port MAC Address       Name         Driver         Status   Link\r
+0    FA:81:1C:9F:E7:B5 net_null0    net_null       up       10 Gbps\r
+1    36:23:63:CD:6B:17 net_null1    net_null       up       10 Gbps\r
+"""
+SUMMARY_GUEST_CAPTURE = """\
+Number of available ports: 2
+Port MAC Address       Name         Driver         Status   Link
+0    00:00:20:00:00:20 0000:00:04.0 net_virtio     up       Unknown
+1    00:00:20:00:00:21 0000:00:05.0 net_virtio     down     None
+"""
+
+
+def test_parse_port_summary_host_and_guest_captures() -> None:
+    rows = parse_port_summary(SUMMARY_CAPTURE)
+    assert [(r.port, r.mac, r.name, r.driver, r.link_up) for r in rows] == [
+        (0, "FA:81:1C:9F:E7:B5", "net_null0", "net_null", True),
+        (1, "36:23:63:CD:6B:17", "net_null1", "net_null", True)]
+    assert rows[0].speed == "10 Gbps"
+    rows = parse_port_summary(SUMMARY_GUEST_CAPTURE)
+    assert [(r.name, r.link_up) for r in rows] == [("0000:00:04.0", True),
+                                                  ("0000:00:05.0", False)]
+
+
+def test_parse_port_summary_rejects_missing_or_short_table() -> None:
+    with pytest.raises(ValueError, match="no port summary"):
+        parse_port_summary("testpmd> ")
+    with pytest.raises(ValueError, match="announces 2 ports, lists 1"):
+        parse_port_summary(SUMMARY_CAPTURE.rsplit("1    36", 1)[0])
+
+
+DPDK_VM = """\
+[vm0]
+guest =
+    dpdk=yes;
+login =
+    user=root,password=tester;
+"""
+GUEST_MACS = ("00:00:20:00:00:20", "00:00:20:00:00:21")
+
+
+@pytest.fixture
+def guest_on_backend(dut: Dut, tmp_path: Path) -> Iterator[tuple[TestpmdBackend, VmDut]]:
+    """The host's vhost-user testpmd and a started DPDK guest (``guest = dpdk=yes``) with
+    one virtio port on each of its two sockets (MACs GUEST_MACS)."""
+    with TestpmdBackend(dut.session, ports=2) as backend:
+        vm = make_vm(dut, write_cfg(tmp_path, DPDK_VM), boot_timeout=180.0)
+        for path, mac in zip(backend.socket_paths, GUEST_MACS, strict=True):
+            vm.set_vm_device(driver="vhost-user", opt_path=path, opt_mac=mac)
+        try:
+            yield backend, vm.start()
+        finally:
+            vm.stop()
+    assert_nothing_left(vm)
+
+
+@pytest.mark.slow
+def test_guest_ports_bind_and_testpmd_forwards_with_host(
+        guest_on_backend: tuple[TestpmdBackend, VmDut]) -> None:
+    """ports_info lists the virtio ports with the configured MACs; they bind to
+    uio_pci_generic and back; testpmd in the guest refuses unbound ports, then forwards with
+    the host's vhost-user testpmd (counters grow on both sides); kill_all ends it."""
+    host, vm_dut = guest_on_backend
+    info = vm_dut.ports_info
+    assert [p["mac"] for p in info] == list(GUEST_MACS), info
+    assert all(p["driver"] == "virtio-pci" and p["intf"] for p in info), info
+    assert vm_dut.get_ports() == [0, 1]
+    assert "host_connect" not in {p["intf"] for p in info}
+
+    with pytest.raises(SessionError, match=r"vm0: testpmd needs ports bound to a DPDK driver"
+                       r".*virtio-pci.*bind_interfaces_linux\('uio_pci_generic'\)"):
+        vm_dut.testpmd()
+
+    vm_dut.bind_interfaces_linux("uio_pci_generic")
+    assert [(p["driver"], p["intf"], p["mac"]) for p in vm_dut.ports_info] == [
+        ("uio_pci_generic", "", mac) for mac in GUEST_MACS]
+    vm_dut.bind_interfaces_linux("virtio-pci")
+    assert [(p["driver"], p["mac"]) for p in vm_dut.ports_info] == [
+        ("virtio-pci", mac) for mac in GUEST_MACS]
+    assert all(p["intf"] for p in vm_dut.ports_info)
+    # no vIOMMU in this guest: vfio-pci cannot take the port, and says so
+    with pytest.raises(SessionError, match=r"vm0: bind_interfaces_linux\('vfio-pci'\): "
+                       r"0000:00:0.\.0 is on no driver \(vfio-pci needs an IOMMU"):
+        vm_dut.bind_interfaces_linux("vfio-pci", [1])
+    with pytest.raises(SessionError, match=r"'bogus'\): not a driver.*valid: uio_pci_generic"):
+        vm_dut.bind_interfaces_linux("bogus")
+    vm_dut.bind_interfaces_linux("uio_pci_generic")
+
+    host.set_fwd("io")
+    host.start()
+    pmd = vm_dut.testpmd()
+    assert [(s.mac, s.driver, s.link_up) for s in pmd.summary] == [
+        (mac.upper(), "net_virtio", True) for mac in GUEST_MACS]
+    pmd.set_fwd("io")
+    pmd.start_tx_first()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        guest = [pmd.port_stats(0), pmd.port_stats(1)]
+        if all(s.rx_packets > 100 for s in guest):
+            break
+        time.sleep(1)
+    assert all(s.rx_packets > 100 and s.tx_packets > 100 for s in guest), guest
+    pmd.stop()
+    hosts = [host.port_stats(0), host.port_stats(1)]
+    assert all(s.rx_packets > 100 and s.tx_packets > 100 for s in hosts), hosts
+    pid = pmd.pid
+    assert pid is not None and pmd.running
+    assert pid in vm_dut.kill_all()
+    assert not pmd.running
+    pmd.close()
+
+
+# Recorded in the DPDK test guest (busybox sh): ports.SCAN_SCRIPT with two vhost-user virtio
+# ports and the control NIC, and ports.BIND_SCRIPT binding one port to uio_pci_generic and
+# one to vfio-pci (no vIOMMU: the probe fails, the port is left on no driver).
+SCAN_CAPTURE = """\
+port 0000:00:02.0 0x1af4:0x1000 virtio-pci eth0 00:00:20:00:00:20\r
+port 0000:00:03.0 0x1af4:0x1000 uio_pci_generic - -\r
+port 0000:00:1f.0 0x8086:0x100e e1000 host_connect 52:54:00:12:34:56\r
+"""
+BIND_CAPTURE = "bound 0000:00:04.0 uio_pci_generic\nbound 0000:00:03.0 -\n"
+
+
+def test_parse_scan_leaves_out_control_nic_and_keeps_pci_order() -> None:
+    from pytest_dtsvirt.dpdk.ports import parse_scan
+
+    assert parse_scan(SCAN_CAPTURE) == [
+        {"pci": "0000:00:02.0", "type": "1af4:1000", "driver": "virtio-pci", "intf": "eth0",
+         "mac": "00:00:20:00:00:20"},
+        {"pci": "0000:00:03.0", "type": "1af4:1000", "driver": "uio_pci_generic", "intf": "",
+         "mac": ""}]
+    reordered = "\n".join(reversed(SCAN_CAPTURE.splitlines()))
+    assert [p["pci"] for p in parse_scan(reordered)] == ["0000:00:02.0", "0000:00:03.0"]
+    assert parse_scan("") == [] and parse_scan("garbage line\n") == []
+
+
+def test_parse_bind() -> None:
+    from pytest_dtsvirt.dpdk.ports import parse_bind
+
+    assert parse_bind(BIND_CAPTURE + "modprobe-failed vfio-pci\n") == (
+        {"0000:00:04.0": "uio_pci_generic", "0000:00:03.0": ""}, ["vfio-pci"])
+
+
+@pytest.mark.slow
+def test_guest_testpmd_on_a_plain_virtio_port_then_back_to_the_kernel(
+        dut: Dut, tmp_path: Path) -> None:
+    """The README's example: a virtio-net-pci port (user backend) in a DPDK guest; testpmd
+    sees its link up; kill_all ends testpmd; the port goes back to its kernel driver and
+    interface."""
+    vm = make_vm(dut, write_cfg(tmp_path, DPDK_VM), boot_timeout=180.0)
+    vm.set_vm_device(driver="virtio-net-pci", opt_mac=GUEST_MACS[0])
+    try:
+        vm_dut = vm.start()
+        assert [(p["mac"], p["driver"]) for p in vm_dut.ports_info] == [
+            (GUEST_MACS[0], "virtio-pci")]
+        vm_dut.bind_interfaces_linux("uio_pci_generic")
+        pmd = vm_dut.testpmd()
+        assert [(s.mac, s.link_up) for s in pmd.summary] == [(GUEST_MACS[0].upper(), True)]
+        assert pmd.pid in vm_dut.kill_all()
+        pmd.close()
+        vm_dut.bind_interfaces_linux("kernel")
+        (port,) = vm_dut.ports_info
+        assert port["driver"] == "virtio-pci" and port["intf"] and port["mac"] == GUEST_MACS[0]
+    finally:
+        vm.stop()
+    assert_nothing_left(vm)
+
+
+@pytest.mark.slow
+def test_guest_testpmd_misuse_on_the_base_guest(dut: Dut, tmp_path: Path) -> None:
+    """Without guest dpdk=yes: testpmd is not there and uio_pci_generic cannot load; both
+    errors name the VM and the fix."""
+    vm = make_vm(dut, write_cfg(tmp_path))
+    vm.set_vm_device(driver="virtio-net-pci", opt_mac=GUEST_MACS[0])
+    try:
+        vm_dut = vm.start()
+        with pytest.raises(SessionError, match=r"vm0: bind_interfaces_linux\('uio_pci_generic'"
+                           r"\): 0000:00:0.\.0 is on .*guest parameter dpdk=yes"):
+            vm_dut.bind_interfaces_linux("uio_pci_generic")
+        with pytest.raises(SessionError, match=r"vm0: the guest has no dpdk-testpmd; give the "
+                           r"VM the DPDK guest: guest = dpdk=yes"):
+            vm_dut.testpmd()
+    finally:
+        vm.stop()
+    assert_nothing_left(vm)
+
+
+def _guest_pmd_answering(summary: str, link_timeout: float = 0.0) -> GuestTestpmd:
+    pmd = GuestTestpmd(LocalSession(), "vm7", ["0000:00:02.0", "0000:00:03.0"],
+                       link_timeout=link_timeout)
+    pmd.command = lambda cmd, timeout=30.0: summary  # type: ignore[method-assign]
+    return pmd
+
+
+def test_guest_testpmd_probing_no_port_is_an_error_naming_vm_and_fix() -> None:
+    # what testpmd 22.11 prints in the guest when no port is bound (it then exits 0)
+    startup = ("EAL: Selected IOVA mode 'PA'\nEAL: VFIO support could not be initialized\n"
+               "testpmd: No probed ethernet devices\nInteractive-mode selected\n")
+    with pytest.raises(SessionError, match=r"testpmd in vm7: DPDK probed no port \(asked for "
+                       r"0000:00:02.0 0000:00:03.0\).*bind_interfaces_linux\('uio_pci_generic'"):
+        _guest_pmd_answering(SUMMARY_GUEST_CAPTURE)._check_ready(startup)
+
+
+def test_guest_testpmd_link_down_is_an_error_naming_the_port() -> None:
+    with pytest.raises(SessionError, match=r"testpmd in vm7: link down on port 1 "
+                       r"\(0000:00:05.0\) after 0 s: is the host side of the port up"):
+        _guest_pmd_answering(SUMMARY_GUEST_CAPTURE)._check_ready("")
+    short = SUMMARY_GUEST_CAPTURE.replace("ports: 2", "ports: 1").rsplit("1    00", 1)[0]
+    with pytest.raises(SessionError, match=r"1 ports probed, expected 2"):
+        _guest_pmd_answering(short)._check_ready("")
+    ready = _guest_pmd_answering(SUMMARY_GUEST_CAPTURE.replace("down     None", "up       Unknown"))
+    ready._check_ready("")
+    assert [s.link_up for s in ready.summary] == [True, True]

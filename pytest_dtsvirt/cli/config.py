@@ -43,7 +43,7 @@ def resolve_guest(spec: VmSpec) -> tuple[VmSpec, str | None]:
     from pytest_dtsvirt import guest
 
     try:
-        image = guest.ensure_guest_image()
+        image = guest.ensure_guest_image(dpdk=spec.guest.dpdk)
         return spec.with_guest(image), None
     except DtsvirtError as exc:
         note = f"default guest image not available ({exc}); placeholder paths"

@@ -35,7 +35,13 @@ def _setup(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--ssh", choices=SSH_SERVERS, default=DEFAULT_SSH,
                        help="SSH server in the guest (default: dropbear)")
     build.add_argument("--extra", nargs="+", default=[], metavar="PKG",
-                       help="more Debian packages to put into the guest")
+                       help="more Debian packages to put into the guest, whole, with the "
+                            "dependencies apt resolves for them (those outside the base "
+                            "system whole, the others for their shared libraries)")
+    build.add_argument("--dpdk", action="store_true",
+                       help="the DPDK variant: dpdk-testpmd and the other DPDK programs, "
+                            "their plugins, uio/vfio modules, hugetlbfs (VM option "
+                            "guest dpdk=yes)")
     build.add_argument("--disk", action="store_true",
                        help="also make a bootable qcow2 disk image")
     build.add_argument("--json", action="store_true", help="print one JSON object")
@@ -60,9 +66,12 @@ def run_build(args: argparse.Namespace) -> int:
     def progress(msg: str) -> None:
         print(f"[{time.monotonic() - start:5.1f}s] {msg}", file=sys.stderr, flush=True)
 
+    if "dpdk" in args.extra and not args.dpdk:
+        progress("note: Debian's dpdk package holds DPDK's scripts only; dpdk-testpmd and its "
+                 "plugins come with --dpdk (the VM option guest dpdk=yes)")
     try:
         image = ensure_guest_image(args.cache_dir, ssh=args.ssh, extra=tuple(args.extra),
-                                   disk=args.disk, progress=progress)
+                                   disk=args.disk, dpdk=args.dpdk, progress=progress)
     except GuestImageError as exc:
         print(f"dtsvirt image build: error: {exc}", file=sys.stderr)
         return 1

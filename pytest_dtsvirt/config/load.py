@@ -17,47 +17,22 @@ control NIC, not two.
 from __future__ import annotations
 
 import os
-import shlex
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from pytest_dtsvirt.config import guestopt
+from pytest_dtsvirt.config.build import DEFAULT_CONTROL_PAIR
 from pytest_dtsvirt.config.cfgfile import CfgFile, Section, read_cfg
-from pytest_dtsvirt.config.model import (
-    CONTROL_ADDR,
-    Backend,
-    Cpu,
-    Device,
-    Disk,
-    Login,
-    Mem,
-    Migration,
-    NetPair,
-    Nic,
-    Passthrough,
-    VhostCuse,
-    VhostUser,
-    VirtioNet,
-    VmSpec,
-    Vnc,
-)
+from pytest_dtsvirt.config.model import CONTROL_ADDR, VmSpec
 from pytest_dtsvirt.config.schema import PARAMS, is_vm_key, valid_keys
-from pytest_dtsvirt.config.validate import (
-    RawEntry,
-    Report,
-    check_entry,
-    normalise_hostfwd,
-    parse_settings,
-    yes,
-)
+from pytest_dtsvirt.config.schema import params as schema_params
+from pytest_dtsvirt.config.validate import RawEntry, Report, check_entry
 from pytest_dtsvirt.errors import ConfigError, ConfigWarning, Location
 
 GLOBAL_CFG = "virt_global.cfg"
 GLOBAL_SECTION = "KVM"
-
-#: the control pair when no ``net`` entry provides one
-DEFAULT_CONTROL_PAIR = NetPair(Nic(addr=CONTROL_ADDR), Backend("user", control=True))
 
 
 def call_origin(key: str, section: str | None = None) -> Location:
@@ -123,157 +98,14 @@ class VmParams:
             rep.warnings, key=lambda w: (w.location.file, w.location.line or 0))
 
 
-def _one(checked: Mapping[str, list[tuple[dict[str, str], RawEntry]]], key: str
-         ) -> tuple[dict[str, str], Location] | None:
-    items = checked.get(key)
-    if not items:
-        return None
-    opts, entry = items[-1]
-    return opts, replace(entry.origin, key=key)
-
-
-def _int(v: str | None) -> int | None:
-    return None if v is None else int(v)
-
-
-def _cpu(checked: Mapping[str, list[tuple[dict[str, str], RawEntry]]], rep: Report) -> Cpu:
-    got = _one(checked, "cpu")
-    if got is None:
-        return Cpu()
-    o, loc = got
-    number = int(o["number"])
-    if number < 1:
-        rep.error(loc, "number: must be at least 1")
-    pins = tuple(int(w) for w in o.get("cpupin", "").split())
-    if pins and len(pins) != number:
-        rep.warn(loc, f"cpupin lists {len(pins)} CPUs for {number} vCPUs; vCPU i is pinned "
-                      "to cpupin[i mod len]")
-    return Cpu(model=o.get("model") or None, number=number, pins=pins)
-
-
-def _nets(items: Iterable[tuple[dict[str, str], RawEntry]], rep: Report) -> tuple[NetPair, ...]:
-    nics: list[tuple[Nic, Location]] = []
-    backs: list[tuple[Backend, Location]] = []
-    for o, e in items:
-        vlan = int(o["opt_vlan"])
-        if o["type"] == "nic":
-            model = o["opt_model"]
-            nics.append((Nic(vlan=vlan, model="virtio-net-pci" if model == "virtio" else model,
-                             mac=o.get("opt_macaddr"), name=o.get("opt_name"),
-                             addr=o.get("opt_addr"), vectors=_int(o.get("opt_vectors"))),
-                         e.origin))
-        else:
-            fwd = o.get("opt_hostfwd")
-            backs.append((Backend(kind=o["type"], vlan=vlan,  # type: ignore[arg-type]
-                                  hostfwd=normalise_hostfwd(fwd) if fwd else None,
-                                  br=o.get("opt_br", "br0"), script=o.get("opt_script"),
-                                  downscript=o.get("opt_downscript")), e.origin))
-    pairs: list[NetPair] = []
-    used: set[int] = set()
-    for nic, loc in nics:
-        match = next((i for i, (b, _) in enumerate(backs)
-                      if i not in used and b.vlan == nic.vlan), None)
-        if match is None:
-            rep.error(replace(loc, key="net"), f"nic with opt_vlan={nic.vlan} has no user, "
-                      "tap or bridge backend with the same opt_vlan")
-            continue
-        used.add(match)
-        pairs.append(NetPair(nic, backs[match][0]))
-    for i, (b, loc) in enumerate(backs):
-        if i not in used:
-            rep.error(replace(loc, key="net"), f"{b.kind} backend with opt_vlan={b.vlan} has "
-                      "no nic with the same opt_vlan")
-    return _with_control(pairs)
-
-
-def _with_control(pairs: Sequence[NetPair]) -> tuple[NetPair, ...]:
-    """``pairs`` with the control pair marked: the first user pair without a hostfwd, at
-    guest slot 1f unless it names one; or :data:`DEFAULT_CONTROL_PAIR` in front."""
-    i = next((i for i, p in enumerate(pairs)
-              if p.backend.kind == "user" and p.backend.hostfwd is None), None)
-    if i is None:
-        return (DEFAULT_CONTROL_PAIR, *pairs)
-    pair = pairs[i]
-    control = NetPair(replace(pair.nic, addr=pair.nic.addr or CONTROL_ADDR),
-                      replace(pair.backend, control=True))
-    return (*pairs[:i], control, *pairs[i + 1:])
-
-
-def _settings(o: Mapping[str, str], loc: Location, rep: Report) -> tuple[tuple[str, str], ...]:
-    raw = o.get("opt_settings")
-    if not raw:
-        return ()
-    pairs = parse_settings(raw)
-    if pairs is None:
-        rep.error(loc, f"opt_settings: {raw!r} is not name=value pairs joined by ','")
-        return ()
-    return pairs
-
-
-def _device(o: Mapping[str, str], loc: Location, rep: Report) -> Device:
-    drv = o["driver"]
-    if drv in ("pci-assign", "vfio-pci"):
-        return Passthrough(host=o["opt_host"], addr=o.get("opt_addr"))
-    if drv == "virtio-net-pci":
-        return VirtioNet(netdev=o.get("opt_netdev"), id=o.get("opt_id"), mac=o.get("opt_mac"),
-                         bus=o.get("opt_bus"), addr=o.get("opt_addr"),
-                         vectors=_int(o.get("opt_vectors")),
-                         settings=_settings(o, loc, rep))
-    if drv == "vhost-user":
-        return VhostUser(path=o["opt_path"], mac=o.get("opt_mac"),
-                         queues=_int(o.get("opt_queue")), vectors=_int(o.get("opt_vectors")),
-                         settings=_settings(o, loc, rep))
-    return VhostCuse(mac=o.get("opt_mac"), settings=_settings(o, loc, rep))
-
-
 def _build_spec(name: str, checked: Mapping[str, list[tuple[dict[str, str], RawEntry]]],
                 rep: Report) -> VmSpec:
+    """Each parameter's builder, in table order, on the spec so far."""
     spec = VmSpec(name=name)
-    if (got := _one(checked, "name")) is not None:
-        spec = replace(spec, name=got[0]["name"])
-    if (got := _one(checked, "enable_kvm")) is not None:
-        spec = replace(spec, enable_kvm=yes(got[0]["enable"]))
-    if (got := _one(checked, "monitor")) is not None:
-        spec = replace(spec, monitor_path=got[0].get("path") or None)
-    spec = replace(spec, cpu=_cpu(checked, rep))
-    if (got := _one(checked, "mem")) is not None:
-        size = int(got[0]["size"])
-        if size < 16:
-            rep.error(got[1], f"size: {size} MB is too small (at least 16)")
-        spec = replace(spec, mem=Mem(size_mb=size, hugepage=yes(got[0]["hugepage"])))
-    disks = tuple(Disk(file=o["file"], format=o.get("opt_format"), interface=o.get("opt_if"),
-                       index=_int(o.get("opt_index")), media=o.get("opt_media"),
-                       snapshot=o["opt_snapshot"] == "on")
-                  for o, _ in checked.get("disk", []))
-    spec = replace(spec, disks=disks)
-    if (got := _one(checked, "login")) is not None:
-        spec = replace(spec, login=Login(user=got[0]["user"], password=got[0]["password"]))
-    if (got := _one(checked, "vnc")) is not None:
-        spec = replace(spec, vnc=Vnc(display=_int(got[0].get("displayNum")),
-                                     listen=got[0]["listen"]))
-    spec = replace(spec, usercmd=tuple(w for o, _ in checked.get("usercmd", [])
-                                       for w in shlex.split(o["cmd"])))
-    paths = tuple(o["path"] for o, _ in checked.get("qemu", []))
-    if paths:
-        spec = replace(spec, qemu_paths=paths)
-    if (got := _one(checked, "start")) is not None:
-        prof = got[0].get("profile")
-        spec = replace(spec, boot_timeout=float(got[0]["wait_seconds"]),
-                       profile=prof if prof in ("fast", "plain") else None)  # type: ignore[arg-type]
-    if (got := _one(checked, "machine")) is not None:
-        spec = replace(spec, machine=got[0]["machine"])
-    if (got := _one(checked, "kernel")) is not None:
-        o = got[0]
-        spec = replace(spec, kernel=o.get("file"), initrd=o.get("initrd"), append=o.get("append"))
-    if (got := _one(checked, "migration")) is not None and yes(got[0]["enable"]):
-        if "port" not in got[0]:
-            rep.error(got[1], "enable=yes needs port=")
-        else:
-            spec = replace(spec, migration=Migration(port=int(got[0]["port"]),
-                                                     host=got[0]["host"]))
-    spec = replace(spec, nets=_nets(checked.get("net", []), rep))
-    spec = replace(spec, devices=tuple(_device(o, replace(e.origin, key="device"), rep)
-                                       for o, e in checked.get("device", [])))
+    for param in schema_params():
+        items = [(o, replace(e.origin, key=param.key)) for o, e in checked.get(param.key, [])]
+        spec = param.build(param, items, spec, rep)
+    spec = guestopt.settle(spec, checked, rep)
     _cross_checks(spec, checked, rep)
     return spec
 
@@ -281,11 +113,11 @@ def _build_spec(name: str, checked: Mapping[str, list[tuple[dict[str, str], RawE
 def _cross_checks(spec: VmSpec, checked: Mapping[str, list[tuple[dict[str, str], RawEntry]]],
                   rep: Report) -> None:
     ctl = spec.control_pair
-    got = _one(checked, "machine")
-    if got is not None and ctl is not None and "q35" in got[0]["machine"] and \
+    got = checked.get("machine")
+    if got and ctl is not None and "q35" in got[-1][0]["machine"] and \
             ctl.nic.addr == CONTROL_ADDR:
-        rep.error(got[1], "machine q35 takes guest slot 00:1f.0 (ICH9 LPC), where the "
-                          "control NIC must be; use machine=pc")
+        rep.error(replace(got[-1][1].origin, key="machine"), "machine q35 takes guest slot "
+                  "00:1f.0 (ICH9 LPC), where the control NIC must be; use machine=pc")
 
 
 def vm_sections(cfg: CfgFile) -> list[Section]:

@@ -116,6 +116,26 @@ class Mem:
     hugepage: bool = False
 
 
+#: 2 MB hugepages a ``guest dpdk=yes`` VM reserves unless it says (dpdk-testpmd's default
+#: mbuf pools and two ports fit; measured under TCG)
+DPDK_HUGEPAGES = 256
+#: MB a guest needs besides its hugepages (kernel, the unpacked initramfs, testpmd's heap)
+GUEST_MEM_HEADROOM_MB = 256
+
+
+@dataclass(frozen=True)
+class Guest:
+    """``guest``: which variant of the embedded test guest, and hugepages reserved at boot."""
+
+    dpdk: bool = False
+    hugepages: int = 0  # 2 MB pages, kernel command line hugepages=N
+
+    @property
+    def min_mem_mb(self) -> int:
+        """The smallest ``mem size`` that holds the hugepages and the rest of the guest."""
+        return self.hugepages * 2 + GUEST_MEM_HEADROOM_MB
+
+
 @dataclass(frozen=True)
 class Disk:
     """``disk``: one ``-drive``."""
@@ -160,6 +180,7 @@ class VmSpec:
     login: Login = Login()
     cpu: Cpu = Cpu()
     mem: Mem = Mem()
+    guest: Guest = Guest()
     enable_kvm: bool = True
     boot_timeout: float = 120.0
     qemu_paths: tuple[str, ...] = (DEFAULT_QEMU,)
@@ -227,6 +248,7 @@ __all__ = [
     "Cpu",
     "Device",
     "Disk",
+    "Guest",
     "Login",
     "Mem",
     "Migration",

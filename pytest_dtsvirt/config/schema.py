@@ -1,7 +1,13 @@
-"""The table of every VM parameter and option.
+"""The table of every VM parameter and option: the single source of each option.
 
-The single source for validation (:mod:`pytest_dtsvirt.config.load`), for the "valid: ..."
-part of error messages and for the README tables (:func:`render_markdown`). Pure data.
+An option's :class:`Opt` carries its kind (type and bounds, :mod:`~pytest_dtsvirt.config.kinds`),
+default, the model field it fills and, where it maps 1:1, the qemu property it becomes; a
+parameter's :class:`ParamSchema` names its model class, the VmSpec field and the builder
+(:mod:`~pytest_dtsvirt.config.build`). Validation (:mod:`~pytest_dtsvirt.config.validate`), the
+VmSpec (:mod:`~pytest_dtsvirt.config.load`), qemu properties (:mod:`pytest_dtsvirt.qemu.argv`),
+the "valid: ..." part of messages and ``docs/parameters.md`` (:func:`render_markdown`) all
+read this table. It is checked when imported (:func:`check_table`): an option with an unknown
+kind, a field its model lacks or a default that disagrees with the model's is a TypeError.
 
 A parameter (``cpu = model=host,number=2;``) is a key whose value is a list of entries; each
 entry is a set of options. Parameters with a *selector* (``net`` by ``type``, ``device`` by
@@ -10,30 +16,91 @@ entry is a set of options. Parameters with a *selector* (``net`` by ``type``, ``
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
-#: value kinds understood by the loader
-KINDS = ("str", "int", "yesno", "mac", "path", "hostpci", "guestaddr", "hostfwd", "words",
-         "cpulist", "choice")
+from pytest_dtsvirt.config import build, guestopt
+from pytest_dtsvirt.config.build import Builder
+from pytest_dtsvirt.config.kinds import (
+    HOSTPCI,
+    MAC,
+    Choice,
+    GuestAddr,
+    HostFwd,
+    Int,
+    IntList,
+    Kind,
+    Path,
+    Seconds,
+    Settings,
+    Str,
+    Words,
+    YesNo,
+)
+from pytest_dtsvirt.config.model import (
+    DPDK_HUGEPAGES,
+    GUEST_MEM_HEADROOM_MB,
+    Backend,
+    Cpu,
+    Disk,
+    Guest,
+    Login,
+    Mem,
+    Migration,
+    Nic,
+    Passthrough,
+    VhostCuse,
+    VhostUser,
+    VirtioNet,
+    VmSpec,
+    Vnc,
+)
+
+TEXT = Str()
+PATH = Path()
+YESNO = YesNo()
+_DERIVE = "<derive>"
 
 
 @dataclass(frozen=True)
 class Opt:
-    """One option of a parameter entry."""
+    """One option of a parameter entry.
+
+    ``field``: the model attribute it fills (default: the name without ``opt_``; None: not a
+    model field, e.g. a selector). ``qemu``: the qemu property of the model's device/drive
+    it becomes, emitted by the argv builder in table order."""
 
     name: str
     doc: str
-    kind: str = "str"
+    kind: Kind = TEXT
     required: bool = False
     default: str | None = None
-    choices: tuple[str, ...] = ()
+    field: str | None = _DERIVE
+    qemu: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, Kind):
+            raise TypeError(f"option {self.name}: kind {self.kind!r} is not a config.kinds.Kind")
+        if self.field == _DERIVE:
+            object.__setattr__(self, "field", self.name.removeprefix("opt_"))
+        if self.default is not None and (bad := self.kind.check(self.default)) is not None:
+            raise TypeError(f"option {self.name}: default {bad}")
+
+    def convert(self, value: str) -> object:
+        """The model value of a checked ``value``."""
+        return self.kind.convert(value)
 
 
 @dataclass(frozen=True)
 class ParamSchema:
-    """One parameter (cfg key)."""
+    """One parameter (cfg key).
+
+    ``model``: the class one entry builds (per selector value for variant parameters), set as
+    ``VmSpec.<spec_field>``; None: the options fill VmSpec fields themselves. ``build``: the
+    builder (:func:`~pytest_dtsvirt.config.build.generic` unless the parameter needs more)."""
 
     key: str
     doc: str
@@ -48,6 +115,9 @@ class ParamSchema:
     #: legacy options accepted with a warning: option name -> why it does nothing here
     legacy: Mapping[str, str] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
+    model: type | Mapping[str, type] | None = None
+    spec_field: str | None = None
+    build: Builder = build.generic
 
     def options_for(self, variant: str | None) -> tuple[Opt, ...]:
         """The options valid for an entry (selector included) of ``variant``."""
@@ -59,33 +129,59 @@ class ParamSchema:
         """Names of the valid options, for messages."""
         return tuple(o.name for o in self.options_for(variant))
 
+    def model_for(self, variant: str | None) -> type:
+        """The class an entry of ``variant`` builds (VmSpec when the options fill it)."""
+        if self.model is None:
+            return VmSpec
+        if isinstance(self.model, Mapping):
+            assert variant is not None
+            return self.model[variant]
+        return self.model
 
-_VLAN = Opt("opt_vlan", "pairs a nic with its backend (same number, in order)", "int",
+    def values(self, opts: Mapping[str, str]) -> dict[str, Any]:
+        """Checked option strings -> ``{model field: converted value}``; an empty text value
+        of an option without a default stands for "not given"."""
+        variant = opts.get(self.selector) if self.selector else None
+        out: dict[str, Any] = {}
+        for o in self.options_for(variant):
+            if o.field is None or o.name not in opts:
+                continue
+            value = opts[o.name]
+            if value == "" and o.default is None and isinstance(o.kind, Str):
+                continue
+            out[o.field] = o.convert(value)
+        return out
+
+
+_VLAN = Opt("opt_vlan", "pairs a nic with its backend (same number, in order)", Int(0, 4095),
             default="0")
 _MAC = "MAC address aa:bb:cc:dd:ee:ff"
+_VECTORS = Int(0, 2048)
 
 _NET_VARIANTS: dict[str, tuple[Opt, ...]] = {
     "nic": (
         _VLAN,
-        Opt("opt_macaddr", f"guest NIC {_MAC} (qemu picks one if absent)", "mac"),
         Opt("opt_model", "NIC model (e1000, virtio = virtio-net-pci, rtl8139, ...)",
-            default="e1000"),
-        Opt("opt_name", "device id, for monitor commands"),
+            Str(aliases=(("virtio", "virtio-net-pci"),)), default="e1000"),
+        Opt("opt_name", "device id, for monitor commands", qemu="id"),
+        Opt("opt_macaddr", f"guest NIC {_MAC} (qemu picks one if absent)", MAC, field="mac",
+            qemu="mac"),
         Opt("opt_addr", "guest PCI slot (hex, e.g. 1f or 0x3, or slot.function)",
-            "guestaddr"),
-        Opt("opt_vectors", "number of MSI-X vectors (virtio models)", "int"),
+            GuestAddr(), qemu="addr"),
+        Opt("opt_vectors", "number of MSI-X vectors (virtio models)", _VECTORS,
+            qemu="vectors"),
     ),
     "user": (
         _VLAN,
         Opt("opt_hostfwd", "[tcp|udp]:[hostaddr]:hostport-[guestaddr]:[guestport]; "
-            "hostaddr defaults to 127.0.0.1, guestport to 22", "hostfwd"),
+            "hostaddr defaults to 127.0.0.1, guestport to 22", HostFwd()),
     ),
     "tap": (
         _VLAN,
         Opt("opt_br", "host bridge the tap joins (through qemu-bridge-helper when no "
             "opt_script)", default="br0"),
-        Opt("opt_script", "script that configures the tap device", "path"),
-        Opt("opt_downscript", "script that deconfigures the tap device", "path"),
+        Opt("opt_script", "script that configures the tap device", PATH),
+        Opt("opt_downscript", "script that deconfigures the tap device", PATH),
     ),
     "bridge": (
         _VLAN,
@@ -94,37 +190,37 @@ _NET_VARIANTS: dict[str, tuple[Opt, ...]] = {
 }
 
 _SETTINGS = Opt("opt_settings", "extra virtio-net-pci properties, k=v pairs joined by ','",
-                "str")
+                Settings())
 _DEVICE_VARIANTS: dict[str, tuple[Opt, ...]] = {
     "pci-assign": (
-        Opt("opt_host", "host PCI device (bus:slot.fn); emitted as vfio-pci", "hostpci",
+        Opt("opt_host", "host PCI device (bus:slot.fn); emitted as vfio-pci", HOSTPCI,
             required=True),
-        Opt("opt_addr", "guest PCI slot", "guestaddr"),
+        Opt("opt_addr", "guest PCI slot", GuestAddr(), qemu="addr"),
     ),
     "vfio-pci": (
-        Opt("opt_host", "host PCI device (bus:slot.fn)", "hostpci", required=True),
-        Opt("opt_addr", "guest PCI slot", "guestaddr"),
+        Opt("opt_host", "host PCI device (bus:slot.fn)", HOSTPCI, required=True),
+        Opt("opt_addr", "guest PCI slot", GuestAddr(), qemu="addr"),
     ),
     "virtio-net-pci": (
         Opt("opt_netdev", "id of the netdev it connects to (none: unconnected)"),
-        Opt("opt_id", "device id"),
-        Opt("opt_mac", _MAC, "mac"),
-        Opt("opt_bus", "guest PCI bus (e.g. pci.0)"),
-        Opt("opt_addr", "guest PCI slot", "guestaddr"),
-        Opt("opt_vectors", "number of MSI-X vectors", "int"),
+        Opt("opt_id", "device id", qemu="id"),
+        Opt("opt_bus", "guest PCI bus (e.g. pci.0)", qemu="bus"),
+        Opt("opt_addr", "guest PCI slot", GuestAddr(), qemu="addr"),
+        Opt("opt_mac", _MAC, MAC, qemu="mac"),
+        Opt("opt_vectors", "number of MSI-X vectors", _VECTORS, qemu="vectors"),
         _SETTINGS,
     ),
     "vhost-user": (
-        Opt("opt_path", "unix socket of the vhost-user backend (on the DUT)", "path",
+        Opt("opt_path", "unix socket of the vhost-user backend (on the DUT)", PATH,
             required=True),
-        Opt("opt_mac", _MAC, "mac"),
-        Opt("opt_queue", "number of queue pairs", "int"),
+        Opt("opt_mac", _MAC, MAC),
+        Opt("opt_queue", "number of queue pairs", Int(1, 1024), field="queues"),
         Opt("opt_vectors", "MSI-X vectors; 0 avoids a qemu 7.2 TCG crash (default: 0 under "
-            "TCG, qemu's default under KVM)", "int"),
+            "TCG, qemu's default under KVM)", _VECTORS),
         _SETTINGS,
     ),
     "vhost-cuse": (
-        Opt("opt_mac", _MAC, "mac"),
+        Opt("opt_mac", _MAC, MAC),
         _SETTINGS,
     ),
 }
@@ -133,76 +229,107 @@ _PARAMS: tuple[ParamSchema, ...] = (
     ParamSchema("name", "qemu's -name (default: the section name)",
                 (Opt("name", "VM name", required=True),)),
     ParamSchema("enable_kvm", "use KVM when the accelerator policy allows it",
-                (Opt("enable", "yes or no", "yesno", default="yes"),)),
+                (Opt("enable", "yes or no", YESNO, default="yes", field="enable_kvm"),)),
     ParamSchema("qga", "the qemu guest agent (always on: the framework needs it)",
-                (Opt("enable", "must be yes", "yesno", default="yes"),)),
+                (Opt("enable", "must be yes", YESNO, default="yes", field=None),),
+                build=build.nothing),
     ParamSchema("daemon", "accepted for compatibility: qemu always runs in the background "
-                "under the framework's control", (Opt("enable", "yes or no", "yesno"),)),
+                "under the framework's control",
+                (Opt("enable", "yes or no", YESNO, field=None),), build=build.nothing),
     ParamSchema("monitor", "the human HMP monitor socket (nc -U PATH)",
                 (Opt("path", "unix socket path on the DUT (default: in the run dir)",
-                     "path"),),
+                     PATH, field="monitor_path"),),
                 legacy={"port": "TCP monitor ports are not used; the HMP monitor is a unix "
                         "socket in the run dir"}),
     ParamSchema("net", "network interfaces: nic (guest side) paired with a user, tap or "
-                "bridge backend", (Opt("type", "interface type", "choice", required=True,
-                                       choices=tuple(_NET_VARIANTS)),),
+                "bridge backend", (Opt("type", "interface type", Choice(tuple(_NET_VARIANTS)),
+                                       required=True, field=None),),
                 append=True, multi=True, selector="type", variants=_NET_VARIANTS,
-                legacy={"netdev": "netdev ids are assigned by position"}),
-    ParamSchema("device", "guest devices", (Opt("driver", "device driver", "choice",
-                                                 required=True,
-                                                 choices=tuple(_DEVICE_VARIANTS)),),
-                append=True, multi=True, selector="driver", variants=_DEVICE_VARIANTS),
+                legacy={"netdev": "netdev ids are assigned by position"},
+                model={"nic": Nic, "user": Backend, "tap": Backend, "bridge": Backend},
+                spec_field="nets", build=build.net),
+    ParamSchema("device", "guest devices", (Opt("driver", "device driver",
+                                                 Choice(tuple(_DEVICE_VARIANTS)),
+                                                 required=True, field=None),),
+                append=True, multi=True, selector="driver", variants=_DEVICE_VARIANTS,
+                model={"pci-assign": Passthrough, "vfio-pci": Passthrough,
+                       "virtio-net-pci": VirtioNet, "vhost-user": VhostUser,
+                       "vhost-cuse": VhostCuse}, spec_field="devices"),
     ParamSchema("cpu", "virtual CPUs",
                 (Opt("model", "qemu -cpu model (host becomes max under TCG)"),
-                 Opt("number", "number of vCPUs", "int", default="1"),
+                 Opt("number", "number of vCPUs", Int(1, 512), default="1"),
                  Opt("cpupin", "host CPUs the vCPU threads are pinned to, space separated",
-                     "cpulist")),
+                     IntList(0, 8191), field="pins")),
                 legacy={"numa": "scene configs only", "skipcores": "scene configs only",
-                        "numa_aware": "scene configs only"}),
+                        "numa_aware": "scene configs only"},
+                model=Cpu, spec_field="cpu", build=build.cpu),
     ParamSchema("mem", "guest memory",
-                (Opt("size", "size in MB", "int", default="512"),
-                 Opt("hugepage", "back guest memory with hugetlbfs pages (shared)", "yesno",
-                     default="no"))),
+                (Opt("size", "size in MB", Int(16, 4 * 1024 * 1024), default="512",
+                     field="size_mb"),
+                 Opt("hugepage", "back guest memory with hugetlbfs pages (shared)", YESNO,
+                     default="no")),
+                model=Mem, spec_field="mem"),
     ParamSchema("disk", "disk images (opened with snapshot=on unless opt_snapshot=off)",
-                (Opt("file", "image path on the DUT", "path", required=True),
-                 Opt("opt_format", "image format (raw, qcow2, ...)"),
-                 Opt("opt_if", "interface (ide, virtio, scsi, ...)"),
-                 Opt("opt_index", "drive index", "int"),
-                 Opt("opt_media", "disk or cdrom", "choice", choices=("disk", "cdrom")),
+                (Opt("file", "image path on the DUT", PATH, required=True),
+                 Opt("opt_format", "image format (raw, qcow2, ...)", qemu="format"),
+                 Opt("opt_if", "interface (ide, virtio, scsi, ...)", field="interface",
+                     qemu="if"),
+                 Opt("opt_index", "drive index", Int(0, 255), qemu="index"),
+                 Opt("opt_media", "disk or cdrom", Choice(("disk", "cdrom")), qemu="media"),
                  Opt("opt_snapshot", "on: writes go to a temporary overlay (default); off: "
-                     "the image is modified", "choice", default="on", choices=("on", "off"))),
+                     "the image is modified", Choice(("on", "off"), true="on"),
+                     default="on")),
                 multi=True,
-                legacy={"type": "doc-era spelling of opt_format"}),
+                legacy={"type": "doc-era spelling of opt_format"},
+                model=Disk, spec_field="disks"),
     ParamSchema("login", "guest login for SSH",
                 (Opt("user", "user name", default="root"),
-                 Opt("password", "password", default="tester"))),
+                 Opt("password", "password", default="tester")),
+                model=Login, spec_field="login"),
     ParamSchema("vnc", "VNC display for debugging (bound to 127.0.0.1 unless listen is set)",
-                (Opt("displayNum", "display number (default: leased on the DUT)", "int"),
+                (Opt("displayNum", "display number (default: leased on the DUT)",
+                     Int(0, 65535 - 5900 - 100), field="display"),
                  Opt("listen", "listen address", default="127.0.0.1")),
-                legacy={"disable": "VNC is on when the vnc key is present"}),
+                legacy={"disable": "VNC is on when the vnc key is present"},
+                model=Vnc, spec_field="vnc"),
     ParamSchema("usercmd", "extra qemu arguments, split like a shell would (never run by "
-                "one)", (Opt("cmd", "the arguments", "words", required=True),),
+                "one)", (Opt("cmd", "the arguments", Words(), required=True, field="usercmd"),),
                 append=True, multi=True, aliases=("user",)),
     ParamSchema("qemu", "qemu binary; several entries: a list (first found is used)",
-                (Opt("path", "path of qemu-system-*", "path", required=True),), multi=True),
+                (Opt("path", "path of qemu-system-*", PATH, required=True,
+                     field="qemu_paths"),), multi=True),
     ParamSchema("start", "boot settings",
                 (Opt("wait_seconds", "boot budget in seconds (qemu start to SSH login)",
-                     "int", default="120"),
+                     Seconds(1, 86400), default="120", field="boot_timeout"),
                  Opt("profile", "fast (default guest only: vmlinux, e1000 autonegotiation=off, "
-                     "RDRAND cpu) or plain", "choice", choices=("fast", "plain"))),
+                     "RDRAND cpu) or plain", Choice(("fast", "plain")))),
                 legacy={"login_timeout": "login uses SSH", "login_prompt": "login uses SSH",
                         "password_prompt": "login uses SSH"}),
     ParamSchema("machine", "qemu machine type",
                 (Opt("machine", "pc (default), q35, ...", required=True),)),
     ParamSchema("kernel", "direct kernel boot",
                 (Opt("file", "kernel image on the DUT (without it: the test guest's kernel, "
-                             "with 'append' added to its command line)", "path"),
-                 Opt("initrd", "initramfs on the DUT", "path"),
+                             "with 'append' added to its command line)", PATH, field="kernel"),
+                 Opt("initrd", "initramfs on the DUT", PATH),
                  Opt("append", "kernel command line"))),
     ParamSchema("migration", "wait for an incoming migration",
-                (Opt("enable", "yes or no", "yesno", default="no"),
-                 Opt("port", "TCP port", "int"),
-                 Opt("host", "listen address", default="127.0.0.1"))),
+                (Opt("enable", "yes or no", YESNO, default="no", field=None),
+                 Opt("port", "TCP port (0: any free one)", Int(0, 65535)),
+                 Opt("host", "listen address", default="127.0.0.1")),
+                model=Migration, spec_field="migration", build=build.migration),
+    ParamSchema("guest", "variant of the embedded test guest (a VM that names its own disk or "
+                "kernel file boots that instead; hugepages still go on its command line only "
+                "for the test guest)",
+                (Opt("dpdk", "yes: the DPDK guest (dpdk-testpmd and the other DPDK 22.11 "
+                     "programs, virtio/vhost/ring/null/pcap/af_packet PMDs, uio_pci_generic, "
+                     "vfio-pci); it also makes the cpu default -cpu max under TCG (host "
+                     "under KVM; a cpu model without SSE4.2 is an error), cpu number 2 and "
+                     "mem size large enough for the hugepages", YESNO, default="no"),
+                 Opt("hugepages", "2 MB hugepages the guest kernel reserves at boot "
+                     "(hugepages=N on its command line, hugetlbfs at /dev/hugepages; "
+                     f"default: {DPDK_HUGEPAGES} with dpdk=yes, else 0); mem size must hold "
+                     f"them plus {GUEST_MEM_HEADROOM_MB} MB", Int(0, 1024 * 1024))),
+                model=Guest, spec_field="guest", build=guestopt.build_guest),
 )
 
 #: key -> schema (aliases included)
@@ -239,7 +366,7 @@ def _cell(text: str) -> str:
 
 
 def render_markdown() -> str:
-    """The parameter tables as Markdown, for the README."""
+    """The parameter tables as Markdown, for docs/parameters.md."""
     lines: list[str] = []
     for p in _PARAMS:
         alias = f" (also `{'`, `'.join(p.aliases)}`)" if p.aliases else ""
@@ -252,9 +379,9 @@ def render_markdown() -> str:
         groups += [(f"{p.selector}={v}: ", opts) for v, opts in p.variants.items()]
         for prefix, opts in groups:
             for o in opts:
-                valid = ", ".join(o.choices) if o.choices else o.kind
                 lines.append(f"| {prefix}`{o.name}` | {'yes' if o.required else 'no'} | "
-                             f"{_cell(o.default or '')} | {_cell(valid)} | {_cell(o.doc)} |")
+                             f"{_cell(o.default or '')} | {_cell(o.kind.describe())} | "
+                             f"{_cell(o.doc)} |")
         for name, why in p.legacy.items():
             lines.append(f"| `{name}` (legacy) | no | | ignored | warning: {_cell(why)} |")
         lines.append("")
@@ -263,5 +390,61 @@ def render_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
+def params() -> tuple[ParamSchema, ...]:
+    """Every parameter, in table order (the order the VmSpec is built in)."""
+    return _PARAMS
+
+
+def _model_opts() -> dict[type, tuple[Opt, ...]]:
+    """model class -> the options of the first parameter/variant that builds it."""
+    out: dict[type, tuple[Opt, ...]] = {}
+    for p in _PARAMS:
+        if isinstance(p.model, Mapping):
+            for variant, cls in p.model.items():
+                out.setdefault(cls, p.options_for(variant))
+        elif p.model is not None:
+            out.setdefault(p.model, p.options)
+    return out
+
+
+def qemu_props(obj: object) -> list[tuple[str, object | None]]:
+    """``(qemu property, value)`` of every option of ``obj``'s model class that names a qemu
+    property, in table order (the argv builder emits them; None values are skipped there)."""
+    return [(o.qemu, getattr(obj, o.field)) for o in _MODEL_OPTS.get(type(obj), ())
+            if o.qemu is not None and o.field is not None]
+
+
+def check_table(table: tuple[ParamSchema, ...]) -> None:
+    """TypeError unless every option of ``table`` fills a field its model has, with the
+    model's default, and every parameter with a model names a VmSpec field."""
+    spec_fields = {f.name: f for f in dataclasses.fields(VmSpec)}
+    for p in table:
+        if p.model is not None and p.spec_field not in spec_fields:
+            raise TypeError(f"parameter {p.key}: spec_field {p.spec_field!r} is not a VmSpec "
+                            "field")
+        variants: list[str | None] = list(p.variants) if p.selector else [None]
+        for variant in variants:
+            cls = p.model_for(variant)
+            fields = {f.name: f for f in dataclasses.fields(cls)}
+            for o in p.options_for(variant):
+                if o.field is None:
+                    continue
+                f = fields.get(o.field)
+                if f is None:
+                    raise TypeError(f"parameter {p.key} option {o.name}: {cls.__name__} has "
+                                    f"no field {o.field!r}")
+                model_default = f.default
+                if o.default is not None and model_default is not dataclasses.MISSING and \
+                        o.convert(o.default) != model_default:
+                    raise TypeError(f"parameter {p.key} option {o.name}: default {o.default!r} "
+                                    f"disagrees with {cls.__name__}.{o.field}="
+                                    f"{model_default!r}")
+
+
+check_table(_PARAMS)
+_MODEL_OPTS = _model_opts()
+
+
 __all__ = ["LEGACY_KEYS", "PARAMS", "SCENE_DEVICE_OPTIONS", "Opt", "ParamSchema",
-           "is_vm_key", "render_markdown", "valid_keys"]
+           "check_table", "is_vm_key", "params", "qemu_props", "render_markdown",
+           "valid_keys"]

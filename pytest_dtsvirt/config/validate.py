@@ -6,21 +6,12 @@ entry's location; every legacy idiom a ConfigWarning; nothing is silently ignore
 
 from __future__ import annotations
 
-import re
-import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from pytest_dtsvirt.config.schema import LEGACY_KEYS, PARAMS, SCENE_DEVICE_OPTIONS, Opt
 from pytest_dtsvirt.config.schema import valid_keys as _valid_keys
 from pytest_dtsvirt.errors import ConfigError, ConfigWarning, Location
-
-_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
-_HOSTPCI = re.compile(r"^([0-9a-fA-F]{4}:)?[0-9a-fA-F]{2}:[0-1]?[0-9a-fA-F]\.[0-7]$")
-_GUESTADDR = re.compile(r"^(0x)?([0-9a-fA-F]{1,2})(\.[0-7])?$")
-_HOSTFWD = re.compile(r"^(tcp|udp)?:([0-9.]*):(\d+)-([0-9.]*):(\d*)$")
-_INT = re.compile(r"^\d+$")
-_YES = {"yes": True, "no": False}
 
 
 @dataclass(frozen=True)
@@ -55,58 +46,7 @@ def _names(names: tuple[str, ...] | list[str]) -> str:
 
 def check_value(opt: Opt, value: str) -> str | None:
     """None when ``value`` suits ``opt``, else what is wrong (for the message)."""
-    kind = opt.kind
-    if kind == "int" and not _INT.match(value):
-        return f"{value!r} is not a non-negative integer"
-    if kind == "yesno" and value.lower() not in _YES:
-        return f"{value!r} is not yes or no"
-    if kind == "mac" and not _MAC.match(value):
-        return f"{value!r} is not a MAC address (aa:bb:cc:dd:ee:ff)"
-    if kind == "hostpci" and not _HOSTPCI.match(value):
-        return f"{value!r} is not a host PCI address ([dddd:]bb:ss.f)"
-    if kind == "guestaddr":
-        m = _GUESTADDR.match(value)
-        if not m or int(m.group(2), 16) > 0x1F:
-            return f"{value!r} is not a guest PCI slot (hex 0..1f, optionally .function)"
-    if kind == "hostfwd" and not _HOSTFWD.match(value):
-        return (f"{value!r} is not [tcp|udp]:[hostaddr]:hostport-[guestaddr]:[guestport]")
-    if kind == "cpulist" and not all(_INT.match(w) for w in value.split()):
-        return f"{value!r} is not a space separated list of CPU numbers"
-    if kind == "choice" and value not in opt.choices:
-        return f"{value!r} is not valid; valid: {_names(opt.choices)}"
-    if kind == "path" and (not value or "\0" in value or "\n" in value):
-        return "an empty path or one with NUL/newline is not valid"
-    if kind == "words":
-        try:
-            if not shlex.split(value):
-                return "empty command"
-        except ValueError as exc:
-            return f"cannot split {value!r} into words: {exc}"
-    return None
-
-
-def yes(value: str) -> bool:
-    """``yes``/``no`` (any case) as a bool; the value was checked before."""
-    return _YES[value.lower()]
-
-
-def normalise_hostfwd(value: str) -> str:
-    """``[proto]:[haddr]:hport-[gaddr]:[gport]`` with tcp, 127.0.0.1 and 22 filled in."""
-    m = _HOSTFWD.match(value)
-    assert m is not None
-    proto, haddr, hport, gaddr, gport = m.groups()
-    return f"{proto or 'tcp'}:{haddr or '127.0.0.1'}:{hport}-{gaddr}:{gport or '22'}"
-
-
-def parse_settings(value: str) -> tuple[tuple[str, str], ...] | None:
-    """``a=b,c=d`` as pairs; None when malformed."""
-    pairs: list[tuple[str, str]] = []
-    for item in value.split(","):
-        name, sep, val = item.partition("=")
-        if not sep or not re.match(r"^[A-Za-z0-9_.-]+$", name):
-            return None
-        pairs.append((name, val))
-    return tuple(pairs)
+    return opt.kind.check(value)
 
 
 def _merge_bare(key: str, opts: dict[str, str], entry: RawEntry, rep: Report) -> None:
@@ -115,7 +55,7 @@ def _merge_bare(key: str, opts: dict[str, str], entry: RawEntry, rep: Report) ->
     if not bare:
         return
     loc = replace(entry.origin, key=key)
-    if key == "cpu" and "cpupin" in opts and all(_INT.match(t) for t in bare):
+    if key == "cpu" and "cpupin" in opts and all(t.isascii() and t.isdigit() for t in bare):
         pins = " ".join([opts["cpupin"], *bare])
         rep.warn(loc, f"cpupin written with commas; read as cpupin={pins!r} "
                       "(write the CPUs separated by spaces)")
@@ -197,5 +137,4 @@ def check_entry(key: str, entry: RawEntry, rep: Report) -> dict[str, str] | None
     return out
 
 
-__all__ = ["RawEntry", "Report", "check_entry", "check_value", "normalise_hostfwd",
-           "parse_settings", "yes"]
+__all__ = ["RawEntry", "Report", "check_entry", "check_value"]

@@ -12,7 +12,11 @@ The guest: busybox init, the e1000 at PCI 00:1f.0 renamed ``host_connect`` and c
 DHCP, every other NIC's link up, ``/dev/virtio-ports/<name>`` links, qemu-ga on
 ``org.qemu.guest_agent.0``, an SSH server on port 22 (root / tester), full iproute2 ``ip``
 in root's shell, and modules for e1000, virtio (pci, net, console, blk, rng), vxlan, veth,
-tun, 8021q, bridge and ext4 loadable with ``modprobe``.
+tun, 8021q, bridge and ext4 loadable with ``modprobe``, hugetlbfs at ``/dev/hugepages``.
+
+The DPDK variant (``dpdk=True``, :mod:`variants`) adds DPDK 22.11's programs (dpdk-testpmd,
+...), their libraries, the PMD/mempool plugins, ``libgcc_s`` and the uio/vfio modules.
+``extra`` packages come with the dependencies apt resolves for them (:mod:`aptdeps`).
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ def _from_manifest(cache_dir: str, key: str, need_disk: bool) -> GuestImage | No
 
 
 def ensure_guest_image(cache_dir: str | None = None, *, ssh: str = DEFAULT_SSH,
-                       extra: tuple[str, ...] = (), disk: bool = False,
+                       extra: tuple[str, ...] = (), disk: bool = False, dpdk: bool = False,
                        progress: Callable[[str], None] | None = None) -> GuestImage:
     """Build the guest into the cache unless an identical build is there; return it.
 
@@ -83,24 +87,28 @@ def ensure_guest_image(cache_dir: str | None = None, *, ssh: str = DEFAULT_SSH,
     (pytest-xdist workers) serialize on a lock file; the second one reuses the first's build.
     Raises :class:`GuestImageError` when apt/dpkg are missing or the archive is unreachable.
     """
-    from pytest_dtsvirt.guest import apt, build
+    from pytest_dtsvirt.guest import apt, build, variants
 
     say = progress or (lambda _msg: None)
     cache = os.path.abspath(cache_dir or default_cache_dir())
     os.makedirs(cache, mode=0o700, exist_ok=True)
-    options = build.Options(ssh=ssh, extra=tuple(sorted(set(extra))), disk=disk)
+    options = build.Options(ssh=ssh, extra=tuple(sorted(set(extra))), disk=disk, dpdk=dpdk)
     names = options.package_names()
     resolve_dir = os.path.join(cache, "resolved")
     os.makedirs(resolve_dir, mode=0o700, exist_ok=True)
-    names_hash = hashlib.sha256("\n".join(names).encode()).hexdigest()[:12]
+    asked = [*names, "--extra", *options.extra, f"--dpdk={dpdk}"]
+    names_hash = hashlib.sha256("\n".join(asked).encode()).hexdigest()[:12]
     resolved = os.path.join(resolve_dir, f"{apt.apt_state_fingerprint()}-{names_hash}.json")
-    packages = apt.load_resolution(resolved)
-    if packages is None:
-        say("resolving package versions with apt-cache")
-        arch = apt.native_arch()
-        packages = apt.resolve(names, arch)
-        apt.save_resolution(resolved, packages)
-    key = build.cache_key(packages, options)
+    loaded = apt.load_resolution(resolved)
+    if loaded is None:
+        say("resolving package versions with apt-cache" +
+            (" and dependencies with apt-get -s" if extra or dpdk else ""))
+        res = variants.resolve(names, options.extra, dpdk, apt.native_arch())
+        packages, whole = res.packages, res.whole
+        apt.save_resolution(resolved, packages, whole)
+    else:
+        packages, whole = loaded
+    key = build.cache_key(packages, options, whole)
     image = _from_manifest(cache, key, disk)
     if image is not None:
         return image
@@ -110,7 +118,7 @@ def ensure_guest_image(cache_dir: str | None = None, *, ssh: str = DEFAULT_SSH,
         if image is not None:
             return image
         say(f"building the test guest {key} in {cache}")
-        build.build(cache, packages, options, key, apt.native_arch(), say)
+        build.build(cache, packages, options, key, apt.native_arch(), say, whole)
     image = _from_manifest(cache, key, disk)
     if image is None:
         raise GuestImageError(f"build of {key} left no usable image in {cache}")

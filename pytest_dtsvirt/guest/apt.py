@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pytest_dtsvirt.errors import GuestImageError
 
 KERNEL_META = "linux-image-amd64"
-_UPDATE_HINT = (
+UPDATE_HINT = (
     "run `sudo apt-get update` (the package lists may be missing or stale), "
     "check that the Debian archive is reachable (proxy, network)"
 )
@@ -40,7 +40,8 @@ class Package:
         return f"{self.name}_{self.version.replace(':', '%3a')}_{self.arch}.deb"
 
 
-def _tool(name: str) -> str:
+def tool(name: str) -> str:
+    """Path of an apt/dpkg tool; GuestImageError with what to do when it is missing."""
     path = shutil.which(name)
     if path is None:
         raise GuestImageError(
@@ -52,7 +53,7 @@ def _tool(name: str) -> str:
 
 
 def run_tool(argv: Sequence[str], what: str, cwd: str | None = None,
-             hint: str | None = _UPDATE_HINT, env: Mapping[str, str] | None = None) -> str:
+             hint: str | None = UPDATE_HINT, env: Mapping[str, str] | None = None) -> str:
     """Run a build tool; its stdout. GuestImageError (with the output's tail and ``hint``)
     when it cannot run or fails. ``env`` replaces the environment (default: ours, LC_ALL=C)."""
     try:
@@ -69,7 +70,7 @@ def run_tool(argv: Sequence[str], what: str, cwd: str | None = None,
 
 def native_arch() -> str:
     """``dpkg --print-architecture``."""
-    return run_tool([_tool("dpkg"), "--print-architecture"], "dpkg --print-architecture").strip()
+    return run_tool([tool("dpkg"), "--print-architecture"], "dpkg --print-architecture").strip()
 
 
 def parse_records(text: str) -> list[dict[str, str]]:
@@ -111,7 +112,7 @@ def show(names: Iterable[str], arch: str, strict: bool = True) -> dict[str, dict
     wanted = sorted(set(names))
     if not wanted:
         return {}
-    argv = [_tool("apt-cache"), "show", "--no-all-versions", *wanted]
+    argv = [tool("apt-cache"), "show", "--no-all-versions", *wanted]
     if strict:
         out = run_tool(argv, f"apt-cache show {' '.join(wanted)}")
     else:
@@ -125,7 +126,7 @@ def show(names: Iterable[str], arch: str, strict: bool = True) -> dict[str, dict
     missing = [n for n in wanted if n not in found]
     if missing and strict:
         raise GuestImageError(
-            f"apt knows no installable candidate for: {', '.join(missing)}. Hint: {_UPDATE_HINT}."
+            f"apt knows no installable candidate for: {', '.join(missing)}. Hint: {UPDATE_HINT}."
         )
     return found
 
@@ -172,21 +173,25 @@ def apt_state_fingerprint() -> str:
     return h.hexdigest()[:24]
 
 
-def load_resolution(path: str) -> dict[str, Package] | None:
-    """A resolution stored by :func:`save_resolution`, or None."""
+def load_resolution(path: str) -> tuple[dict[str, Package], frozenset[str]] | None:
+    """A resolution stored by :func:`save_resolution` (packages, those going in whole),
+    or None."""
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
-        return {name: Package(**fields) for name, fields in data.items()}
-    except (OSError, ValueError, TypeError):
+        packages = {name: Package(**fields) for name, fields in data["packages"].items()}
+        return packages, frozenset(data["whole"])
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return None
 
 
-def save_resolution(path: str, packages: dict[str, Package]) -> None:
+def save_resolution(path: str, packages: dict[str, Package],
+                    whole: frozenset[str] = frozenset()) -> None:
     """Store a resolution (atomically)."""
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump({n: p.__dict__ for n, p in sorted(packages.items())}, fh, indent=1)
+        json.dump({"packages": {n: p.__dict__ for n, p in sorted(packages.items())},
+                   "whole": sorted(whole)}, fh, indent=1)
     os.replace(tmp, path)
 
 
@@ -213,7 +218,7 @@ def download(packages: Iterable[Package], debs_dir: str,
         for p in todo:
             if os.path.exists(paths[p.name]):
                 os.unlink(paths[p.name])
-        run_tool([_tool("apt-get"), "download", "-q", *(f"{p.name}={p.version}" for p in todo)],
+        run_tool([tool("apt-get"), "download", "-q", *(f"{p.name}={p.version}" for p in todo)],
              "apt-get download", cwd=debs_dir)
     for p in todo:  # the others just passed the same check
         if not os.path.exists(paths[p.name]):
@@ -231,7 +236,7 @@ def download(packages: Iterable[Package], debs_dir: str,
 def extract(deb: str, dest: str) -> None:
     """``dpkg-deb -x deb dest``."""
     os.makedirs(dest, mode=0o700, exist_ok=True)
-    run_tool([_tool("dpkg-deb"), "-x", deb, dest], f"dpkg-deb -x {os.path.basename(deb)}",
+    run_tool([tool("dpkg-deb"), "-x", deb, dest], f"dpkg-deb -x {os.path.basename(deb)}",
          hint="the .deb may be damaged (delete it from the cache) or the disk full")
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from pytest_dtsvirt.errors import GuestImageError
-from pytest_dtsvirt.guest import apt, cpio, disk, hostkeys, kernel, rootfs
+from pytest_dtsvirt.guest import apt, cpio, disk, hostkeys, kernel, rootfs, variants
 from pytest_dtsvirt.guest.choices import DEFAULT_SSH, SSH_SERVERS
 from pytest_dtsvirt.guest.cpio import Node
 from pytest_dtsvirt.guest.disk import DISK_PACKAGES
@@ -39,6 +39,8 @@ PACKAGE_FILES: Mapping[str, tuple[str, ...]] = {
     "openssh-sftp-server": ("usr/lib/openssh/sftp-server",),
     "qemu-guest-agent": ("usr/sbin/qemu-ga",),
     "iproute2": ("bin/ip", "sbin/ip", "sbin/bridge", "etc/iproute2"),
+    variants.DPDK_PROGRAMS_PACKAGE: variants.DPDK_PROGRAMS,
+    variants.DPDK_LIBGCC: ("lib/x86_64-linux-gnu/libgcc_s.so.1",),
 }
 MODULES = ("e1000", "virtio_pci", "virtio_net", "virtio_console", "virtio_blk", "virtio_rng",
            "vxlan", "veth", "tun", "8021q", "bridge", "ext4", "crc32c_generic")
@@ -53,19 +55,20 @@ class Options:
     ssh: str = DEFAULT_SSH
     extra: tuple[str, ...] = ()
     disk: bool = False
+    dpdk: bool = False
 
     def package_names(self) -> list[str]:
-        """Every package asked for (the kernel as its meta package)."""
+        """The base packages (the kernel as its meta package); ``extra`` and the DPDK set
+        are resolved with their dependencies by :mod:`variants`."""
         if self.ssh not in SSH_PACKAGES:
             raise GuestImageError(f"unknown ssh server {self.ssh!r}: use "
                                   f"{' or '.join(SSH_SERVERS)}")
         disk = DISK_PACKAGES if self.disk else ()
-        return sorted({*BASE_PACKAGES, *SSH_PACKAGES[self.ssh], *LIB_PACKAGES, *self.extra,
-                       *disk})
+        return sorted({*BASE_PACKAGES, *SSH_PACKAGES[self.ssh], *LIB_PACKAGES, *disk})
 
 
-BUILD_MODULES = ("apt.py", "build.py", "cpio.py", "disk.py", "hostkeys.py", "kernel.py",
-                 "rootfs.py")
+BUILD_MODULES = ("apt.py", "aptdeps.py", "build.py", "cpio.py", "disk.py", "hostkeys.py",
+                 "kernel.py", "rootfs.py", "variants.py")
 
 
 def own_files_digest() -> str:
@@ -80,14 +83,16 @@ def own_files_digest() -> str:
     return h.hexdigest()
 
 
-def cache_key(packages: Mapping[str, apt.Package], options: Options) -> str:
+def cache_key(packages: Mapping[str, apt.Package], options: Options,
+              whole: frozenset[str] = frozenset()) -> str:
     """The cache key of a build (package versions, own files, options)."""
     h = hashlib.sha256(f"format={FORMAT}\n".encode())
     for name in sorted(packages):
         p = packages[name]
         h.update(f"{p.name}={p.version}={p.sha256}\n".encode())
     h.update(own_files_digest().encode())
-    h.update(json.dumps([options.ssh, sorted(options.extra), options.disk]).encode())
+    h.update(json.dumps([options.ssh, sorted(options.extra), options.disk, options.dpdk,
+                         sorted(whole)]).encode())
     return h.hexdigest()[:20]
 
 
@@ -167,8 +172,8 @@ class Builder:
             f"no package provides the shared libraries {', '.join(sorted(missing))}"
         )
 
-    def kernel(self, packages: Mapping[str, apt.Package],
-               tree: dict[str, Node]) -> tuple[str, str]:
+    def kernel(self, packages: Mapping[str, apt.Package], tree: dict[str, Node],
+               modules: tuple[str, ...] = MODULES) -> tuple[str, str]:
         """Add modules + modules.dep to ``tree``; return (kernel version, vmlinuz path)."""
         root = self.roots[kpkg_name(packages)]
         kvers = sorted(os.listdir(os.path.join(root, "lib/modules")))
@@ -195,7 +200,10 @@ class Builder:
                     cache[name] = kernel.parse_modinfo(paths[name], data[name])
             return cache[name]
 
-        need = kernel.closure(MODULES, info)
+        missing = [m for m in modules if info(m) is None]
+        if missing:
+            raise GuestImageError(f"the kernel package has no module {', '.join(missing)}")
+        need = kernel.closure(modules, info)
         for name in need:
             tree[f"{mod_root}/{paths[name]}"] = Node.file(data[name])
         tree[f"{mod_root}/modules.dep"] = Node.file(
@@ -204,8 +212,23 @@ class Builder:
             kernel.modules_alias(need, need).encode())
         return kver, os.path.join(root, "boot", f"vmlinuz-{kver}")
 
-    def run(self, packages: dict[str, apt.Package], options: Options,
-            out_dir: str) -> dict[str, str]:
+    def _check_extra(self, extra: tuple[str, ...], whole: frozenset[str]) -> None:
+        """Each ``--extra`` package brings files: its own, or those of a direct dependency
+        that goes in whole (a meta package); GuestImageError otherwise (a transitional
+        package whose dependencies the base system has)."""
+        empty = [n for n in extra if not rootfs.has_payload(self.roots[n])]
+        direct = apt.depends_of(empty, self.arch) if empty else {}
+        for name in empty:
+            if not any(d in whole and rootfs.has_payload(self.roots[d])
+                       for d in direct.get(name, [])):
+                raise GuestImageError(
+                    f"--extra {name}: neither the package nor its direct dependencies outside the "
+                    "base system ship files for the guest (only documentation: a "
+                    f"transitional or meta package); name the package with the programs "
+                    f"(apt-cache depends {name}, or apt-file search PROGRAM)")
+
+    def run(self, packages: dict[str, apt.Package], options: Options, out_dir: str,
+            whole: frozenset[str] = frozenset()) -> dict[str, str]:
         """Build into ``out_dir``; return the manifest's package versions."""
         self.unpack(packages)
         roots = sorted(self.roots.values())
@@ -220,12 +243,13 @@ class Builder:
         busybox = os.path.join(self.roots["busybox-static"], "bin/busybox")
         elfs: list[str] = []
         for name in sorted(packages):
-            if name in PACKAGE_FILES:
-                elfs += [os.path.join(self.roots[name], e)
-                         for e in _select(tree, self.roots[name], PACKAGE_FILES[name])]
-            elif name in options.extra:
+            if name in whole:  # before PACKAGE_FILES: `--extra iproute2` means all of it
                 elfs += [os.path.join(self.roots[name], e)
                          for e in _select(tree, self.roots[name], None)]
+            elif name in PACKAGE_FILES:
+                elfs += [os.path.join(self.roots[name], e)
+                         for e in _select(tree, self.roots[name], PACKAGE_FILES[name])]
+        self._check_extra(options.extra, whole)
         for applet in rootfs.busybox_links(busybox):
             tree.setdefault(applet, Node.symlink("/bin/busybox"))
         self.progress("resolving shared libraries with the packaged ld.so")
@@ -235,7 +259,12 @@ class Builder:
         tree["lib64/ld-linux-x86-64.so.2"] = Node.symlink(
             "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2")
         rootfs.add_libraries(tree, {rel: os.path.join(libc, rel) for rel in rootfs.LDSO_REL[:1]})
-        kver, vmlinuz = self.kernel(packages, tree)
+        if options.dpdk:
+            missing = [p for p in variants.DPDK_PROGRAMS if p not in tree]
+            if missing:
+                raise GuestImageError(f"the DPDK guest lacks {', '.join(missing)}")
+        modules = MODULES + (variants.DPDK_MODULES if options.dpdk else ())
+        kver, vmlinuz = self.kernel(packages, tree, modules)
         self.progress(f"packing initramfs and extracting vmlinux (kernel {kver})")
         with open(vmlinuz, "rb") as fh:
             bzimage = fh.read()
@@ -248,20 +277,21 @@ class Builder:
                 fh.write(blob)
         owners = {name for name, root in self.roots.items() for path in libs.values()
                   if path.startswith(root.rstrip("/") + "/")}
-        used = (owners | {"libc6", kpkg_name(packages)} | set(options.extra)
+        used = (owners | {"libc6", kpkg_name(packages)} | whole
                 | (set(PACKAGE_FILES) & set(packages)) | (set(DISK_PACKAGES) if options.disk
                                                           else set()))
         return {n: p.version for n, p in sorted(packages.items()) if n in used}
 
 
 def build(cache_dir: str, packages: Mapping[str, apt.Package], options: Options, key: str,
-          arch: str, progress: Progress) -> dict[str, object]:
+          arch: str, progress: Progress, whole: frozenset[str] = frozenset()
+          ) -> dict[str, object]:
     """Build into ``cache_dir/key`` (atomically); return the manifest written there."""
     staging = tempfile.mkdtemp(prefix=".staging-", dir=cache_dir)
     out_tmp = tempfile.mkdtemp(prefix=f".{key}-", dir=cache_dir)
     try:
         builder = Builder(cache_dir, staging, arch, progress)
-        versions = builder.run(dict(packages), options, out_tmp)
+        versions = builder.run(dict(packages), options, out_tmp, whole)
         keys = ([hostkeys.OPENSSH_KEY, hostkeys.OPENSSH_KEY + ".pub"]
                 if options.ssh == "openssh" else [hostkeys.DROPBEAR_KEY])
         manifest: dict[str, object] = {

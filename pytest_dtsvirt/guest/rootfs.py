@@ -67,6 +67,20 @@ def add_path(tree: dict[str, Node], root: str, rel: str) -> list[str]:
     return elfs
 
 
+def has_payload(root: str) -> bool:
+    """True when the unpacked package at ``root`` has a file the guest would get (not only
+    documentation, lintian overrides and the like)."""
+    for dirpath, dirnames, files in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        dirnames[:] = [d for d in dirnames if d != "DEBIAN" and
+                       not os.path.join(rel, d).lstrip("./").startswith(SKIP_PREFIXES)]
+        if rel != "." and rel.startswith(SKIP_PREFIXES):
+            continue
+        if files:
+            return True
+    return False
+
+
 def busybox_links(busybox: str) -> list[str]:
     """Applet paths (``sbin/ip``, ...) of a static busybox, from ``busybox --list-full``."""
     proc = subprocess.run([busybox, "--list-full"], capture_output=True, text=True, check=False)
@@ -141,8 +155,14 @@ def soname_package_guess(soname: str) -> str:
 
 
 def add_libraries(tree: dict[str, Node], libs: Mapping[str, str]) -> None:
-    """Put each library's file content at its soname path (no symlink chains needed)."""
+    """Put each library's file content at its soname path (no symlink chains needed).
+
+    A path already in ``tree`` (a package that went in whole) is kept: a DPDK plugin must be
+    the same file under its library path and in the plugin directory, or it loads twice.
+    """
     for rel, host_path in libs.items():
+        if rel in tree:
+            continue
         real = os.path.realpath(host_path)
         with open(real, "rb") as fh:
             tree[rel] = Node.file(fh.read(), 0o755)

@@ -1,5 +1,7 @@
 """VmSpec + Placement -> qemu argv. Pure; one small function per parameter group.
 
+Options that map 1:1 to a qemu property are emitted from the schema
+(:func:`~pytest_dtsvirt.config.schema.qemu_props`), so such an option is declared only there.
 Every generated line is accepted by qemu 7.2. Device ids come from position: the i-th net
 pair's netdev is ``netdev<i>``, netdevs of devices continue the count; the j-th vhost-user
 device's chardev is ``char<j>``; the k-th passthrough device is ``pt_<k>``. Values are put
@@ -20,6 +22,7 @@ from pytest_dtsvirt.config.model import (
     VirtioNet,
     VmSpec,
 )
+from pytest_dtsvirt.config.schema import qemu_props
 from pytest_dtsvirt.errors import ConfigError, Location
 from pytest_dtsvirt.qemu.placement import Placement
 
@@ -40,8 +43,11 @@ def opts(head: str, *pairs: tuple[str, object | None]) -> str:
 
 def cpu_model(spec: VmSpec, accel: str) -> tuple[str | None, str | None]:
     """``(model for -cpu or None, note)``: host -> max under TCG; the fast profile's default
-    is ``qemu64,+rdrand`` under TCG and ``host`` under KVM."""
+    is ``qemu64,+rdrand`` under TCG and ``host`` under KVM; a ``guest dpdk=yes`` VM's is
+    ``max`` under TCG (DPDK 22.11 needs SSE4.2) and ``host`` under KVM."""
     model = spec.cpu.model
+    if model is None and spec.guest.dpdk:
+        return ("host", None) if accel == "kvm" else ("max", None)
     if model is None:
         if spec.boot_profile != "fast":
             return None, None
@@ -99,21 +105,24 @@ def mem_args(spec: VmSpec, p: Placement) -> list[str]:
 
 
 def kernel_args(spec: VmSpec, p: Placement) -> list[str]:
-    """Direct kernel boot: -kernel, -initrd, -append."""
+    """Direct kernel boot: -kernel, -initrd, -append; the default guest's ``-append`` gets
+    ``hugepages=N`` of ``guest hugepages=N``."""
     out: list[str] = []
     if spec.kernel:
         out += ["-kernel", spec.kernel]
         if spec.initrd:
             out += ["-initrd", spec.initrd]
-        if spec.append:
-            out += ["-append", spec.append]
+        append = spec.append
+        if spec.default_guest and spec.guest.hugepages:
+            append = f"{append or ''} hugepages={spec.guest.hugepages}".strip()
+        if append:
+            out += ["-append", append]
     return out
 
 
 def drive(d: Disk) -> list[str]:
     """One -drive; ``snapshot=on`` unless the disk says opt_snapshot=off."""
-    return ["-drive", opts(f"file={q(d.file)}", ("format", d.format), ("if", d.interface),
-                           ("index", d.index), ("media", d.media),
+    return ["-drive", opts(f"file={q(d.file)}", *qemu_props(d),
                            ("snapshot", "on" if d.snapshot else None))]
 
 
@@ -140,8 +149,7 @@ def nic(pair: NetPair, netdev_id: str, spec: VmSpec) -> list[str]:
     control NIC (link up ~2 s sooner)."""
     n = pair.nic
     fast = pair.control and spec.boot_profile == "fast" and n.model == "e1000"
-    return ["-device", opts(n.model, ("netdev", netdev_id), ("id", n.name), ("mac", n.mac),
-                            ("addr", n.addr), ("vectors", n.vectors),
+    return ["-device", opts(n.model, ("netdev", netdev_id), *qemu_props(n),
                             ("autonegotiation", "off" if fast else None))]
 
 
@@ -167,11 +175,11 @@ def device_args(spec: VmSpec, p: Placement) -> list[str]:
     for dev in spec.devices:
         if isinstance(dev, Passthrough):
             out += ["-device", opts("vfio-pci", ("host", dev.host), ("id", f"pt_{pt}"),
-                                    ("addr", dev.addr))]
+                                    *qemu_props(dev))]
             pt += 1
         elif isinstance(dev, VirtioNet):
-            out += ["-device", _virtio(dev.netdev, dev.mac, dev.vectors, dev.settings,
-                                       ("id", dev.id), ("bus", dev.bus), ("addr", dev.addr))]
+            out += ["-device", opts("virtio-net-pci", ("netdev", dev.netdev), *qemu_props(dev),
+                                    *dev.settings)]
         elif isinstance(dev, VhostUser):
             nid = f"netdev{n_net}"
             n_net += 1

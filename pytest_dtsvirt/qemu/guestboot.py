@@ -35,11 +35,11 @@ def parse_hostfwd_port(info_usernet: str, guest_port: int = 22) -> int | None:
 
 def with_default_guest(spec: Any, dut: Dut, cache_dir: str | None,
                        ssh: str) -> Any:
-    """``spec`` with the project's test guest (SSH server ``ssh``) filled in, staged on the
-    DUT if remote."""
+    """``spec`` with the project's test guest (SSH server ``ssh``; the DPDK variant for
+    ``guest dpdk=yes``) filled in, staged on the DUT if remote."""
     from pytest_dtsvirt.guest import ensure_guest_image
 
-    image = ensure_guest_image(cache_dir, ssh=ssh,
+    image = ensure_guest_image(cache_dir, ssh=ssh, dpdk=spec.guest.dpdk,
                                progress=lambda msg: log.info("guest image: %s", msg))
     if dut.config.is_local:
         return spec.with_guest(image)

@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
+from pytest_dtsvirt.dpdk.guest import DpdkGuestMixin
 from pytest_dtsvirt.errors import CommandTimeout, SessionError
 from pytest_dtsvirt.session.base import (
     PROMPT,
@@ -136,6 +137,12 @@ class Dut:
     def send_command(self, cmd: str, timeout: float = 1.0) -> str:
         """``send_command`` in the main shell; see :meth:`DutShell.send_command`."""
         return self.shell.send_command(cmd, timeout)
+
+    @property
+    def process_tag(self) -> str:
+        """``NAME=VALUE`` in the environment of what this DUT starts (see :meth:`kill_all`);
+        a program started with ``env`` and this tag is ended by :meth:`kill_all` too."""
+        return self._tag
 
     def alt_session(self) -> DutShell:
         """A second, independent shell on the same host (covered by :meth:`kill_all`)."""
@@ -257,8 +264,10 @@ def connect(config: DutConfig) -> Dut:
     return Dut(session, config)
 
 
-class VmDut(Dut):
-    """A guest as a DUT: the :class:`Dut` API inside the guest, plus its VM.
+class VmDut(Dut, DpdkGuestMixin):
+    """A guest as a DUT: the :class:`Dut` API inside the guest, plus its VM, plus the DPDK
+    API of legacy suites (``ports_info``, ``get_ports``, ``bind_interfaces_linux``,
+    ``testpmd()``: :class:`~pytest_dtsvirt.dpdk.guest.DpdkGuestMixin`).
 
     ``vm`` is the hypervisor object (typed loosely to avoid an import cycle); ``kill_all``
     ends processes *in the guest*, by the same PID mechanism.

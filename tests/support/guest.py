@@ -48,8 +48,12 @@ def free_port() -> int:
 
 
 def qemu_argv(image: GuestImage, profile: str, run_dir: str, ssh_port: int, *,
-              mac: str = MAC, extra: Sequence[str] = ()) -> list[str]:
-    """A plain qemu command line for the guest; "fast" or "plain" boot profile."""
+              mac: str = MAC, extra: Sequence[str] = (), cpu: str | None = None,
+              smp: int | None = None, mem: int = 512, append: str = "") -> list[str]:
+    """A plain qemu command line for the guest; "fast" or "plain" boot profile.
+
+    ``cpu``/``smp`` replace the profile's, ``append`` is added to the kernel command line.
+    """
     if profile == "fast":
         boot = ["-kernel", image.vmlinux, "-cpu", "qemu64,+rdrand", "-smp", "1"]
         nic = f"e1000,netdev=n0,addr=1f,mac={mac},autonegotiation=off,romfile="
@@ -64,10 +68,14 @@ def qemu_argv(image: GuestImage, profile: str, run_dir: str, ssh_port: int, *,
         nic = f"e1000,netdev=n0,addr=1f,mac={mac},autonegotiation=off,romfile="
     else:
         raise ValueError(profile)
+    if cpu is not None:
+        boot[boot.index("-cpu") + 1] = cpu
+    if smp is not None:
+        boot[boot.index("-smp") + 1] = str(smp)
     if profile != "disk":
-        boot += ["-initrd", image.initrd, "-append", image.append]
+        boot += ["-initrd", image.initrd, "-append", f"{image.append} {append}".strip()]
     return [
-        "qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-nodefaults", "-no-user-config",
+        "qemu-system-x86_64", "-accel", "tcg", "-m", str(mem), "-nodefaults", "-no-user-config",
         "-display", "none", "-no-reboot", *boot,
         "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
         "-device", nic,
@@ -116,12 +124,12 @@ class Vm:
 
 @contextlib.contextmanager
 def booted(image: GuestImage, profile: str = "fast", *, mac: str = MAC,
-           extra: Sequence[str] = ()) -> Iterator[Vm]:
+           extra: Sequence[str] = (), **boot: Any) -> Iterator[Vm]:
     """Start qemu with the guest; on exit close SSH clients, kill qemu by PID, remove files."""
     run_dir = tempfile.mkdtemp(prefix="dtsvirt-guest-")
     os.chmod(run_dir, 0o700)
     port = free_port()
-    argv = qemu_argv(image, profile, run_dir, port, mac=mac, extra=extra)
+    argv = qemu_argv(image, profile, run_dir, port, mac=mac, extra=extra, **boot)
     with open(os.path.join(run_dir, "qemu.err"), "wb") as err:
         t0 = time.monotonic()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err)

@@ -1,42 +1,43 @@
-"""``dpdk-testpmd`` as the host's vhost-user backend (the reference's ``tep_termination``).
+"""``dpdk-testpmd`` driven interactively on a host or in a guest (pure driver, no policy).
 
-:class:`TestpmdBackend` starts ``dpdk-testpmd`` interactively on a host (a pty shell of a
-:class:`~pytest_dtsvirt.session.base.Session`: ``LocalSession`` or SSH), with one
-``net_vhost`` port per vhost-user socket in a private run directory, waits until every
-socket is bound, and drives testpmd's command line: forwarding mode, verbose packet dumps,
-port statistics. :meth:`TestpmdBackend.close` always ends the process by PID and removes its
-sockets and run directory.
+:class:`Testpmd` starts ``dpdk-testpmd -i`` in a pty shell of a
+:class:`~pytest_dtsvirt.session.base.Session` (``LocalSession``, SSH to a DUT, or SSH into a
+guest), waits for its prompt, and drives its command line: forwarding mode (``set_fwd``),
+``start``, ``start_tx_first``, ``stop``, verbose packet dumps, port statistics and port
+summaries. :meth:`Testpmd.close` always ends the process by PID (checked against its start
+time, so a reused PID is never signalled) and removes what it created.
+
+Subclasses say what to start and what "ready" means: the host's vhost-user backend
+(:class:`pytest_dtsvirt.dpdk.vhost.TestpmdBackend`) and testpmd inside a guest on its
+virtio ports (:class:`pytest_dtsvirt.dpdk.guest.GuestTestpmd`).
 
 A reader thread drains testpmd's output all the time: with ``set verbose`` on, testpmd's
 forwarding core prints every packet, and once the pty buffer is full it blocks in ``printf``
 and stops forwarding (measured: 30 % ping loss until this was done).
-
-Measured on DPDK 22.11 (Debian 12): the vhost PMD sets no hardware packet type, so in ``io``
-forwarding the verbose dump of a VXLAN packet only shows ``sw ptype: L2_ETHER L3_IPV4
-L4_UDP`` (``rte_net_get_ptype`` does not parse UDP tunnels) and ``port config N
-udp_tunnel_port add vxlan 4789`` answers "Operation not supported". ``csum`` forwarding with
-``csum parse-tunnel on N`` does recognise UDP port 4789: the dump of every packet it sends
-carries ``RTE_MBUF_F_TX_TUNNEL_VXLAN`` (verbose level 2 or 3). ``csum`` forwarding rewrites
-the Ethernet addresses (source: the testpmd port, destination: ``--eth-peer``), so pass the
-guest MACs as ``eth_peers``.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import secrets
 import shlex
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
+from pytest_dtsvirt.dpdk.parse import (
+    PacketRecord,
+    PortStats,
+    PortSummary,
+    parse_packet_log,
+    parse_port_stats,
+    parse_port_summary,
+)
 from pytest_dtsvirt.errors import CommandTimeout, SessionError
 from pytest_dtsvirt.session.base import CommandResult, ProcInfo, Shell
-from pytest_dtsvirt.vhost.parse import PacketRecord, PortStats, parse_packet_log, parse_port_stats
 
-log = logging.getLogger("pytest_dtsvirt.vhost")
+log = logging.getLogger("pytest_dtsvirt.dpdk")
 
 TESTPMD_PROMPT = "testpmd> "
 # DPDK's cmdline writes its prompt one character per write(), while the forwarding core's
@@ -45,27 +46,7 @@ TESTPMD_PROMPT = "testpmd> "
 _GAP = r"(?:[^\n]*\n){0,40}?"
 PROMPT_RE = _GAP.join(re.escape(c) for c in TESTPMD_PROMPT)
 _RESCAN = 16384  # how far back a prompt split by dump lines can start
-_BOUND = re.compile(r"VHOST_CONFIG: \((?P<path>[^)]+)\) binding succeeded")
 _POLL = 0.02  # seconds between reads of the shell by the reader thread
-
-
-def build_testpmd_argv(binary: str, sockets: Sequence[str], *, file_prefix: str,
-                       mem_mb: int = 512, nb_mbufs: int = 16384, queues: int = 1,
-                       eth_peers: Mapping[int, str] | None = None,
-                       eal_args: Sequence[str] = (), app_args: Sequence[str] = ()) -> list[str]:
-    """The ``dpdk-testpmd`` command line: no hugepages, no PCI, one ``net_vhost`` per socket,
-    interactive. ``--no-shconf`` and a unique ``file_prefix`` keep parallel runs apart."""
-    argv = [binary, "--no-huge", "-m", str(mem_mb), "--no-pci", "--no-shconf",
-            f"--file-prefix={file_prefix}"]
-    for index, path in enumerate(sockets):
-        if "," in path:
-            raise ValueError(f"vhost-user socket path must not contain ',': {path!r}")
-        argv += ["--vdev", f"net_vhost{index},iface={path},queues={queues}"]
-    argv += [*eal_args, "--", "-i", f"--total-num-mbufs={nb_mbufs}"]
-    for port, mac in sorted((eth_peers or {}).items()):
-        argv.append(f"--eth-peer={port},{mac}")
-    argv += list(app_args)
-    return argv
 
 
 # ------------------------------------------------------------------------------ the host
@@ -140,58 +121,55 @@ class _Reader:
         self._thread.join(timeout=5)
 
 
-# --------------------------------------------------------------------------- the backend
+# ---------------------------------------------------------------------------- the driver
 
 
-class TestpmdBackend:
-    """``dpdk-testpmd`` serving ``ports`` vhost-user sockets on ``host``.
+class Testpmd:
+    """``dpdk-testpmd`` running interactively on ``host``.
 
-    Use as a context manager, or call :meth:`launch` and, always, :meth:`close`::
-
-        with TestpmdBackend(dut.session, ports=2) as pmd:
-            vm.set_vm_device(driver="vhost-user", opt_path=pmd.socket_paths[0], ...)
-            pmd.set_fwd("io"); pmd.start()
-            ...; pmd.port_stats(0).rx_packets
+    Use as a context manager, or call :meth:`launch` and, always, :meth:`close`. Subclasses
+    implement :meth:`_prepare` (create what the run needs, return the argv) and may extend
+    :meth:`_check_ready` (inspect the output up to the first prompt) and :meth:`_cleanup`.
     """
 
     __test__ = False  # not a pytest test class despite the name
 
-    def __init__(self, host: TestpmdHost, ports: int = 2, *, binary: str = "dpdk-testpmd",
-                 mem_mb: int = 512, nb_mbufs: int = 16384,
-                 eth_peers: Mapping[int, str] | None = None, eal_args: Sequence[str] = (),
-                 app_args: Sequence[str] = (), ready_timeout: float = 60.0,
-                 socket_name: str = "vhost-net{index}") -> None:
-        if ports < 1:
-            raise ValueError("ports must be >= 1")
+    #: what an error message calls this testpmd
+    role = "testpmd"
+
+    def __init__(self, host: TestpmdHost, *, ready_timeout: float = 60.0) -> None:
         self.host = host
-        self.ports = ports
         self.ready_timeout = ready_timeout
-        self.file_prefix = f"dtsvirt-vhost-{secrets.token_hex(4)}"
-        self._binary, self._mem_mb, self._nb_mbufs = binary, mem_mb, nb_mbufs
-        self._eth_peers = dict(eth_peers or {})
-        self._eal_args, self._app_args = tuple(eal_args), tuple(app_args)
-        self._socket_name = socket_name
         self._shell: Shell | None = None
         self._reader: _Reader | None = None
         self._lock = threading.Lock()  # one command at a time
         self._log_mark = 0
-        #: PID of testpmd on the host (None when not running)
         self._started_at: int | None = None  # start time of self.pid (see _alive)
+        #: PID of testpmd on its host (None when not running)
         self.pid: int | None = None
-        #: the private run directory (mode 0700) holding the sockets
-        self.run_dir: str | None = None
-        #: the vhost-user socket paths, port order
-        self.socket_paths: list[str] = []
         #: the testpmd command line
         self.argv: list[str] = []
-        #: seconds from launch to all sockets bound
+        #: seconds from launch to the first prompt (and whatever _check_ready waits for)
         self.ready_seconds: float | None = None
+        #: testpmd's output up to its first prompt (EAL and port setup messages)
+        self.startup_output = ""
 
     # --------------------------------------------------------------------------- life
 
-    def launch(self) -> TestpmdBackend:
-        """Start testpmd and wait (bounded) until every socket reports ``binding
-        succeeded`` and the prompt is there. On failure nothing is left running."""
+    def _prepare(self) -> list[str]:
+        """Create what the run needs on the host; return testpmd's argv."""
+        raise NotImplementedError
+
+    def _check_ready(self, output: str) -> None:
+        """Raise SessionError when testpmd started but is not usable (``output``: what it
+        printed up to its first prompt)."""
+
+    def _cleanup(self) -> None:
+        """Remove what :meth:`_prepare` created (runs after the process is gone)."""
+
+    def launch(self) -> Testpmd:
+        """Start testpmd and wait (bounded) until its prompt is there and
+        :meth:`_check_ready` is content. On failure nothing is left running."""
         try:
             self._launch()
         except BaseException:
@@ -201,14 +179,7 @@ class TestpmdBackend:
 
     def _launch(self) -> None:
         began = time.monotonic()
-        made = self.host.run(["mktemp", "-d", "/tmp/dtsvirt-vhost.XXXXXXXX"], check=True)
-        self.run_dir = made.stdout.strip()
-        self.socket_paths = [f"{self.run_dir}/{self._socket_name.format(index=i)}"
-                             for i in range(self.ports)]
-        self.argv = build_testpmd_argv(
-            self._binary, self.socket_paths, file_prefix=self.file_prefix, mem_mb=self._mem_mb,
-            nb_mbufs=self._nb_mbufs, eth_peers=self._eth_peers, eal_args=self._eal_args,
-            app_args=self._app_args)
+        self.argv = self._prepare()
         self._shell = self.host.shell()
         # The shell's PID (known after Session.shell()) becomes testpmd's with exec.
         if not self._shell.pid:
@@ -228,22 +199,24 @@ class TestpmdBackend:
             except CommandTimeout as exc:
                 if time.monotonic() >= deadline or not self._alive():
                     state = "did not start in time" if self._alive() else "exited"
-                    raise SessionError(f"testpmd on {self.host.name} {state}: "
+                    raise SessionError(f"{self.role} on {self.host.name} {state}: "
                                        f"{shlex.join(self.argv)}\n{exc.output[-2000:]}")
-        bound = {m.group("path") for m in _BOUND.finditer(output)}
-        missing = [p for p in self.socket_paths if p not in bound]
-        if missing:
-            raise SessionError(f"testpmd on {self.host.name} did not bind {missing}:\n"
-                               f"{output[-2000:]}")
+        self.startup_output = output
+        self._check_ready(output)
         self.ready_seconds = time.monotonic() - began
-        log.info("testpmd (PID %s) on %s serves %s (ready in %.2f s)", self.pid,
-                 self.host.name, " ".join(self.socket_paths), self.ready_seconds)
+        log.info("%s (PID %s) on %s ready in %.2f s", self.role, self.pid, self.host.name,
+                 self.ready_seconds)
 
-    def __enter__(self) -> TestpmdBackend:
+    def __enter__(self) -> Testpmd:
         return self.launch()
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def running(self) -> bool:
+        """True while this testpmd process runs."""
+        return self._alive()
 
     def quit(self, timeout: float = 10.0) -> None:
         """``quit`` testpmd politely, then make sure it is gone (see :meth:`close`)."""
@@ -257,8 +230,9 @@ class TestpmdBackend:
         self.close()
 
     def close(self) -> None:
-        """End testpmd by PID (TERM, then KILL), remove sockets and run directory;
-        idempotent and safe after a failed launch."""
+        """End testpmd by PID (TERM, then KILL), remove what the run created; idempotent
+        and safe after a failed launch or after the process was ended elsewhere (e.g. by
+        ``kill_all``)."""
         try:
             if self.pid is not None and self._alive():
                 self.host.run(["kill", "-TERM", str(self.pid)], timeout=10)
@@ -272,13 +246,7 @@ class TestpmdBackend:
             if self._shell is not None:
                 self._shell.close()
                 self._shell = None
-            if self.run_dir is not None:
-                self.host.run(["rm", "-rf", "--", self.run_dir], timeout=30)
-                self.run_dir = None
-            # EAL's runtime directory of this prefix (empty with --no-shconf, but present).
-            self.host.run(["sh", "-c", 'rm -rf -- "/var/run/dpdk/$1" '
-                           '"${XDG_RUNTIME_DIR:-/tmp}/dpdk/$1"', "sh", self.file_prefix],
-                          timeout=30)
+            self._cleanup()
 
     def _alive(self) -> bool:
         """True while our testpmd runs: the PID is alive, not a zombie, and has the start
@@ -305,12 +273,14 @@ class TestpmdBackend:
         """Send one testpmd command; return its output up to the next prompt."""
         with self._lock:
             if self._shell is None or self._reader is None:
-                raise SessionError("testpmd is not running")
+                raise SessionError(f"{self.role} on {self.host.name} is not running")
             self._shell.send(cmd + "\n")
             out = self._reader.wait_for(PROMPT_RE, time.monotonic() + timeout,
                                         f"testpmd {cmd!r}")
             log.debug("testpmd> %s\n%s", cmd, out)
             return out
+
+    execute_cmd = command  # the legacy PmdOutput name
 
     def set_fwd(self, mode: str) -> None:
         """``set fwd MODE`` (io, mac, csum, rxonly, ...)."""
@@ -330,13 +300,28 @@ class TestpmdBackend:
 
     def start(self) -> None:
         """Start forwarding (``start``)."""
-        out = self.command("start")
-        if "packet forwarding" not in out and "already started" not in out:
-            raise SessionError(f"start: {out.strip()}")
+        self._start("start")
 
-    def stop_fwd(self) -> str:
-        """Stop forwarding (``stop``); returns testpmd's forward statistics text."""
+    def start_tx_first(self, bursts: int = 1) -> None:
+        """Start forwarding after sending ``bursts`` bursts on every port
+        (``start tx_first [N]``): the way to put packets into a loop with no generator."""
+        self._start("start tx_first" if bursts == 1 else f"start tx_first {int(bursts)}")
+
+    def _start(self, cmd: str) -> None:
+        out = self.command(cmd)
+        if "packet forwarding" not in out and "already started" not in out:
+            raise SessionError(f"{cmd}: {out.strip()}")
+
+    def stop(self) -> str:
+        """Stop forwarding (``stop``; testpmd keeps running, see :meth:`quit`); returns
+        testpmd's forward statistics text."""
         return self.command("stop")
+
+    stop_fwd = stop
+
+    def clear_port_stats(self) -> None:
+        """``clear port stats all``."""
+        self.command("clear port stats all")
 
     def port_stats(self, port: int) -> PortStats:
         """The counters of ``show port stats PORT``."""
@@ -345,6 +330,12 @@ class TestpmdBackend:
             return parse_port_stats(out)[port]
         except KeyError:
             raise SessionError(f"show port stats {port}: {out.strip()}")
+
+    get_pmd_stats = port_stats  # the legacy PmdOutput name
+
+    def port_summary(self) -> list[PortSummary]:
+        """The rows of ``show port summary all`` (MAC, device, driver, link), port order."""
+        return parse_port_summary(self.command("show port summary all"))
 
     def packet_log(self, clear: bool = False) -> list[PacketRecord]:
         """The verbose packet dumps printed since launch (or the last ``clear=True``)."""

@@ -1,7 +1,8 @@
-"""Parsers of ``dpdk-testpmd`` output (pure): port statistics and verbose packet dumps.
+"""Parsers of ``dpdk-testpmd`` output (pure): port statistics, port summaries and verbose
+packet dumps.
 
-Formats as printed by DPDK 22.11 (``show port stats N``; ``set verbose 1|2|3`` dumps from
-``app/test-pmd/util.c``).
+Formats as printed by DPDK 22.11 (``show port stats N``, ``show port summary all``;
+``set verbose 1|2|3`` dumps from ``app/test-pmd/util.c``).
 """
 
 from __future__ import annotations
@@ -135,3 +136,39 @@ def parse_packet_log(text: str, start: int = 0) -> list[PacketRecord]:
             flush(tuple(flags.group(1).split()))
     flush(())
     return records
+
+
+@dataclass(frozen=True)
+class PortSummary:
+    """One row of ``show port summary all``."""
+
+    port: int
+    mac: str  # as printed (upper case)
+    name: str  # the device: a PCI address or a vdev name
+    driver: str
+    link_up: bool
+    speed: str  # e.g. "10 Gbps", "None"
+
+
+_SUMMARY_COUNT = re.compile(r"Number of available ports: (\d+)")
+_SUMMARY_ROW = re.compile(
+    r"^(?P<port>\d+)\s+(?P<mac>[0-9A-Fa-f:]{17})\s+(?P<name>\S+)\s+(?P<driver>\S+)\s+"
+    r"(?P<status>up|down)\s+(?P<speed>.*?)\s*$", re.M)
+
+
+def parse_port_summary(text: str) -> list[PortSummary]:
+    """The rows of ``show port summary all`` in ``text``, port order.
+
+    Raises ValueError when the table is missing or has fewer rows than it announces."""
+    text = text.replace("\r", "")
+    count = _SUMMARY_COUNT.search(text)
+    if count is None:
+        raise ValueError(f"no port summary in {text!r}")
+    rows = [PortSummary(port=int(m.group("port")), mac=m.group("mac").upper(),
+                        name=m.group("name"), driver=m.group("driver"),
+                        link_up=m.group("status") == "up", speed=m.group("speed"))
+            for m in _SUMMARY_ROW.finditer(text, count.end())]
+    if len(rows) < int(count.group(1)):
+        raise ValueError(f"port summary announces {count.group(1)} ports, lists {len(rows)}: "
+                         f"{text!r}")
+    return sorted(rows, key=lambda r: r.port)[: int(count.group(1))]
