@@ -25,9 +25,15 @@ _YES = {"yes": True, "no": False}
 MAX_INT_DIGITS = 20
 
 
+def is_control(c: str) -> bool:
+    """True for C0 (tab included), DEL and C1 controls and the byte-order mark U+FEFF."""
+    code = ord(c)
+    return code < 0x20 or 0x7F <= code < 0xA0 or code == 0xFEFF
+
+
 def control_chars(value: str) -> str | None:
     """What is wrong with a value holding NUL or other control characters, else None."""
-    bad = sorted({c for c in value if ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0})
+    bad = sorted({c for c in value if is_control(c)})
     if not bad:
         return None
     return f"control character{'s' if len(bad) > 1 else ''} " \

@@ -44,6 +44,27 @@ def _names(names: tuple[str, ...] | list[str]) -> str:
     return ", ".join(names)
 
 
+#: the largest integer a call or marker may pass (far beyond any option's bounds)
+MAX_INT_BITS = 64
+
+
+def option_text(value: object, where: str, location: Location | None = None) -> str:
+    """An option value from Python (``set_vm_*`` call, marker) as the cfg would hold it:
+    bool -> yes/no, int -> decimal, str as is. ConfigError (``where`` names the option) for
+    an integer too large to be any option's value or any other type."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        if value.bit_length() > MAX_INT_BITS:
+            raise ConfigError(f"{where}: integer of {value.bit_length()} bits is too large "
+                              "for any option", location)
+        return str(value)
+    if isinstance(value, str):
+        return value
+    raise ConfigError(f"{where}: value {value!r} has type {type(value).__name__}; "
+                      "allowed: str, int, bool", location)
+
+
 def check_value(opt: Opt, value: str) -> str | None:
     """None when ``value`` suits ``opt``, else what is wrong (for the message)."""
     return opt.kind.check(value)
@@ -137,4 +158,4 @@ def check_entry(key: str, entry: RawEntry, rep: Report) -> dict[str, str] | None
     return out
 
 
-__all__ = ["RawEntry", "Report", "check_entry", "check_value"]
+__all__ = ["MAX_INT_BITS", "RawEntry", "Report", "check_entry", "check_value", "option_text"]
