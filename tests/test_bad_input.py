@@ -159,6 +159,9 @@ def mutants() -> Iterator[tuple[str, str, str, str]]:
             if (opt := _OPTION.search(line.split("=", 1)[1] if _KEY.match(line) else line)):
                 new = line.replace(f"{opt['name']}=", "bogus_opt=", 1)
                 yield f"{base}:{i + 1}:unknown-option", base, with_line(text, i, new), "error"
+            for n, m in enumerate(re.finditer(r"(?<![^,;\s])[A-Za-z_]+=([^,;]+)", line)):
+                yield (f"{base}:{i + 1}:emptied-value-{n}", base,
+                       with_line(text, i, line[:m.start(1)] + line[m.end(1):]), "error")
             for what, char in CONTROL.items():
                 at = len(line) // 2
                 yield (f"{base}:{i + 1}:{what}", base,
@@ -275,6 +278,11 @@ def test_named_mutants() -> None:
     assert err("[vm0]\n\ufeffmem = size=64;\n") == (
         "t.cfg:2: [vm0]: byte-order mark (U+FEFF) in column 1 is not allowed (only at "
         "the start of the file)")
+    assert err("[vm0]\nvnc = displayNum=1,listen=;\n") == (
+        "t.cfg:2: [vm0] vnc: listen: empty value; leave the option out for its default "
+        "(127.0.0.1)")
+    assert err("[vm0]\ncpu = model=,number=2;\n") == (
+        "t.cfg:2: [vm0] cpu: model: empty value; leave the option out")
     assert err("[vm0]\ncpu =\n    number=2,\x1b;\n") == \
         "t.cfg:3: [vm0] cpu: control character '\\x1b' in column 14 is not allowed"
 

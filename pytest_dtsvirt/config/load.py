@@ -17,6 +17,7 @@ control NIC, not two.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -31,6 +32,7 @@ from pytest_dtsvirt.config.validate import RawEntry, Report, check_entry, option
 from pytest_dtsvirt.errors import ConfigError, ConfigWarning, Location
 
 GLOBAL_CFG = "virt_global.cfg"
+_VM_NAME = re.compile(r"vm[0-9]*")
 GLOBAL_SECTION = "KVM"
 
 
@@ -137,8 +139,10 @@ def _texts(options: Mapping[Any, Any], origin: Location) -> dict[str, str]:
 
 
 def vm_sections(cfg: CfgFile) -> list[Section]:
-    """The sections of ``cfg`` that carry at least one VM parameter."""
-    return [s for s in cfg.sections if any(is_vm_key(p.key) for p in s.params)]
+    """The sections of ``cfg`` that carry at least one VM parameter or are named like a VM
+    (``vm``, ``vm0``...: so a section whose keys are all misspelt is still checked)."""
+    return [s for s in cfg.sections
+            if _VM_NAME.fullmatch(s.name) or any(is_vm_key(p.key) for p in s.params)]
 
 
 def params_for_section(section: Section, file: str, *, global_section: Section | None = None,

@@ -136,18 +136,10 @@ class ParamSchema:
         return self.model
 
     def values(self, opts: Mapping[str, str]) -> dict[str, Any]:
-        """Checked option strings -> ``{model field: converted value}``; an empty text value
-        of an option without a default stands for "not given"."""
+        """Checked option strings -> ``{model field: converted value}``."""
         variant = opts.get(self.selector) if self.selector else None
-        out: dict[str, Any] = {}
-        for o in self.options_for(variant):
-            if o.field is None or o.name not in opts:
-                continue
-            value = opts[o.name]
-            if value == "" and o.default is None and isinstance(o.kind, Str):
-                continue
-            out[o.field] = o.convert(value)
-        return out
+        return {o.field: o.convert(opts[o.name]) for o in self.options_for(variant)
+                if o.field is not None and o.name in opts}
 
 
 _VLAN = Opt("opt_vlan", "pairs a nic with its backend (same number, in order)", Int(0, 4095),

@@ -141,9 +141,10 @@ def check_entry(key: str, entry: RawEntry, rep: Report) -> dict[str, str] | None
             rep.error(loc, f"unknown option {name!r} for {what}; valid: "
                            f"{_names(list(valid))}")
             continue
-        if key == "monitor" and name == "path" and value == "":
-            continue
         bad = check_value(opt, value)
+        if bad is None and value == "":
+            bad = "empty value; leave the option out" + (
+                f" for its default ({opt.default})" if opt.default is not None else "")
         if bad is not None:
             rep.error(loc, f"{name}: {bad}")
             continue
