@@ -137,7 +137,8 @@ BAD_NUMBERS = {
     "too-big": "99999999999", "spaced": "1 0", "nbsp": "1\u00a00", "empty": "",
 }
 CONTROL = {"nul": "\0", "esc": "\x1b", "del": "\x7f", "c1": "\x85", "bell": "\x07",
-           "vt": "\x0b", "ff": "\x0c", "bom-inside": "\ufeff"}
+           "vt": "\x0b", "ff": "\x0c", "bom-inside": "\ufeff", "line-separator": "\u2028",
+           "paragraph-separator": "\u2029"}
 
 
 def mutants() -> Iterator[tuple[str, str, str, str]]:
@@ -394,7 +395,7 @@ _VALUES = st.one_of(
     st.sampled_from(["0", "1", "2", "16", "1024", "yes", "no", "on", "host", "nic", "user",
                      "vhost-user", "virtio-net-pci", "vfio-pci", "00:00:20:00:00:20",
                      "tcp::2222-:22", "0x3", "01:00.0", "/x", "٣", "²", "9" * 5000, "a=b",
-                     "-device x", "'", "\0", "\ufeff"]),
+                     "-device x", "'", "\0", "\ufeff", "\u2028", "\x85"]),
     st.text(_CHARS, max_size=12))
 _ENTRY = st.lists(st.tuples(st.sampled_from(_NAMES), _VALUES), max_size=4).map(
     lambda opts: ",".join(f"{n}={v}" for n, v in opts))

@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pytest_dtsvirt.config.kinds import is_control
 from pytest_dtsvirt.errors import ConfigError, Location
 
 DEFAULT_SECTION = "DEFAULT"
@@ -40,12 +41,11 @@ BOM = "\ufeff"
 def _bad_char(line: str) -> str | None:
     """What is wrong with a line holding a control character or a byte-order mark."""
     for col, c in enumerate(line, start=1):
-        code = ord(c)
-        if c != "\t" and (code < 0x20 or 0x7F <= code < 0xA0):
-            return f"control character {c!r} in column {col} is not allowed"
         if c == BOM:
             return (f"byte-order mark (U+FEFF) in column {col} is not allowed (only at the "
                     "start of the file)")
+        if c != "\t" and is_control(c):
+            return f"control character {c!r} in column {col} is not allowed"
     return None
 
 
