@@ -284,6 +284,8 @@ def test_named_mutants() -> None:
         "(127.0.0.1)")
     assert err("[vm0]\ncpu = model=,number=2;\n") == (
         "t.cfg:2: [vm0] cpu: model: empty value; leave the option out")
+    assert err("[vm0]\ndisk = file=/x,type=;\n") == (
+        "t.cfg:2: [vm0] disk: type (read as opt_format): empty value")
     assert err("[vm0]\ncpu =\n    number=2,\x1b;\n") == \
         "t.cfg:3: [vm0] cpu: control character '\\x1b' in column 14 is not allowed"
 

@@ -131,6 +131,10 @@ def check_entry(key: str, entry: RawEntry, rep: Report) -> dict[str, str] | None
     for name, value in opts.items():
         if name in schema.legacy:
             if key == "disk" and name == "type":
+                bad = check_value(valid["opt_format"], value) if value else "empty value"
+                if bad is not None:
+                    rep.error(loc, f"type (read as opt_format): {bad}")
+                    continue
                 rep.warn(loc, f"disk type={value} read as opt_format={value}")
                 out.setdefault("opt_format", value)
             else:
