@@ -7,7 +7,8 @@ parameter's :class:`ParamSchema` names its model class, the VmSpec field and the
 VmSpec (:mod:`~pytest_dtsvirt.config.load`), qemu properties (:mod:`pytest_dtsvirt.qemu.argv`),
 the "valid: ..." part of messages and ``docs/parameters.md`` (:func:`render_markdown`) all
 read this table. It is checked when imported (:func:`check_table`): an option with an unknown
-kind, a field its model lacks or a default that disagrees with the model's is a TypeError.
+kind, a field its model lacks or a default that disagrees with the model's (unless that is
+None, "not given") is a TypeError.
 
 A parameter (``cpu = model=host,number=2;``) is a key whose value is a list of entries; each
 entry is a set of options. Parameters with a *selector* (``net`` by ``type``, ``device`` by
@@ -391,7 +392,8 @@ def qemu_props(obj: object) -> list[tuple[str, object | None]]:
 
 def check_table(table: tuple[ParamSchema, ...]) -> None:
     """TypeError unless every option of ``table`` fills a field its model has, with the
-    model's default, and every parameter with a model names a VmSpec field."""
+    model's default (a model default of None means "not given" and is not compared), and
+    every parameter with a model names a VmSpec field."""
     spec_fields = {f.name: f for f in dataclasses.fields(VmSpec)}
     for p in table:
         if p.model is not None and p.spec_field not in spec_fields:
@@ -409,8 +411,8 @@ def check_table(table: tuple[ParamSchema, ...]) -> None:
                     raise TypeError(f"parameter {p.key} option {o.name}: {cls.__name__} has "
                                     f"no field {o.field!r}")
                 model_default = f.default
-                if o.default is not None and model_default is not dataclasses.MISSING and \
-                        o.convert(o.default) != model_default:
+                if o.default is not None and model_default not in (dataclasses.MISSING, None) \
+                        and o.convert(o.default) != model_default:
                     raise TypeError(f"parameter {p.key} option {o.name}: default {o.default!r} "
                                     f"disagrees with {cls.__name__}.{o.field}="
                                     f"{model_default!r}")

@@ -17,11 +17,7 @@ Compatible in spirit with DTS ``crbs.cfg``: an INI file with one section per DUT
 
 The legacy crbs.cfg names ``dut_ip``, ``dut_user``, ``dut_passwd`` and ``channels`` are
 accepted as aliases; other crbs.cfg keys (tester, packet generator...) load with a warning.
-As in ConfigParser, a comment is a whole line starting with ``#`` or ``;``; there are no
-inline comments, so a value with `` ;`` or `` #`` after a space is refused (a comment
-written after a value would otherwise become part of it), except for ``password``, which is
-the rest of the line verbatim. Control characters are refused; a leading UTF-8 byte-order
-mark is skipped. Parsing is pure; :func:`connect` is the only function with side effects.
+Parsing is pure; :func:`connect` is the only function with side effects.
 """
 
 from __future__ import annotations
@@ -140,7 +136,13 @@ def _convert(key: str, value: str, loc: Location) -> object:
 
 
 def parse_dut_configs(text: str, filename: str = "<string>") -> list[DutConfig]:
-    """Parse DUT config text (pure); ConfigError with file:line for every problem."""
+    """Parse DUT config text (pure); ConfigError with file:line for every problem.
+
+    As in ConfigParser, a comment is a whole line starting with ``#`` or ``;``; there are no
+    inline comments, so a value with `` ;`` or `` #`` after a space is refused (a comment
+    written after a value would otherwise become part of it), except for ``password``, which
+    is the rest of the line verbatim. Control characters are refused; a leading UTF-8
+    byte-order mark is skipped."""
     problems: list[ConfigError] = []
     sections: list[tuple[str, int, dict[str, object]]] = []
     seen_sections: dict[str, int] = {}
