@@ -1,6 +1,6 @@
-"""The table of every VM parameter and option: the single source of each option.
+"""The table of every VM parameter and option.
 
-An option's :class:`Opt` carries its kind (type and bounds, :mod:`~pytest_dtsvirt.config.kinds`),
+The single source of each option: an option's :class:`Opt` carries its kind (type and bounds, :mod:`~pytest_dtsvirt.config.kinds`),
 default, the model field it fills and, where it maps 1:1, the qemu property it becomes; a
 parameter's :class:`ParamSchema` names its model class, the VmSpec field and the builder
 (:mod:`~pytest_dtsvirt.config.build`). Validation (:mod:`~pytest_dtsvirt.config.validate`), the
@@ -338,6 +338,7 @@ def is_vm_key(key: str) -> bool:
 
 
 def _cell(text: str) -> str:
+    """Text for a Markdown table cell: a ``|`` would end the cell."""
     return text.replace("|", "\\|")
 
 
