@@ -1,14 +1,14 @@
 """The table of every VM parameter and option.
 
-The single source of each option: an option's :class:`Opt` carries its kind (type and bounds, :mod:`~pytest_dtsvirt.config.kinds`),
-default, the model field it fills and, where it maps 1:1, the qemu property it becomes; a
-parameter's :class:`ParamSchema` names its model class, the VmSpec field and the builder
-(:mod:`~pytest_dtsvirt.config.build`). Validation (:mod:`~pytest_dtsvirt.config.validate`), the
-VmSpec (:mod:`~pytest_dtsvirt.config.load`), qemu properties (:mod:`pytest_dtsvirt.qemu.argv`),
-the "valid: ..." part of messages and ``docs/parameters.md`` (:func:`render_markdown`) all
-read this table. It is checked when imported (:func:`check_table`): an option with an unknown
-kind, a field its model lacks or a default that disagrees with the model's (unless that is
-None, "not given") is a TypeError.
+The single source of each option: an option's :class:`Opt` carries its kind (type and
+bounds, :mod:`~pytest_dtsvirt.config.kinds`), default, the model field it fills and, where it
+maps 1:1, the qemu property it becomes; a parameter's :class:`ParamSchema` names its model
+class, the VmSpec field and the builder (:mod:`~pytest_dtsvirt.config.build`). Validation
+(:mod:`~pytest_dtsvirt.config.validate`), the VmSpec (:mod:`~pytest_dtsvirt.config.load`),
+qemu properties (:mod:`pytest_dtsvirt.qemu.argv`), the "valid: ..." part of messages and
+``docs/parameters.md`` (:func:`render_markdown`) all read this table. It is checked when
+imported (:func:`check_table`): an option with an unknown kind, a field its model lacks or a
+default that disagrees with the model's (unless that is None, "not given") is a TypeError.
 
 A parameter (``cpu = model=host,number=2;``) is a key whose value is a list of entries; each
 entry is a set of options. Parameters with a *selector* (``net`` by ``type``, ``device`` by
