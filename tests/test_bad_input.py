@@ -34,7 +34,7 @@ from pytest_dtsvirt.config.load import (
 from pytest_dtsvirt.config.model import VmSpec
 from pytest_dtsvirt.config.schema import PARAMS, params
 from pytest_dtsvirt.errors import ConfigError
-from pytest_dtsvirt.session.dutconfig import load_dut_configs, parse_dut_configs
+from pytest_dtsvirt.session.dutconfig import load_dut_configs, parse_dut_configs, parse_dut_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -356,6 +356,15 @@ def test_dut_config_bad_input(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_dut_configs(text, "f.cfg")
     assert str(info.value).startswith(message)
+
+
+def test_dut_spec_port_of_other_digits() -> None:
+    with pytest.raises(ConfigError, match=r"^--dut: host:²: expected \[user@\]host\[:port\]"):
+        parse_dut_spec("host:²")
+    with pytest.raises(ConfigError, match=r"^--dut: host:٢٢: must be a number 1-65535"):
+        parse_dut_spec("host:٢٢")
+    with pytest.raises(ConfigError, match=r"must be a number 1-65535, not '9{20}\.\.\.\(5000 "):
+        parse_dut_spec("host:" + "9" * 5000)
 
 
 def test_dut_config_bom_and_password_verbatim(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pytest_dtsvirt.config.kinds import ascii_int, control_chars
+from pytest_dtsvirt.config.kinds import ascii_int, control_chars, shown
 from pytest_dtsvirt.config.model import DEFAULT_QEMU
 from pytest_dtsvirt.errors import ConfigError, Location
 
@@ -106,30 +106,30 @@ def _convert(key: str, value: str, loc: Location) -> object:
     if (bad := control_chars(value)) is not None:
         raise ConfigError(bad, loc)
     if key != "password" and _INLINE_COMMENT.search(value):
-        raise ConfigError(f"{value!r}: inline comments are not supported (a ';' or '#' after "
+        raise ConfigError(f"{shown(value)}: inline comments are not supported (a ';' or '#' after "
                           "a space would be part of the value); put the comment on a line "
                           "of its own", loc)
     if key == "port":
         port = ascii_int(value, 1, 65535)
         if port is None:
-            raise ConfigError(f"must be a number 1-65535, not {value!r}", loc)
+            raise ConfigError(f"must be a number 1-65535, not {shown(value)}", loc)
         return port
     if key == "memory_channels":
         channels = ascii_int(value, 1, MAX_MEMORY_CHANNELS)
         if channels is None:
             raise ConfigError(f"must be a positive number up to {MAX_MEMORY_CHANNELS}, "
-                              f"not {value!r}", loc)
+                              f"not {shown(value)}", loc)
         return channels
     if key == "host_key_check":
         if value.lower() in _TRUE:
             return True
         if value.lower() in _FALSE:
             return False
-        raise ConfigError(f"must be yes or no, not {value!r}", loc)
+        raise ConfigError(f"must be yes or no, not {shown(value)}", loc)
     if not value and key not in ("password",):
         raise ConfigError("empty value", loc)
     if key in ("host", "user") and any(c.isspace() for c in value):
-        raise ConfigError(f"{value!r}: a {key} name has no spaces", loc)
+        raise ConfigError(f"{shown(value)}: a {key} name has no spaces", loc)
     if key in ("key", "known_hosts"):
         return os.path.expanduser(value)
     return value
