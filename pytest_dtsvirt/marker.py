@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pytest_dtsvirt.config import schema
+from pytest_dtsvirt.config.validate import option_text
 from pytest_dtsvirt.errors import ConfigError, Location
 
 #: the marker's name
@@ -77,15 +78,8 @@ class VmRequest:
 
 def convert_value(value: object, where: str, location: Location | None = None) -> str:
     """An option value as the cfg would hold it: bool -> yes/no, int -> decimal, str as is.
-    ConfigError (``where`` names the option) for any other type."""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
-        return value
-    raise ConfigError(f"{where}: value {value!r} has type {type(value).__name__}; "
-                      "allowed: str, int, bool", location)
+    ConfigError (``where`` names the option) for any other type or an absurdly large int."""
+    return option_text(value, where, location)
 
 
 def _entry(entry: object, where: Location) -> Options:
@@ -136,6 +130,9 @@ def parse_marker(args: Sequence[Any], kwargs: Mapping[str, Any],
         items = value if isinstance(value, list | tuple) else [value]
         if not items:
             raise ConfigError("empty list; give one dict or a list of dicts", key_loc)
+        if len(items) > 1 and not schema.PARAMS[key].append:
+            raise ConfigError(f"takes one entry (a dict) in a marker, which replaces the "
+                              f"cfg's; a list of {len(items)} given", key_loc)
         entries.extend((key, _entry(item, key_loc)) for item in items)
     return VmRequest(name=name, suite=suite, entries=tuple(entries))
 

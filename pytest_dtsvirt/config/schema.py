@@ -1,13 +1,14 @@
-"""The table of every VM parameter and option: the single source of each option.
+"""The table of every VM parameter and option.
 
-An option's :class:`Opt` carries its kind (type and bounds, :mod:`~pytest_dtsvirt.config.kinds`),
-default, the model field it fills and, where it maps 1:1, the qemu property it becomes; a
-parameter's :class:`ParamSchema` names its model class, the VmSpec field and the builder
-(:mod:`~pytest_dtsvirt.config.build`). Validation (:mod:`~pytest_dtsvirt.config.validate`), the
-VmSpec (:mod:`~pytest_dtsvirt.config.load`), qemu properties (:mod:`pytest_dtsvirt.qemu.argv`),
-the "valid: ..." part of messages and ``docs/parameters.md`` (:func:`render_markdown`) all
-read this table. It is checked when imported (:func:`check_table`): an option with an unknown
-kind, a field its model lacks or a default that disagrees with the model's is a TypeError.
+The single source of each option: an option's :class:`Opt` carries its kind (type and
+bounds, :mod:`~pytest_dtsvirt.config.kinds`), default, the model field it fills and, where it
+maps 1:1, the qemu property it becomes; a parameter's :class:`ParamSchema` names its model
+class, the VmSpec field and the builder (:mod:`~pytest_dtsvirt.config.build`). Validation
+(:mod:`~pytest_dtsvirt.config.validate`), the VmSpec (:mod:`~pytest_dtsvirt.config.load`),
+qemu properties (:mod:`pytest_dtsvirt.qemu.argv`), the "valid: ..." part of messages and
+``docs/parameters.md`` (:func:`render_markdown`) all read this table. It is checked when
+imported (:func:`check_table`): an option with an unknown kind, a field its model lacks or a
+default that disagrees with the model's (unless that is None, "not given") is a TypeError.
 
 A parameter (``cpu = model=host,number=2;``) is a key whose value is a list of entries; each
 entry is a set of options. Parameters with a *selector* (``net`` by ``type``, ``device`` by
@@ -139,18 +140,10 @@ class ParamSchema:
         return self.model
 
     def values(self, opts: Mapping[str, str]) -> dict[str, Any]:
-        """Checked option strings -> ``{model field: converted value}``; an empty text value
-        of an option without a default stands for "not given"."""
+        """Checked option strings -> ``{model field: converted value}``."""
         variant = opts.get(self.selector) if self.selector else None
-        out: dict[str, Any] = {}
-        for o in self.options_for(variant):
-            if o.field is None or o.name not in opts:
-                continue
-            value = opts[o.name]
-            if value == "" and o.default is None and isinstance(o.kind, Str):
-                continue
-            out[o.field] = o.convert(value)
-        return out
+        return {o.field: o.convert(opts[o.name]) for o in self.options_for(variant)
+                if o.field is not None and o.name in opts}
 
 
 _VLAN = Opt("opt_vlan", "pairs a nic with its backend (same number, in order)", Int(0, 4095),
@@ -416,7 +409,8 @@ def qemu_props(obj: object) -> list[tuple[str, object | None]]:
 
 def check_table(table: tuple[ParamSchema, ...]) -> None:
     """TypeError unless every option of ``table`` fills a field its model has, with the
-    model's default, and every parameter with a model names a VmSpec field."""
+    model's default (a model default of None means "not given" and is not compared), and
+    every parameter with a model names a VmSpec field."""
     spec_fields = {f.name: f for f in dataclasses.fields(VmSpec)}
     for p in table:
         if p.model is not None and p.spec_field not in spec_fields:
@@ -434,8 +428,8 @@ def check_table(table: tuple[ParamSchema, ...]) -> None:
                     raise TypeError(f"parameter {p.key} option {o.name}: {cls.__name__} has "
                                     f"no field {o.field!r}")
                 model_default = f.default
-                if o.default is not None and model_default is not dataclasses.MISSING and \
-                        o.convert(o.default) != model_default:
+                if o.default is not None and model_default not in (dataclasses.MISSING, None) \
+                        and o.convert(o.default) != model_default:
                     raise TypeError(f"parameter {p.key} option {o.name}: default {o.default!r} "
                                     f"disagrees with {cls.__name__}.{o.field}="
                                     f"{model_default!r}")
