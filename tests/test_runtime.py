@@ -6,7 +6,9 @@ import _thread
 import contextlib
 import dataclasses
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -27,7 +29,14 @@ from support.runtime import (
     write_cfg,
 )
 
-from pytest_dtsvirt.errors import QemuExited, SessionError, VmError, VmStartError
+from pytest_dtsvirt.errors import (
+    CommandTimeout,
+    QemuExited,
+    SessionError,
+    VmDied,
+    VmError,
+    VmStartError,
+)
 from pytest_dtsvirt.qemu.kvm import QEMUKvm
 from pytest_dtsvirt.session.dut import Dut
 from pytest_dtsvirt.session.dutconfig import connect, local_dut_config
@@ -187,13 +196,54 @@ def test_qemu_killed_during_boot_fails_at_once(dut: Dut, tmp_path: Path) -> None
 
 
 def test_qemu_killed_during_a_test(dut: Dut, tmp_path: Path) -> None:
+    """Every way the test touches the VM says qemu died (signal, console tail), and the
+    teardown fails with that cause."""
     vm = make_vm(dut, write_cfg(tmp_path))
     vm_dut = vm.start()
     assert vm._proc is not None and vm._proc.pid is not None
-    os.kill(vm._proc.pid, 9)
-    with pytest.raises(SessionError):
+    pid = vm._proc.pid
+    os.kill(pid, 9)
+    with pytest.raises(SessionError) as info:
         vm_dut.send_expect("sleep 30", "# ", timeout=10)
-    vm.stop()  # nothing to stop, and no error for it
+    died = f"qemu (PID {pid}) died while the VM was in use: killed by signal 9 (SIGKILL)"
+    assert died in str(info.value) and "console tail:" in str(info.value)
+    for touch in (lambda: vm.qmp, lambda: vm.agent):
+        with pytest.raises(VmDied, match=re.escape(died)):
+            touch()
+    with pytest.raises(VmDied, match=re.escape(died)):
+        vm.stop()
+    vm.stop()  # idempotent: said once
+    assert_nothing_left(vm)
+
+
+def test_qemu_killed_while_the_test_does_not_touch_the_vm(dut: Dut, tmp_path: Path) -> None:
+    vm = make_vm(dut, write_cfg(tmp_path))
+    vm.start()
+    assert vm._proc is not None and vm._proc.pid is not None
+    os.kill(vm._proc.pid, 9)
+    vm._proc.wait_exit(10)
+    with pytest.raises(VmDied) as info:
+        vm.stop()
+    assert "died while the VM was in use: killed by signal 9 (SIGKILL)" in str(info.value)
+    assert "Linux version" in str(info.value) or "console tail" in str(info.value)
+    assert_nothing_left(vm)
+
+
+def test_qemu_stopped_during_a_test(dut: Dut, tmp_path: Path) -> None:
+    """SIGSTOP: a command times out saying the VM is stopped; teardown is prompt."""
+    vm = make_vm(dut, write_cfg(tmp_path))
+    vm_dut = vm.start()
+    assert vm._proc is not None and vm._proc.pid is not None
+    vm_dut.send_expect("echo ready", "# ")
+    os.kill(vm._proc.pid, signal.SIGSTOP)
+    with pytest.raises(CommandTimeout) as info:
+        vm_dut.send_expect("echo hi", "hi", timeout=3)
+    stopped = f"the VM is not responding: qemu (PID {vm._proc.pid}) is stopped (SIGSTOP)"
+    assert stopped in str(info.value)
+    begin = time.monotonic()
+    with pytest.raises(VmDied, match=re.escape(stopped)):
+        vm.stop()
+    assert time.monotonic() - begin < 10, "teardown of a stopped qemu was not prompt"
     assert_nothing_left(vm)
 
 

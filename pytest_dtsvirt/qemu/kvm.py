@@ -18,16 +18,24 @@ SIGTERM -> SIGKILL, each step bounded.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shlex
+import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from pytest_dtsvirt import hypervisor
 from pytest_dtsvirt.config.load import VmParams, call_origin, load_vm_params
-from pytest_dtsvirt.errors import ConfigError, DtsvirtError, VmError, VmStartError
+from pytest_dtsvirt.errors import (
+    ConfigError,
+    DtsvirtError,
+    VmDied,
+    VmError,
+    VmStartError,
+)
 from pytest_dtsvirt.hypervisor import Hypervisor, VmOptions
 from pytest_dtsvirt.qemu import accel as accel_mod
 from pytest_dtsvirt.qemu import guestboot
@@ -37,7 +45,7 @@ from pytest_dtsvirt.qemu.qga import GuestAgent
 from pytest_dtsvirt.qemu.qmp import Qmp
 from pytest_dtsvirt.runtime import rundir
 from pytest_dtsvirt.runtime.ladder import Fatal, Ladder, NotYet
-from pytest_dtsvirt.runtime.supervisor import Supervised, start_supervised
+from pytest_dtsvirt.runtime.supervisor import Supervised, describe_status, start_supervised
 from pytest_dtsvirt.session.base import Session
 from pytest_dtsvirt.session.dut import Dut, VmDut
 
@@ -75,6 +83,7 @@ class QEMUKvm(Hypervisor):
         self._pt_hosts: dict[str, str] = {}  # pt_N -> host PCI address of passthrough N
         self.accel_reason = ""
         self._stopped = False
+        self._stopping = False  # teardown began: qemu ending is expected from now on
         self._kept = False
         #: this VM's own connection to the DUT for its long-lived channels (see _open_link)
         self._link: Dut | None = None
@@ -99,15 +108,24 @@ class QEMUKvm(Hypervisor):
 
     @property
     def agent(self) -> GuestAgent:
+        """The guest agent client; VmDied when the VM died."""
+        self._raise_if_dead()
         if self._agent is None:
             raise VmError(f"{self.vm_name}: the guest agent is not connected")
         return self._agent
 
     @property
     def qmp(self) -> Qmp:
+        """The QMP client; VmDied when the VM died."""
+        self._raise_if_dead()
         if self._qmp is None:
             raise VmError(f"{self.vm_name}: QMP is not connected")
         return self._qmp
+
+    def _raise_if_dead(self) -> None:
+        cause = self.death_reason()
+        if cause is not None:
+            raise VmDied(f"{self.vm_name}: {cause}")
 
     @property
     def run_dir(self) -> str | None:
@@ -199,6 +217,7 @@ class QEMUKvm(Hypervisor):
         guest_session = ladder.phase("ssh", lambda: self._ssh_probe(spec, ladder))
         self._timings = dict(ladder.timings)
         self._timings["total"] = round(time.monotonic() - ladder.started, 3)
+        guest_session.fault_hint = self.fault
         self._vm_dut = VmDut(guest_session, self._guest_config(spec), vm=self)
         log.info("%s: ready in %.2f s (%s)", self.vm_name, self._timings["total"],
                  ", ".join(f"{k} {v:.2f}" for k, v in ladder.timings.items()))
@@ -306,58 +325,163 @@ class QEMUKvm(Hypervisor):
         return "\n".join(lines)
 
     def stop(self) -> None:
-        """Tear down: each step bounded, every step attempted; idempotent.
+        """Tear down in stages, like QEMU's ``machine.py``; idempotent.
 
-        Guest-side steps (``kill_all``, agent powerdown) are courtesy: when they fail the
-        escalation goes on. Only a qemu that survives SIGKILL or a run dir that cannot be
-        removed is reported as a teardown error.
+        courtesy (guest ``kill_all``, agent powerdown) -> soft (QMP ``quit``, SIGTERM) ->
+        hard (SIGKILL) -> post (close clients and link, remove the run dir). Each step is
+        bounded and a failed one escalates; a stopped (SIGSTOP) qemu goes straight to hard.
+        Ctrl-C during teardown skips to hard, and hard and post finish before it is raised
+        again (a second Ctrl-C waits for them), so no run dir is left behind. Raises
+        :class:`VmDied` when qemu had died, stopped responding or lost its DUT link while
+        the VM was in use, :class:`VmError` when qemu survives SIGKILL or the run dir cannot
+        be removed.
         """
         if self._stopped:
             return
         self._stopped = True
         errors: list[str] = []
-        proc, session = self._proc, self.dut.session
+        cause: str | None = None
+        interrupted: BaseException | None = None
+        try:
+            cause = self._death_cause() if self._vm_dut is not None else None
+            self._stopping = True
+            if self._qemu_running():
+                if self._qemu_is_stopped():
+                    cause = self._stopped_cause()
+                    log.warning("%s: %s; ending it at once", self.vm_name, cause)
+                else:
+                    self._stop_courtesy()
+                    self._stop_soft()
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+            log.warning("%s: teardown interrupted; ending qemu and removing its run dir "
+                        "first", self.vm_name)
+        finally:
+            self._stopping = True
+            with _sigint_deferred() as deferred:
+                self._stop_hard(errors)
+                self._stop_post(errors)
+        if interrupted is None and deferred:
+            interrupted = KeyboardInterrupt()
+        if interrupted is not None:
+            raise interrupted
+        if cause is not None:
+            raise VmDied(f"{self.vm_name}: {cause}")
+        if errors:
+            raise VmError(f"{self.vm_name}: teardown problems: " + "; ".join(errors))
 
-        def attempt(name: str, fn: Any) -> bool:
-            try:
-                fn()
-                return True
-            except Exception as exc:
-                log.info("%s: teardown: %s failed (%s); escalating", self.vm_name, name, exc)
-                return False
+    def _qemu_running(self) -> bool:
+        proc = self._proc
+        return proc is not None and proc.pid is not None and not proc.exited
 
-        alive = proc is not None and proc.pid is not None and not proc.exited
+    def _attempt(self, name: str, fn: Callable[[], object]) -> bool:
+        """One escalation step: True if it worked; a failure is logged, not raised."""
+        try:
+            fn()
+            return True
+        except Exception as exc:
+            log.info("%s: teardown: %s failed (%s); escalating", self.vm_name, name, exc)
+            return False
+
+    def _stop_courtesy(self) -> None:
+        """Ask nicely: end the test's processes in the guest, power the guest down."""
+        proc = self._proc
+        assert proc is not None
         if self._vm_dut is not None:
-            if alive:
-                self._bounded("guest kill_all", self._vm_dut.kill_all, GUEST_COURTESY_S)
+            self._bounded("guest kill_all", self._vm_dut.kill_all, GUEST_COURTESY_S)
             # the session, not Dut.close(): that would run kill_all once more
-            attempt("closing the guest session", self._vm_dut.session.close)
-        if alive and proc is not None:
-            begin = time.monotonic()
-            if self._agent is not None and attempt("agent powerdown", self.agent.shutdown):
-                proc.wait_exit(5.0)
-            if not proc.exited and self._qmp is not None and attempt("QMP quit", self.qmp.quit):
-                proc.wait_exit(3.0)
-            for sig, grace in (("TERM", 3.0), ("KILL", 5.0)):
-                if proc.exited:
-                    break
-                attempt(f"SIG{sig}", lambda sig=sig: session.run(
-                    ["kill", f"-{sig}", str(proc.pid)], timeout=10))
-                proc.wait_exit(grace)
-            if not proc.exited:
-                errors.append(f"qemu PID {proc.pid} still running after SIGKILL")
-            log.info("%s: qemu stopped in %.2f s", self.vm_name, time.monotonic() - begin)
+            self._attempt("closing the guest session", self._vm_dut.session.close)
+        if self._agent is not None and self._attempt("agent powerdown", self.agent.shutdown):
+            proc.wait_exit(5.0)
+
+    def _stop_soft(self) -> None:
+        """Tell qemu to quit: QMP ``quit``, then SIGTERM."""
+        proc = self._proc
+        assert proc is not None
+        if not proc.exited and self._qmp is not None and self._attempt("QMP quit",
+                                                                        self.qmp.quit):
+            proc.wait_exit(3.0)
+        if not proc.exited:
+            self._signal("TERM")
+            proc.wait_exit(3.0)
+
+    def _stop_hard(self, errors: list[str]) -> None:
+        """SIGKILL whatever still runs (also a stopped qemu)."""
+        proc = self._proc
+        if proc is None or proc.pid is None or proc.exited or proc.link_lost:
+            return
+        self._signal("KILL")
+        if not proc.wait_exit(5.0):
+            errors.append(f"qemu PID {proc.pid} still running after SIGKILL")
+
+    def _signal(self, sig: str) -> None:
+        proc = self._proc
+        assert proc is not None
+        self._attempt(f"SIG{sig}", lambda: self.dut.session.run(
+            ["kill", f"-{sig}", str(proc.pid)], timeout=10))
+
+    def _stop_post(self, errors: list[str]) -> None:
+        """Close our clients and link; remove the run dir (the supervisor on the DUT does
+        that itself when the link dropped)."""
+        if self._vm_dut is not None:
+            self._attempt("closing the guest session", self._vm_dut.session.close)
         self._close_clients()
+        proc = self._proc
         if proc is not None:
             proc.release()
         self._close_link()
-        if self._run_dir is not None and not errors:
-            try:
-                rundir.remove_run_dir(session, self._run_dir)
-            except DtsvirtError as exc:
-                errors.append(f"removing the run dir {self._run_dir}: {exc}")
-        if errors:
-            raise VmError(f"{self.vm_name}: teardown problems: " + "; ".join(errors))
+        if self._run_dir is None or errors or (proc is not None and proc.link_lost):
+            return
+        try:
+            rundir.remove_run_dir(self.dut.session, self._run_dir)
+        except DtsvirtError as exc:
+            errors.append(f"removing the run dir {self._run_dir}: {exc}")
+
+    # -- faults of a running VM ---------------------------------------------------------
+    def _death_cause(self) -> str | None:
+        """Why this VM is gone while in use (qemu died, DUT link dropped), or None. qemu
+        ending with status 0 is a guest that powered itself off, not a death."""
+        proc = self._proc
+        if proc is None or not proc.exited or self._stopping:
+            return None
+        if proc.link_lost:
+            return (f"the link to DUT {self.dut.config.name} dropped while the VM ran; the "
+                    "supervisor on the DUT ended qemu and removed the run dir when it saw "
+                    "the link drop")
+        if proc.exit_status == 0:
+            return None
+        return (f"qemu (PID {proc.pid}) died while the VM was in use: "
+                f"{describe_status(proc.exit_status)}; qemu said: {self._qemu_log_tail(5)}; "
+                f"console tail:\n{self._console_tail(15)}")
+
+    def _qemu_is_stopped(self) -> bool:
+        proc = self._proc
+        if proc is None or proc.pid is None or proc.exited:
+            return False
+        try:
+            info = self.dut.session.proc_info(proc.pid)
+        except DtsvirtError:
+            return False
+        return info is not None and info.state in ("T", "t")
+
+    def _stopped_cause(self) -> str:
+        pid = self._proc.pid if self._proc else None
+        return f"the VM is not responding: qemu (PID {pid}) is stopped (SIGSTOP)"
+
+    def fault(self, wait: float = 1.5) -> str | None:
+        """Why the VM cannot answer (for errors of the guest session, QMP and the agent):
+        qemu died (waiting up to ``wait`` s for the supervisor to report it), its DUT link
+        dropped, or qemu is stopped; None when none of these is the case."""
+        proc = self._proc
+        if proc is None or self._stopping:
+            return None
+        if proc.wait_exit(wait):
+            return self._death_cause()
+        return self._stopped_cause() if self._qemu_is_stopped() else None
+
+    def death_reason(self) -> str | None:
+        """The cause if this VM died (see :meth:`fault`) without waiting; None if it runs."""
+        return self._death_cause() if self._vm_dut is not None else None
 
     def _bounded(self, name: str, fn: Any, seconds: float) -> None:
         """Run a courtesy step for at most ``seconds``: a hung guest (its SSH link still up
@@ -405,6 +529,10 @@ class QEMUKvm(Hypervisor):
         except DtsvirtError:
             return ""
 
+    def _console_tail(self, lines: int) -> str:
+        text = self._read_run_file(lambda p: p.console_log).strip()
+        return "\n".join(text.splitlines()[-lines:]) or "(empty)"
+
     def _qemu_log_tail(self, lines: int) -> str:
         text = self._read_run_file(lambda p: p.qemu_log).strip()
         return "\n".join(text.splitlines()[-lines:]) or "(nothing on stderr)"
@@ -447,6 +575,22 @@ class QEMUKvm(Hypervisor):
         except DtsvirtError as exc:
             lines.append(f"(agent: {exc})")
         return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[list[int]]:
+    """Hold off Ctrl-C (SIGINT) in the block; the list says whether one came. Only the main
+    thread can install a handler; elsewhere the block runs unshielded."""
+    got: list[int] = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, _frame: got.append(signum))
+    except ValueError:  # not the main thread
+        yield got
+        return
+    try:
+        yield got
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _factory(dut: Dut, vm_name: str, suite: str, options: VmOptions) -> Hypervisor:
