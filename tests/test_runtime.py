@@ -31,6 +31,7 @@ from support.runtime import (
 
 from pytest_dtsvirt.errors import (
     CommandTimeout,
+    GuestPanic,
     QemuExited,
     SessionError,
     VmDied,
@@ -257,6 +258,21 @@ def test_agent_never_answering(dut: Dut, tmp_path: Path) -> None:
     assert_nothing_left(vm)
 
 
+def test_guest_kernel_panic_ends_the_boot_at_once(dut: Dut, tmp_path: Path) -> None:
+    """No init in the initramfs and no root: the kernel panics; the boot fails on the
+    panic line, not after the budget."""
+    cfg = write_cfg(tmp_path, BASE_VM + "kernel =\n    append=rdinit=/nonexistent;\n")
+    vm = make_vm(dut, cfg, boot_timeout=90.0)
+    begin = time.monotonic()
+    with pytest.raises(GuestPanic) as info:
+        vm.start()
+    assert time.monotonic() - begin < 30, "the boot waited although the guest panicked"
+    assert "the guest kernel panicked during phase" in str(info.value)
+    assert "Kernel panic - not syncing:" in str(info.value)
+    assert "console tail" in info.value.diagnostics
+    assert_nothing_left(vm)
+
+
 def test_wrong_guest_password(dut: Dut, tmp_path: Path) -> None:
     cfg = write_cfg(tmp_path, "[vm0]\nlogin =\n    user=root,password=wrong;\n")
     vm = make_vm(dut, cfg)
@@ -313,6 +329,40 @@ def test_keyboard_interrupt_during_start(dut: Dut, tmp_path: Path) -> None:
     threading.Thread(target=interrupt_when_qemu_runs, daemon=True).start()
     with pytest.raises(KeyboardInterrupt):
         vm.start()
+    assert_nothing_left(vm)
+
+
+@pytest.mark.parametrize("delay, presses", [(0.0, 1), (0.2, 1), (0.35, 2)])
+def test_ctrl_c_during_teardown_leaves_nothing(dut: Dut, tmp_path: Path, delay: float,
+                                               presses: int) -> None:
+    """A real SIGINT landing in stop() (the issue measured 0.3-0.6 s into it): the stop
+    still ends qemu and removes the run dir, then the KeyboardInterrupt goes on."""
+    vm = make_vm(dut, write_cfg(tmp_path))
+    vm.start()
+    stopping = threading.Event()
+    done = threading.Event()
+
+    def press() -> None:
+        stopping.wait()
+        time.sleep(delay)
+        for _ in range(presses):
+            if not done.is_set():
+                os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+
+    presser = threading.Thread(target=press, daemon=True)
+    presser.start()
+    interrupted = False
+    try:
+        stopping.set()
+        vm.stop()
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        done.set()
+    with contextlib.suppress(KeyboardInterrupt):
+        presser.join(2)
+    assert interrupted, "stop() finished before the Ctrl-C landed (machine too fast?)"
     assert_nothing_left(vm)
 
 

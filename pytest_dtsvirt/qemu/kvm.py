@@ -198,7 +198,8 @@ class QEMUKvm(Hypervisor):
         self._argv = argv
         log.info("%s: starting qemu on %s (%s): %s", self.vm_name, session.name, accel,
                  shlex.join(argv))
-        ladder = Ladder(self.vm_name, budget, self._qemu_exit_reason)
+        ladder = Ladder(self.vm_name, budget, self._qemu_exit_reason,
+                        console=lambda: self._read_run_file(lambda p: p.console_log))
         link = self._open_link()
         self._proc = start_supervised(link, argv, self._run_dir)
         proc = self._proc
