@@ -30,6 +30,7 @@ from support.runtime import (
 )
 
 from pytest_dtsvirt.errors import (
+    AgentTimeout,
     CommandTimeout,
     GuestPanic,
     QemuExited,
@@ -104,6 +105,17 @@ def test_kill_all_in_the_guest_ends_only_what_the_dut_started(started: QEMUKvm) 
     ps = vm_dut.send_expect("ps", "# ")
     assert "sleep 1001" not in ps and "sleep 1002" not in ps
     assert "sleep 1003" in ps
+
+
+def test_an_agent_timeout_names_the_vm_and_the_dut(started: QEMUKvm) -> None:
+    vm_dut = started.vm_dut
+    assert vm_dut is not None
+    vm_dut.send_expect("kill -STOP $(pidof qemu-ga)", "# ")
+    try:
+        with pytest.raises(AgentTimeout, match=r"^vm0 on DUT local: guest agent: "):
+            started.agent.ping(timeout=1.0)
+    finally:
+        vm_dut.send_expect("kill -CONT $(pidof qemu-ga)", "# ")
 
 
 def test_the_hmp_monitor_stays_usable_by_hand(started: QEMUKvm) -> None:

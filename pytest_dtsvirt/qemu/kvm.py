@@ -263,7 +263,8 @@ class QEMUKvm(Hypervisor):
     def _agent_probe(self, ladder: Ladder) -> GuestAgent:
         sock = self._open_link().open_unix(self._placement.qga_socket if self._placement else "",
                                           ladder.attempt_timeout(2))
-        agent = GuestAgent(sock, timeout=ladder.attempt_timeout(5))
+        agent = GuestAgent(sock, timeout=ladder.attempt_timeout(5),
+                           label=f"{self.vm_name} on DUT {self.dut.config.name}: guest agent")
         try:
             agent.sync(timeout=ladder.attempt_timeout(1.0))
             agent.ping(timeout=ladder.attempt_timeout(2.0))
