@@ -72,6 +72,25 @@ def test_boot_on_an_ssh_dut(ssh_dut: Dut, tmp_path: Path) -> None:
     assert_nothing_left(vm)
 
 
+def test_work_dir_with_socat_special_characters(sshd: SshdHandle, workdir: str,
+                                                tmp_path: Path) -> None:
+    """socat parses its address: a work dir with a space, ',', ':', '!' or '"' must still
+    reach QMP and the agent (it used to wait out the whole boot budget)."""
+    special = os.path.join(workdir, 'w d,c:x!"q')
+    config = DutConfig(name="dut-special", host=sshd.host, port=sshd.port, user=sshd.user,
+                       key=sshd.key_path, known_hosts=sshd.known_hosts, workdir=special)
+    dut = connect(config)
+    vm = make_vm(dut, write_cfg(tmp_path), boot_timeout=60.0)
+    try:
+        vm_dut = vm.start()
+        assert vm.run_dir is not None and vm.run_dir.startswith(special + "/")
+        assert "10.0.2.15" in vm_dut.send_expect("ip -4 addr show host_connect", "# ")
+    finally:
+        vm.stop()
+        dut.close()
+    assert_nothing_left(vm)
+
+
 def test_dut_connection_dropped_during_boot(ssh_dut: Dut, sshd: SshdHandle,
                                             tmp_path: Path) -> None:
     vm = make_vm(ssh_dut, write_cfg(tmp_path))

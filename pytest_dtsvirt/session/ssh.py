@@ -59,7 +59,10 @@ _RUN_WRAPPER = 'IFS= read -r _ || exit 0; echo "$$" >&2; exec "$@"'
 # the go line, so a shell request dropbear did not confirm never prints. (Socket relays use
 # _RUN_WRAPPER with socat.)
 _SHELL_WRAPPER = shlex.join(["sh", "-c", 'IFS= read -r _ || exit 0; exec "${SHELL:-/bin/sh}" -l'])
-# Characters with a meaning in socat address syntax; such paths are refused, not escaped.
+# Relays stdin/stdout to the unix socket "$2" in directory "$1" (both positional: no shell
+# parses them; socat sees the file name only).
+_SOCAT_IN_DIR = 'cd -- "$1" || exit 1; exec socat -d -d - "UNIX-CONNECT:$2"'
+# Characters with a meaning in socat address syntax; a socket *name* with one is refused.
 _SOCAT_UNSAFE = re.compile(r"[\s,:!\"'\\(){}\[\]]")
 
 
@@ -402,16 +405,20 @@ class SshSession(Session):
         return self._relay(chan, f"tcp {host}:{port}")
 
     def open_unix(self, path: str, timeout: float = 10.0) -> socket.socket:
-        if _SOCAT_UNSAFE.search(path):
-            raise SessionError(f"{self.name}: unix socket path {path!r} has characters socat "
+        # socat parses its address (",", ":", "!", quotes, spaces...): it gets only the
+        # socket's file name, and the shell changes into its directory, which may hold any
+        # character (a DUT work dir such as "/tmp/my dir,1")
+        directory, _, base = path.rpartition("/")
+        if not base or _SOCAT_UNSAFE.search(base):
+            raise SessionError(f"{self.name}: unix socket name {base!r} has characters socat "
                                "cannot take in an address")
         if self._has_socat is None:
             self._has_socat = self.run(["sh", "-c", "command -v socat"], timeout=30.0).ok
         if not self._has_socat:
             raise SessionError(f"{self.name}: socat is not installed on that host; it is "
                                "needed to reach unix sockets (QMP, QGA) there over SSH")
-        command = shlex.join(["sh", "-c", _RUN_WRAPPER, "sh",
-                              "socat", "-d", "-d", "-", f"UNIX-CONNECT:{path}"])
+        command = shlex.join(["sh", "-c", _RUN_WRAPPER, "sh", "sh", "-c", _SOCAT_IN_DIR, "sh",
+                              directory or "/", base])
         err = b""
         with self._errors(f"connect to unix socket {path}"):
             chan = self._start(command, timeout)
