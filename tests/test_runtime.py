@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -283,6 +284,56 @@ def test_guest_kernel_panic_ends_the_boot_at_once(dut: Dut, tmp_path: Path) -> N
     assert "Kernel panic - not syncing:" in str(info.value)
     assert "console tail" in info.value.diagnostics
     assert_nothing_left(vm)
+
+
+_FULL_DISK_RUN = """
+import dataclasses, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[3])
+from support.runtime import make_vm, write_cfg
+from pytest_dtsvirt.session.dutconfig import connect, local_dut_config
+dut = connect(dataclasses.replace(local_dut_config(), workdir=sys.argv[1]))
+vm = make_vm(dut, write_cfg(Path(sys.argv[2])))
+try:
+    vm.start()
+except Exception as exc:
+    print(f"{type(exc).__name__}: {exc}")
+finally:
+    vm.stop()
+    dut.close()
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="mounting a tmpfs in a private mount namespace needs root")
+def test_full_work_dir_filesystem_is_named(tmp_path: Path) -> None:
+    """A DUT work dir on a full filesystem (a 64 KiB tmpfs filled up, mounted in a private
+    mount namespace that ends with the run): the error names the cause."""
+    short = tempfile.mkdtemp(prefix="dtr-", dir="/tmp")  # short: unix socket paths
+    mnt = Path(short)
+    workdir = mnt / "w"
+    setup = (f"mount -t tmpfs -o size=64k tmpfs {shlex.quote(str(mnt))} && "
+             f"mkdir -m 700 {shlex.quote(str(workdir))} && "
+             f"{{ dd if=/dev/zero of={shlex.quote(str(mnt / 'fill'))} bs=4k 2>/dev/null; "
+             'true; } && exec "$@"')
+    out = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", setup, "sh",
+         sys.executable, "-c", _FULL_DISK_RUN, str(workdir), str(tmp_path),
+         str(Path(__file__).parent)],
+        capture_output=True, text=True, timeout=120).stdout
+    shutil.rmtree(short)
+    assert out.startswith("VmStartError: vm0: no space left on the DUT work dir's "
+                          f"filesystem ({workdir}/dtsvirt-"), out
+    assert "KiB free" in out and "choose another 'workdir'" in out
+    assert qemu_pids_naming(str(workdir)) == []
+
+
+def test_statfs_parsing() -> None:
+    from pytest_dtsvirt.runtime.rundir import parse_statfs
+
+    assert parse_statfs("10 4096 5 100\n") == (40960, 5)
+    assert parse_statfs("10 4096 0 0") == (40960, -1)  # no inode counts (e.g. btrfs)
+    assert parse_statfs("stat: cannot read") is None
 
 
 def test_wrong_guest_password(dut: Dut, tmp_path: Path) -> None:

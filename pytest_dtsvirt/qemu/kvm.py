@@ -186,6 +186,9 @@ class QEMUKvm(Hypervisor):
         hugepage_dir = guestboot.hugepage_dir(session, spec) if spec.mem.hugepage else None
         self._run_dir = rundir.make_run_dir(session, self.dut.config.workdir, self.vm_name,
                                             self.options.run_id or rundir.current_run_id())
+        full = rundir.space_problem(session, self._run_dir)
+        if full is not None:
+            raise VmStartError(f"{self.vm_name}: {full}")
         self._placement = placement = Placement(
             run_dir=self._run_dir, accel=accel, hostfwd_port=0,
             vnc_display=spec.vnc.display if spec.vnc else None,
@@ -242,7 +245,10 @@ class QEMUKvm(Hypervisor):
     def _qemu_exit_reason(self) -> str | None:
         if self._proc is None or not self._proc.exited:
             return None
-        return f"exit status {self._proc.exit_status}; qemu said: {self._qemu_log_tail(20)}"
+        why = f"exit status {self._proc.exit_status}; qemu said: {self._qemu_log_tail(20)}"
+        full = None if self._run_dir is None else rundir.space_problem(self.dut.session,
+                                                                        self._run_dir)
+        return why if full is None else f"{why}; {full}"
 
     def _pin_vcpus(self, pins: tuple[int, ...]) -> None:
         threads = self.qmp.vcpu_threads()
