@@ -12,8 +12,10 @@
 accelerator, makes a private run dir on the DUT, starts qemu under a supervisor that ends it
 if we die, then climbs the readiness ladder: QMP -> agent -> ``host_connect`` address -> SSH.
 Any failure (or Ctrl-C) tears down what was started and raises ``VmStartError`` carrying the
-diagnostics. Teardown escalates: guest ``kill_all`` -> agent powerdown -> QMP ``quit`` ->
-SIGTERM -> SIGKILL, each step bounded.
+diagnostics. ``stop()`` works in stages (courtesy: guest ``kill_all``, agent powerdown;
+soft: QMP ``quit``, SIGTERM; hard: SIGKILL; post: close, remove the run dir), each step
+bounded. A VM whose qemu died, stopped or lost its DUT link while in use says so wherever it
+is touched (guest session, ``qmp``, ``agent``) and ``stop()`` raises :class:`VmDied`.
 """
 
 from __future__ import annotations
