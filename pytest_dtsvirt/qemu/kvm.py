@@ -557,8 +557,10 @@ class QEMUKvm(Hypervisor):
             console = self._read_run_file(lambda p: p.console_log).splitlines()
             diag["console tail"] = "\n".join(console[-CONSOLE_TAIL_LINES:]) or "(empty)"
         if self._proc is not None and self._proc.exited:
-            diag["qemu exit status"] = str(self._proc.exit_status)
-        if self._qmp is not None:
+            diag["qemu exit status"] = (
+                f"{self._proc.exit_status} ({describe_status(self._proc.exit_status)})"
+                if not self._proc.link_lost else "unknown: the link to the DUT dropped")
+        elif self._qmp is not None:
             try:
                 diag["qmp status"] = self._qmp.query_status()
             except Exception as exc:

@@ -346,9 +346,11 @@ class SshSession(Session):
                                                     and chan.eof_received)):
                         break
                     if deadline is not None and time.monotonic() > deadline:
-                        self._kill_timed_out(bytes(err), argv)
+                        hint = self.fault(wait=0.0)
+                        if not hint:  # a host that cannot answer cannot kill either
+                            self._kill_timed_out(bytes(err), argv)
                         raise SessionError(f"{self.name}: {list(argv)!r} timed out after "
-                                           f"{timeout} s")
+                                           f"{timeout} s" + (f" ({hint})" if hint else ""))
                     if not busy:
                         time.sleep(pause)
                         pause = min(pause * 2, 0.02)
