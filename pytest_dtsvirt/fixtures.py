@@ -174,7 +174,8 @@ def _finish(node: pytest.Item, close: Callable[[], None]) -> None:
     """Run a fixture's VM teardown ``close``: a Ctrl-C in it still ends the VMs (stop()
     finishes first), then errors this test's teardown and stops the run, so an interrupted
     run never reads as a clean pass; a VM that died fails the teardown with the cause
-    unless the test already failed (then the cause is logged once)."""
+    unless the test already failed (then the cause is shown under that failure, as a
+    teardown section, and logged)."""
     try:
         close()
     except KeyboardInterrupt:
@@ -182,8 +183,10 @@ def _finish(node: pytest.Item, close: Callable[[], None]) -> None:
         raise _fail(VmError("interrupted (Ctrl-C) during the VM teardown; the VMs were "
                             "ended and their run dirs removed; the run stops here")) from None
     except VmDied as err:
-        if test_failed(node):
+        if test_failed(node):  # one error per test: the cause goes under its failure
             log.error("%s", err)
+            node.stash.setdefault(TEARDOWN_SECTIONS_KEY, []).append(
+                ("dtsvirt: a VM of this test died (found at teardown)", str(err)))
             return
         raise _fail(err) from None
 

@@ -196,6 +196,11 @@ def test_function_vm_dies(vm):
     record("rundir-fn", vm.diagnostics()["run dir"])
     _kill(vm)
 
+def test_function_vm_dies_and_is_touched(vm, vm_dut):
+    record("rundir-fn2", vm.diagnostics()["run dir"])
+    _kill(vm)
+    guest(vm_dut, "echo hi")
+
 def test_session_vm_dies(session_vm):
     record("rundir-s1", session_vm.diagnostics()["run dir"])
     _kill(session_vm)
@@ -204,8 +209,13 @@ def test_session_vm_again(session_vm, session_vm_dut):
     record("s2", guest(session_vm_dut, "echo alive"))
     record("rundir-s2", session_vm.diagnostics()["run dir"])
 """)
-    result.assert_outcomes(passed=3, errors=2)
+    result.assert_outcomes(passed=3, errors=2, failed=1)
     text = result.stdout.str()
+    # the test that touched its dead VM fails once, with the cause; no second error
+    assert re.search(r"SessionError: connection to DUT vm0@local lost.*: qemu \(PID \d+\) "
+                     r"died while the VM was in use: killed by signal 9", text)
+    assert "a VM of this test died (found at teardown)" in text
+    assert "ERROR at teardown of test_function_vm_dies_and_is_touched" not in text
     assert re.search(r"ERROR at teardown of test_function_vm_dies", text), text[-3000:]
     assert re.search(r"VmDied: vm0: qemu \(PID \d+\) died while the VM was in use: killed by "
                      r"signal 9 \(SIGKILL\)", text)
@@ -216,7 +226,7 @@ def test_session_vm_again(session_vm, session_vm_dut):
                      text, re.DOTALL)
     assert "StateError" not in text and "QMPClient" not in text
     assert "alive" in (out / "s2").read_text()
-    for name in ("rundir-fn", "rundir-s1", "rundir-s2"):
+    for name in ("rundir-fn", "rundir-fn2", "rundir-s1", "rundir-s2"):
         run_dir = _recorded_run_dir(out, name)
         assert run_dir and not os.path.exists(run_dir), name
         _no_qemu_left(run_dir)
