@@ -64,7 +64,12 @@ class Ladder:
         if self._console is None or now - self._console_checked < CONSOLE_CHECK_S:
             return
         self._console_checked = now
-        line = panic_line(self._console())
+        try:
+            console = self._console()
+        except Exception as exc:  # a console that cannot be read is no verdict
+            log.debug("%s: reading the console: %s", self.vm_name, exc)
+            return
+        line = panic_line(console)
         if line is not None:
             raise GuestPanic(f"{self.vm_name}: the guest kernel panicked during phase "
                              f"{phase!r}: {line}")
