@@ -117,16 +117,16 @@ class StagedTeardown:
             self._bounded("guest kill_all", self._vm_dut.kill_all, GUEST_COURTESY_S)
             # the session, not Dut.close(): that would run kill_all once more
             self._attempt("closing the guest session", self._vm_dut.session.close)
-        if self._agent is not None and self._attempt("agent powerdown",
-                                                            self._agent.shutdown):
+        agent = self._agent
+        if agent is not None and self._attempt("agent powerdown", agent.shutdown):
             proc.wait_exit(5.0)
 
     def _stop_soft(self) -> None:
         """Tell qemu to quit: QMP ``quit``, then SIGTERM."""
         proc = self._proc
         assert proc is not None
-        if not proc.exited and self._qmp is not None and self._attempt("QMP quit",
-                                                                        self._qmp.quit):
+        qmp = self._qmp
+        if not proc.exited and qmp is not None and self._attempt("QMP quit", qmp.quit):
             proc.wait_exit(3.0)
         if not proc.exited:
             self._signal("TERM")
