@@ -19,7 +19,10 @@ plugin print it without a traceback.
      +-- VmError                a VM could not be started, reached or stopped
           +-- QmpError          a QMP command failed, timed out or the monitor went away
           +-- VmStartError      start() failed; carries the diagnostics of the attempt
-          +-- QemuExited        qemu exited while we waited for it
+          |    +-- QemuExited    qemu exited while we waited for it
+          |    +-- GuestPanic    the guest kernel panicked during the boot
+          +-- VmDied            a running VM's qemu died or stopped responding, or the
+          |                     link to its DUT dropped (named with the cause)
           +-- NotCheckable      the spec needs host resources a plain check cannot provide
           +-- NotYet            a readiness probe's "not yet" (retried until the deadline)
           +-- Fatal             a readiness probe's "this will never work" (not retried)
@@ -104,14 +107,18 @@ class GuestAuthError(SessionError):
 class CommandTimeout(SessionError):
     """``send_expect`` timed out; ``output`` holds what the command printed so far."""
 
-    def __init__(self, command: str, expected: str, timeout: float, output: str) -> None:
+    def __init__(self, command: str, expected: str, timeout: float, output: str,
+                 hint: str = "") -> None:
         self.command = command
         self.expected = expected
         self.timeout = timeout
         self.output = output
+        self.hint = hint  # why the host may not answer (e.g. its VM is stopped), if known
         tail = output[-500:]
+        why = f"\n{hint}" if hint else ""
         super().__init__(
             f"{command!r}: no match for {expected!r} within {timeout:g} s; output so far:\n{tail}"
+            + why
         )
 
 
@@ -181,3 +188,13 @@ class NotYet(VmError):
 class Fatal(VmError):
     """A readiness probe's "this will never work" (not retried): wrong password, refused
     config."""
+
+
+class GuestPanic(VmStartError):
+    """The guest kernel panicked during the boot (the console's panic line is the message)."""
+
+
+class VmDied(VmError):
+    """A VM that was running died (qemu exited or was killed), stopped responding (qemu
+    stopped), or the link to its DUT dropped; the message says which, with qemu's exit
+    status or signal and the console tail."""

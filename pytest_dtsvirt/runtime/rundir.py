@@ -53,6 +53,40 @@ def make_run_dir(session: Session, workdir: str, vm_name: str, run_id: str) -> s
     return path
 
 
+#: below this much free space (or with no free inode) a run dir's filesystem counts as full:
+#: qemu needs room for its sockets, logs and the console log
+MIN_FREE_BYTES = 256 * 1024
+
+
+def parse_statfs(text: str) -> tuple[int, int] | None:
+    """``stat -f -c '%a %S %d %c'`` output -> (free bytes, free inodes) (pure); None if it
+    does not parse. A filesystem without inode counts (0 in total) gives -1 free inodes."""
+    words = text.split()
+    if len(words) != 4 or not all(w.isdigit() for w in words):
+        return None
+    avail, bsize, ffree, files = (int(w) for w in words)
+    return avail * bsize, (ffree if files else -1)
+
+
+def space_problem(session: Session, path: str) -> str | None:
+    """A sentence naming a full filesystem at ``path`` (no space or no inode left), else
+    None (also when it cannot be checked)."""
+    try:
+        res = session.run(["stat", "-f", "-c", "%a %S %d %c", "--", path], timeout=10)
+    except SessionError:
+        return None
+    parsed = parse_statfs(res.stdout) if res.ok else None
+    if parsed is None:
+        return None
+    free, inodes = parsed
+    if free < MIN_FREE_BYTES or inodes == 0:
+        inode_note = ", no inode free" if inodes == 0 else ""
+        return (f"no space left on the DUT work dir's filesystem ({path}: {free // 1024} KiB "
+                f"free{inode_note}); free space there or choose another 'workdir' in the DUT "
+                "config")
+    return None
+
+
 def remove_run_dir(session: Session, path: str) -> None:
     """Remove a run dir (and only a run dir: the name is checked)."""
     if RUN_DIR_PREFIX not in os.path.basename(path.rstrip("/")):

@@ -78,7 +78,7 @@ class DutShell:
         try:
             return clean_output(self._shell.expect(expected, timeout), cmd)
         except CommandTimeout as exc:
-            raise CommandTimeout(cmd, expected, timeout, exc.output) from None
+            raise CommandTimeout(cmd, expected, timeout, exc.output, exc.hint) from None
 
     def send_command(self, cmd: str, timeout: float = 1.0) -> str:
         """Type ``cmd``; return its output once the prompt is back, or whatever arrived
