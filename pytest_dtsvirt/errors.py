@@ -11,6 +11,7 @@ plugin print it without a traceback.
      +-- ConfigError            a config, marker or option the user wrote is wrong
      +-- SessionError           a DUT session failed (command, transport, copy)
      |    +-- CommandTimeout    send_expect did not see the expected output in time
+     |    +-- UnsafeWorkdir     the DUT work dir is not ours alone (owner, mode, symlink)
      +-- GuestImageError        the test guest could not be built
      +-- AgentError             the qemu guest agent failed or answered with an error
      |    +-- AgentTimeout      the agent did not answer in time
@@ -104,6 +105,16 @@ class CommandTimeout(SessionError):
         super().__init__(
             f"{command!r}: no match for {expected!r} within {timeout:g} s; output so far:\n{tail}"
         )
+
+
+class UnsafeWorkdir(SessionError):
+    """The DUT work dir (or a directory on the way to it) could be changed by another
+    local user: wrong owner, group/other permission bits, or a symlink. ``path`` is the
+    offending directory; the message says what is wrong and how to fix it."""
+
+    def __init__(self, message: str, path: str) -> None:
+        self.path = path
+        super().__init__(message)
 
 
 class GuestImageError(DtsvirtError):

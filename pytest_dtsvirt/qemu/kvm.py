@@ -35,7 +35,7 @@ from pytest_dtsvirt.qemu.argv import build_argv
 from pytest_dtsvirt.qemu.placement import Placement
 from pytest_dtsvirt.qemu.qga import GuestAgent
 from pytest_dtsvirt.qemu.qmp import Qmp
-from pytest_dtsvirt.runtime import rundir
+from pytest_dtsvirt.runtime import rundir, workdir
 from pytest_dtsvirt.runtime.ladder import Fatal, Ladder, NotYet
 from pytest_dtsvirt.runtime.supervisor import Supervised, start_supervised
 from pytest_dtsvirt.session.base import Session
@@ -163,6 +163,8 @@ class QEMUKvm(Hypervisor):
         if self.accel_reason:
             log.info("%s: %s", self.vm_name, self.accel_reason)
         if spec.uses_default_guest:
+            if not self.dut.config.is_local:  # the guest is staged in the work dir: ours?
+                workdir.ensure_workdir(session, self.dut.config.workdir)
             spec = guestboot.with_default_guest(spec, self.dut, self.options.cache_dir,
                                                 self.options.guest_ssh)
         hugepage_dir = guestboot.hugepage_dir(session, spec) if spec.mem.hugepage else None
