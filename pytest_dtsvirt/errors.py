@@ -27,9 +27,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from pytest_dtsvirt import secret
+
 
 class DtsvirtError(Exception):
-    """Base class of every error raised by pytest-dtsvirt."""
+    """Base class of every error raised by pytest-dtsvirt. A registered secret (a password,
+    see :mod:`pytest_dtsvirt.secret`) in the message is masked."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(secret.mask(a) if isinstance(a, str) else a for a in args))
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,7 @@ class ConfigError(DtsvirtError):
 
     def __init__(self, message: str, location: Location | None = None,
                  problems: tuple[ConfigError, ...] = ()) -> None:
-        self.message = message
+        self.message = secret.mask(message)
         self.location = location or Location()
         self.problems = problems or (self,)
         super().__init__(self._render())
@@ -84,6 +90,9 @@ class ConfigWarning:
 
     message: str
     location: Location
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message", secret.mask(self.message))
 
     def __str__(self) -> str:
         return f"{self.location}: warning: {self.message}"

@@ -23,6 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from pytest_dtsvirt import secret
 from pytest_dtsvirt.config.cfgfile import CfgFile, Section, read_cfg
 from pytest_dtsvirt.config.model import (
     CONTROL_ADDR,
@@ -79,6 +80,8 @@ class VmParams:
         appended."""
         schema = PARAMS.get(key)
         canon = schema.key if schema is not None else key
+        for entry in entries:  # a password never reaches an output
+            secret.register(entry.options.get("password") if canon == "login" else None)
         if schema is not None and schema.append and not replacing:
             self._entries.setdefault(canon, []).extend(entries)
         else:

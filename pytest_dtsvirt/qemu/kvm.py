@@ -25,9 +25,16 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pytest_dtsvirt import hypervisor
+from pytest_dtsvirt import hypervisor, secret
 from pytest_dtsvirt.config.load import VmParams, call_origin, load_vm_params
-from pytest_dtsvirt.errors import ConfigError, DtsvirtError, VmError, VmStartError
+from pytest_dtsvirt.config.model import LEGACY_PASSWORD
+from pytest_dtsvirt.errors import (
+    AgentReplyError,
+    ConfigError,
+    DtsvirtError,
+    VmError,
+    VmStartError,
+)
 from pytest_dtsvirt.hypervisor import Hypervisor, VmOptions
 from pytest_dtsvirt.qemu import accel as accel_mod
 from pytest_dtsvirt.qemu import guestboot
@@ -78,6 +85,11 @@ class QEMUKvm(Hypervisor):
         self._kept = False
         #: this VM's own connection to the DUT for its long-lived channels (see _open_link)
         self._link: Dut | None = None
+        #: the guest login's password (never logged; see _set_guest_password)
+        self._password: str | None = None
+        self._password_generated = False
+        self._password_file: str | None = None
+        self._login_user: str | None = None
 
     # -- configuration ------------------------------------------------------------------
     def set_vm_param(self, key: str, **options: str) -> None:
@@ -196,6 +208,7 @@ class QEMUKvm(Hypervisor):
         self._hostfwd_port = self._read_hostfwd_port()
         self._agent = ladder.phase("agent", lambda: self._agent_probe(ladder))
         self._agent.timeout = AGENT_TIMEOUT_S
+        self._set_guest_password(spec, ladder)
         ladder.phase("host_connect", lambda: self._host_connect_probe(ladder))
         self.pci_maps = self._qmp.pci_map()
         guest_session = ladder.phase("ssh", lambda: self._ssh_probe(spec, ladder))
@@ -254,6 +267,31 @@ class QEMUKvm(Hypervisor):
             raise
         return agent
 
+    def _set_guest_password(self, spec: Any, ladder: Ladder) -> None:
+        """The login password: the cfg's, else (test guest) a fresh one per VM, else (a
+        disk image) the legacy default. The test guest has no usable root password of its
+        own: the one used is set through the agent, whose socket only the DUT user reaches.
+        Kept in memory (and registered, so it is masked in every output)."""
+        password = spec.login.password
+        self._login_user = spec.login.user
+        self._password_generated = password is None and spec.uses_default_guest
+        if password is None:
+            password = secret.generate() if spec.uses_default_guest else LEGACY_PASSWORD
+        self._password = password
+        if not spec.uses_default_guest:
+            return
+
+        def set_password() -> None:
+            try:
+                self.agent.set_user_password(spec.login.user, password,
+                                             timeout=ladder.attempt_timeout(AGENT_TIMEOUT_S))
+            except AgentReplyError as exc:
+                raise Fatal(f"{self.vm_name}: setting the password of {spec.login.user!r} "
+                            f"in the guest failed ({exc.desc}); the test guest has the user "
+                            "root only (check the cfg's 'login = user=...')") from exc
+
+        ladder.phase("password", set_password)
+
     def _host_connect_probe(self, ladder: Ladder) -> str:
         address = self.agent.ipv4_of("host_connect", timeout=ladder.attempt_timeout(2.0))
         if not address:
@@ -269,7 +307,7 @@ class QEMUKvm(Hypervisor):
         try:
             return SshSession.for_guest(
                 name=f"{self.vm_name}@{self.dut.config.name}", sock=sock,
-                user=spec.login.user, password=spec.login.password,
+                user=spec.login.user, password=self._password,
                 timeout=ladder.attempt_timeout(10))
         except GuestAuthError as exc:
             raise Fatal(f"{self.vm_name}: SSH login as {spec.login.user!r} refused: {exc} "
@@ -285,6 +323,7 @@ class QEMUKvm(Hypervisor):
         """Leave the VM running after this process ends; returns how to reach it."""
         if self._proc is not None:
             self._proc.keep()
+        self._write_password_file()
         self._kept = True
         self._stopped = True
         self._close_clients()
@@ -292,14 +331,34 @@ class QEMUKvm(Hypervisor):
         self._close_link()
         return reach
 
+    def _write_password_file(self) -> None:
+        """A kept VM's generated password, for a human: a 0600 file in the run dir (0700)."""
+        if not self._password_generated or self._password is None or not self._placement:
+            return
+        path = f"{self._run_dir}/guest-password"
+        try:
+            self.dut.session.write_file(path, self._password.encode() + b"\n", 0o600)
+            self._password_file = path
+        except DtsvirtError as exc:
+            log.warning("%s: cannot write the guest password file %s: %s", self.vm_name,
+                        path, exc)
+
     def reach(self) -> str:
-        """How a human reaches this VM (SSH command, HMP socket, console log)."""
+        """How a human reaches this VM (SSH command, HMP socket, console log); never the
+        password itself."""
         host = self.dut.config.name
         lines = []
         if self._hostfwd_port:
             via = "" if self.dut.config.is_local else f" (on the DUT {host})"
+            user = self._login_user or "root"
             lines.append(f"ssh -p {self._hostfwd_port} -o StrictHostKeyChecking=no "
-                         f"-o UserKnownHostsFile=/dev/null root@127.0.0.1{via}")
+                         f"-o UserKnownHostsFile=/dev/null {user}@127.0.0.1{via}")
+            if self._password_file:
+                lines.append(f"    password: in {self._password_file} (mode 0600)")
+            elif self._password_generated:
+                lines.append("    password: generated for this run, kept in memory only")
+            else:
+                lines.append("    password: the cfg's login")
         if self._placement:
             lines.append(f"nc -U {self._placement.monitor_socket}   # HMP monitor")
             lines.append(f"tail -f {self._placement.console_log}   # serial console")

@@ -29,6 +29,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from pytest_dtsvirt import secret
 from pytest_dtsvirt.config.model import DEFAULT_QEMU
 from pytest_dtsvirt.errors import ConfigError, Location
 
@@ -70,6 +71,7 @@ class DutConfig:
     memory_channels: int = DEFAULT_MEMORY_CHANNELS
 
     def __post_init__(self) -> None:
+        secret.register(self.password)
         if not self.workdir:
             object.__setattr__(self, "workdir", f"/tmp/dtsvirt-{self.login}")
 
@@ -166,6 +168,8 @@ def parse_dut_configs(text: str, filename: str = "<string>") -> list[DutConfig]:
             problems.append(ConfigError(f"duplicate key (first at line {seen_keys[name]})", loc))
             continue
         seen_keys[name] = lineno
+        if name == "password":
+            secret.register(value)
         try:
             current[name] = _convert(name, value, loc)
         except ConfigError as exc:

@@ -1,0 +1,100 @@
+"""Passwords never reach an output: every secret the framework learns is masked.
+
+Each password, wherever it comes from (a cfg's or marker's ``login``, ``set_vm_login()``,
+the DUT config's ``password``, the per-VM ones generated here), is :func:`register`\\ ed when
+it is read. From then on :func:`mask` replaces it with ``******`` in any text, and every log
+record of the process is masked when it is made (a log record factory, installed on the first
+registration), so no handler - pytest's live log, its report sections, a log file - sees it.
+The plugin masks test reports (tracebacks, sections, JUnit properties) with :func:`mask` too.
+
+Secrets stay in memory; only a kept VM's generated password is written, to a file of mode
+0600 in its private run dir, so that a human can log in.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import threading
+from typing import Any
+
+MASK = "******"
+#: secrets shorter than this are masked only as a whole word (not inside other words)
+_SHORT = 8
+
+_lock = threading.Lock()
+_known: set[str] = set()
+_pattern: re.Pattern[str] | None = None
+_installed = False
+
+
+def register(value: str | None) -> str | None:
+    """Remember ``value`` as a secret (empty and None are ignored); returns it."""
+    global _pattern
+    if value:
+        with _lock:
+            if value not in _known:
+                _known.add(value)
+                _pattern = _compile(_known)
+                _install_log_masking()
+    return value
+
+
+def generate() -> str:
+    """A fresh random password (URL-safe characters, 128 bits), registered."""
+    value = secrets.token_urlsafe(16)
+    register(value)
+    return value
+
+
+def _compile(values: set[str]) -> re.Pattern[str]:
+    parts = []
+    for v in sorted(values, key=len, reverse=True):  # longest first: no partial masks
+        esc = re.escape(v)
+        parts.append(esc if len(v) >= _SHORT else rf"(?<![A-Za-z0-9]){esc}(?![A-Za-z0-9])")
+    return re.compile("|".join(parts))
+
+
+def mask(text: str) -> str:
+    """``text`` with every registered secret replaced by ``******``."""
+    pattern = _pattern
+    if pattern is None or not text:
+        return text
+    return pattern.sub(MASK, text)
+
+
+def contains_secret(text: str) -> bool:
+    """True when ``text`` holds a registered secret."""
+    pattern = _pattern
+    return pattern is not None and pattern.search(text) is not None
+
+
+def _install_log_masking() -> None:
+    """Mask every log record's message when it is made (once per process)."""
+    global _installed
+    if _installed:
+        return
+    _installed = True
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string: leave it to the handler to report
+            return record
+        masked = mask(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
+            exc_text = logging.Formatter().formatException(record.exc_info)
+            if contains_secret(exc_text):
+                record.exc_text = mask(exc_text)
+                record.exc_info = None
+        return record
+
+    logging.setLogRecordFactory(factory)
+
+
+__all__ = ["MASK", "contains_secret", "generate", "mask", "register"]
