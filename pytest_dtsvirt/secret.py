@@ -41,9 +41,10 @@ def register(value: str | None) -> str | None:
     return value
 
 
-def generate() -> str:
-    """A fresh random password (URL-safe characters, 128 bits), registered."""
-    value = secrets.token_urlsafe(16)
+def generate(nbytes: int = 16) -> str:
+    """A fresh random password of ``nbytes`` random bytes in URL-safe characters (4 for 3
+    bytes), registered. VNC uses only 8 characters of a password: ``generate(6)``."""
+    value = secrets.token_urlsafe(nbytes)
     register(value)
     return value
 

@@ -89,7 +89,7 @@ def test_each_vm_gets_its_own_password_and_tester_is_refused(
     try:
         for vm in vms:
             vm.start()
-        passwords = [vm._password for vm in vms]
+        passwords = [vm._access.password for vm in vms]
         assert all(passwords) and passwords[0] != passwords[1]
         for vm, password in zip(vms, passwords, strict=True):
             assert vm.vm_dut is not None

@@ -27,7 +27,6 @@ from typing import Any
 
 from pytest_dtsvirt import hypervisor, secret
 from pytest_dtsvirt.config.load import VmParams, call_origin, load_vm_params
-from pytest_dtsvirt.config.model import LEGACY_PASSWORD
 from pytest_dtsvirt.errors import (
     AgentReplyError,
     ConfigError,
@@ -38,6 +37,7 @@ from pytest_dtsvirt.errors import (
 from pytest_dtsvirt.hypervisor import Hypervisor, VmOptions
 from pytest_dtsvirt.qemu import accel as accel_mod
 from pytest_dtsvirt.qemu import guestboot
+from pytest_dtsvirt.qemu.access import Access
 from pytest_dtsvirt.qemu.argv import build_argv
 from pytest_dtsvirt.qemu.placement import Placement
 from pytest_dtsvirt.qemu.qga import GuestAgent
@@ -85,11 +85,8 @@ class QEMUKvm(Hypervisor):
         self._kept = False
         #: this VM's own connection to the DUT for its long-lived channels (see _open_link)
         self._link: Dut | None = None
-        #: the guest login's password (never logged; see _set_guest_password)
-        self._password: str | None = None
-        self._password_generated = False
-        self._password_file: str | None = None
-        self._login_user: str | None = None
+        #: the guest login and VNC, with their secrets (in memory; see qemu/access.py)
+        self._access = Access(vm_name)
 
     # -- configuration ------------------------------------------------------------------
     def set_vm_param(self, key: str, **options: str) -> None:
@@ -129,6 +126,11 @@ class QEMUKvm(Hypervisor):
     def hostfwd_port(self) -> int | None:
         """The DUT-loopback port forwarded to the guest's SSH port."""
         return self._hostfwd_port
+
+    @property
+    def vnc_display(self) -> int | None:
+        """The VNC display qemu took (None: no VNC); its password is set per VM."""
+        return self._access.vnc_display
 
     @property
     def monitor_socket(self) -> str | None:
@@ -202,6 +204,8 @@ class QEMUKvm(Hypervisor):
         self._qmp = ladder.phase("qmp", lambda: Qmp(link.open_unix(
             placement.qmp_socket, ladder.attempt_timeout(2)), timeout=ladder.attempt_timeout(5)))
         self._qmp.timeout = QMP_TIMEOUT_S  # the handshake had the boot budget; calls get this
+        if spec.vnc is not None:
+            self._access.setup_vnc(self._qmp.command, spec.vnc.display)
         if pins:
             self._pin_vcpus(pins)
             self._qmp.cont()
@@ -268,16 +272,9 @@ class QEMUKvm(Hypervisor):
         return agent
 
     def _set_guest_password(self, spec: Any, ladder: Ladder) -> None:
-        """The login password: the cfg's, else (test guest) a fresh one per VM, else (a
-        disk image) the legacy default. The test guest has no usable root password of its
-        own: the one used is set through the agent, whose socket only the DUT user reaches.
-        Kept in memory (and registered, so it is masked in every output)."""
-        password = spec.login.password
-        self._login_user = spec.login.user
-        self._password_generated = password is None and spec.uses_default_guest
-        if password is None:
-            password = secret.generate() if spec.uses_default_guest else LEGACY_PASSWORD
-        self._password = password
+        """Choose the login password (see qemu/access.py); the test guest gets it through
+        the agent, whose socket only the DUT user can reach."""
+        password = self._access.choose_login(spec)
         if not spec.uses_default_guest:
             return
 
@@ -307,7 +304,7 @@ class QEMUKvm(Hypervisor):
         try:
             return SshSession.for_guest(
                 name=f"{self.vm_name}@{self.dut.config.name}", sock=sock,
-                user=spec.login.user, password=self._password,
+                user=spec.login.user, password=self._access.password,
                 timeout=ladder.attempt_timeout(10))
         except GuestAuthError as exc:
             raise Fatal(f"{self.vm_name}: SSH login as {spec.login.user!r} refused: {exc} "
@@ -323,7 +320,8 @@ class QEMUKvm(Hypervisor):
         """Leave the VM running after this process ends; returns how to reach it."""
         if self._proc is not None:
             self._proc.keep()
-        self._write_password_file()
+        if self._run_dir is not None:
+            self._access.write_files(self.dut.session.write_file, self._run_dir)
         self._kept = True
         self._stopped = True
         self._close_clients()
@@ -331,34 +329,12 @@ class QEMUKvm(Hypervisor):
         self._close_link()
         return reach
 
-    def _write_password_file(self) -> None:
-        """A kept VM's generated password, for a human: a 0600 file in the run dir (0700)."""
-        if not self._password_generated or self._password is None or not self._placement:
-            return
-        path = f"{self._run_dir}/guest-password"
-        try:
-            self.dut.session.write_file(path, self._password.encode() + b"\n", 0o600)
-            self._password_file = path
-        except DtsvirtError as exc:
-            log.warning("%s: cannot write the guest password file %s: %s", self.vm_name,
-                        path, exc)
-
     def reach(self) -> str:
         """How a human reaches this VM (SSH command, HMP socket, console log); never the
         password itself."""
         host = self.dut.config.name
-        lines = []
-        if self._hostfwd_port:
-            via = "" if self.dut.config.is_local else f" (on the DUT {host})"
-            user = self._login_user or "root"
-            lines.append(f"ssh -p {self._hostfwd_port} -o StrictHostKeyChecking=no "
-                         f"-o UserKnownHostsFile=/dev/null {user}@127.0.0.1{via}")
-            if self._password_file:
-                lines.append(f"    password: in {self._password_file} (mode 0600)")
-            elif self._password_generated:
-                lines.append("    password: generated for this run, kept in memory only")
-            else:
-                lines.append("    password: the cfg's login")
+        via = "" if self.dut.config.is_local else f" (on the DUT {host})"
+        lines = self._access.reach_lines(self._hostfwd_port, via)
         if self._placement:
             lines.append(f"nc -U {self._placement.monitor_socket}   # HMP monitor")
             lines.append(f"tail -f {self._placement.console_log}   # serial console")
@@ -494,7 +470,7 @@ class QEMUKvm(Hypervisor):
             diag["accelerator"] = self.accel_reason
         if self._kept or (self._proc is not None and not self._proc.exited):
             diag["reach"] = self.reach()
-        return diag
+        return {title: secret.mask(text) for title, text in diag.items()}
 
 
     def _guest_state(self) -> str:
