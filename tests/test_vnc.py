@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
@@ -49,7 +50,7 @@ def paused_qemu(spec: VmSpec) -> Iterator[Qmp]:
     try:
         deadline = time.monotonic() + 20
         while not os.path.exists(placement.qmp_socket):
-            assert proc.poll() is None, open(placement.qemu_log).read()
+            assert proc.poll() is None, Path(placement.qemu_log).read_text()
             assert time.monotonic() < deadline, "no QMP socket"
             time.sleep(0.02)
         with Qmp.open(placement.qmp_socket, 10) as qmp:
