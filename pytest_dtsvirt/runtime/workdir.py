@@ -24,24 +24,32 @@ from pytest_dtsvirt.session.base import Session
 # Prints lines: "ok", UID, REALDIR[, RUNDIR]; or "absent" (check only); or "refuse", REASON,
 # WHO, PATH (one per line: paths may contain spaces; the caller refuses newlines in them).
 _SCRIPT = r"""
+set -f  # no globbing of the words split below
 umask 077
 mode=$1 w=$2 t=$3
 me=$(id -u) || exit 1
 case $w in /*) ;; *) w=$PWD/$w ;; esac
 w=${w%/}
+# one lstat: owner (u), octal mode (m) and type (ty) of the entry itself, never followed
+entry() {
+    out=$(stat -c '%u %a %F' -- "$1") || exit 1
+    set -- $out
+    u=$1 m=$2
+    shift 2
+    ty="$*"
+}
+# every existing directory on the way up: owned by root or me; sticky if others may write
 walk() {
     p=$1
     while :; do
         if [ -e "$p" ] || [ -L "$p" ]; then
-            info=$(stat -c '%u %a' -- "$p") || exit 1
-            ty=$(stat -c '%F' -- "$p") || exit 1
-            set -- $info
-            if [ "$1" != 0 ] && [ "$1" != "$me" ]; then
-                printf "refuse\nancestor-owner\n%s\n%s\n" "$1" "$p"; exit 0
+            entry "$p"
+            if [ "$u" != 0 ] && [ "$u" != "$me" ]; then
+                printf "refuse\nancestor-owner\n%s\n%s\n" "$u" "$p"; exit 0
             fi
-            if [ "$ty" = directory ] && [ $((0$2 & 022)) -ne 0 ] \
-                    && [ $((0$2 & 01000)) -eq 0 ]; then
-                printf "refuse\nancestor-mode\n%s\n%s\n" "$2" "$p"; exit 0
+            if [ "$ty" = directory ] && [ $((0$m & 022)) -ne 0 ] \
+                    && [ $((0$m & 01000)) -eq 0 ]; then
+                printf "refuse\nancestor-mode\n%s\n%s\n" "$m" "$p"; exit 0
             fi
         fi
         [ "$p" = / ] && return
@@ -65,13 +73,12 @@ if [ "$mode" = make ]; then
 elif [ ! -e "$w" ] && [ ! -L "$w" ]; then
     echo absent; exit 0
 fi
-ty=$(stat -c '%F' -- "$w") || exit 1
+entry "$w"
 if [ "$ty" != directory ]; then
     printf "refuse\ntype\n%s\n%s\n" "$ty" "$w"; exit 0
 fi
-set -- $(stat -c '%u %a' -- "$w")
-[ "$1" = "$me" ] || { printf "refuse\nowner\n%s\n%s\n" "$1" "$w"; exit 0; }
-[ $((0$2 & 077)) -eq 0 ] || { printf "refuse\nmode\n%s\n%s\n" "$2" "$w"; exit 0; }
+[ "$u" = "$me" ] || { printf "refuse\nowner\n%s\n%s\n" "$u" "$w"; exit 0; }
+[ $((0$m & 077)) -eq 0 ] || { printf "refuse\nmode\n%s\n%s\n" "$m" "$w"; exit 0; }
 if [ "$mode" = make ] && [ -n "$t" ]; then
     r=$(mktemp -d -- "$w/$t") || exit 1
     printf "ok\n%s\n%s\n%s\n" "$me" "$w" "$r"
