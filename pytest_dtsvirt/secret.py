@@ -20,6 +20,9 @@ import threading
 from typing import Any
 
 MASK = "******"
+#: shorter values are not masked: they protect nothing and masking them would garble every
+#: output (a password "x" would hide each word "x")
+MIN_LENGTH = 4
 #: secrets shorter than this are masked only as a whole word (not inside other words)
 _SHORT = 8
 
@@ -30,9 +33,10 @@ _installed = False
 
 
 def register(value: str | None) -> str | None:
-    """Remember ``value`` as a secret (empty and None are ignored); returns it."""
+    """Remember ``value`` as a secret (None and values shorter than :data:`MIN_LENGTH`
+    are ignored); returns it."""
     global _pattern
-    if value:
+    if value and len(value) >= MIN_LENGTH:
         with _lock:
             if value not in _known:
                 _known.add(value)
@@ -53,7 +57,7 @@ def _compile(values: set[str]) -> re.Pattern[str]:
     parts = []
     for v in sorted(values, key=len, reverse=True):  # longest first: no partial masks
         esc = re.escape(v)
-        parts.append(esc if len(v) >= _SHORT else rf"(?<![A-Za-z0-9]){esc}(?![A-Za-z0-9])")
+        parts.append(esc if len(v) >= _SHORT else rf"(?<![A-Za-z0-9_]){esc}(?![A-Za-z0-9_])")
     return re.compile("|".join(parts))
 
 
@@ -98,4 +102,4 @@ def _install_log_masking() -> None:
     logging.setLogRecordFactory(factory)
 
 
-__all__ = ["MASK", "contains_secret", "generate", "mask", "register"]
+__all__ = ["MASK", "MIN_LENGTH", "contains_secret", "generate", "mask", "register"]
