@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import stat
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,11 +21,12 @@ from pathlib import Path
 import paramiko
 import pytest
 from support.runtime import assert_nothing_left, make_vm, write_cfg
+from support.sshd import SshdHandle
 
 from pytest_dtsvirt.errors import VmStartError
 from pytest_dtsvirt.qemu.kvm import QEMUKvm
 from pytest_dtsvirt.session.dut import Dut
-from pytest_dtsvirt.session.dutconfig import connect, local_dut_config
+from pytest_dtsvirt.session.dutconfig import DutConfig, connect, local_dut_config
 
 pytestmark = pytest.mark.slow
 
@@ -158,3 +160,34 @@ def test_a_login_user_the_guest_lacks_fails_clearly(dut: Dut, tmp_path: Path) ->
     assert "setting the password of 'alice' in the guest failed" in str(info.value)
     assert "whatever1" not in str(info.value)
     assert_nothing_left(vm)
+
+
+def test_on_an_ssh_dut_the_password_and_its_file_work_too(sshd: SshdHandle) -> None:
+    """The agent and the kept VM's password file go through the DUT's SSH link."""
+    workdir = tempfile.mkdtemp(prefix="dts-ssh-", dir="/tmp")  # short: unix socket paths
+    cfg_dir = tempfile.mkdtemp(prefix="dts-ssh-", dir="/tmp")
+    ssh_dut = connect(DutConfig(name="dut-ssh", host=sshd.host, port=sshd.port, user=sshd.user,
+                                key=sshd.key_path, known_hosts=sshd.known_hosts,
+                                workdir=workdir))
+    vm = make_vm(ssh_dut, write_cfg(Path(cfg_dir), NO_LOGIN), boot_timeout=180.0)
+    run_dir = ""
+    try:
+        vm.start()
+        password = vm._access.password
+        assert password and vm._access.generated
+        assert not login_works(vm, "root", "tester")  # the forward is on this host too
+        run_dir = vm.run_dir or ""
+        text = vm.keep()
+        assert f"password: in {run_dir}/guest-password (mode 0600)" in text
+        assert "(on the DUT dut-ssh)" in text and password not in text
+        path = Path(run_dir, "guest-password")
+        assert path.read_text().strip() == password
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    finally:
+        if run_dir:
+            end_kept(run_dir)
+        else:
+            vm.stop()
+        ssh_dut.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(cfg_dir, ignore_errors=True)
