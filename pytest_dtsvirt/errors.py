@@ -12,6 +12,7 @@ plugin print it without a traceback.
      +-- SessionError           a DUT session failed (command, transport, copy)
      |    +-- CommandTimeout    send_expect did not see the expected output in time
      |    +-- GuestAuthError    the SSH server refused the login (retrying will not help)
+     |    +-- UnsafeWorkdir     the DUT work dir is not ours alone (owner, mode, symlink)
      +-- GuestImageError        the test guest could not be built
      +-- AgentError             the qemu guest agent failed or answered with an error
      |    +-- AgentTimeout      the agent did not answer in time
@@ -33,9 +34,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from pytest_dtsvirt import secret
+
 
 class DtsvirtError(Exception):
-    """Base class of every error raised by pytest-dtsvirt."""
+    """Base class of every error raised by pytest-dtsvirt. A registered secret (a password,
+    see :mod:`pytest_dtsvirt.secret`) in the message is masked."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(secret.mask(a) if isinstance(a, str) else a for a in args))
 
 
 @dataclass(frozen=True)
@@ -66,7 +73,7 @@ class ConfigError(DtsvirtError):
 
     def __init__(self, message: str, location: Location | None = None,
                  problems: tuple[ConfigError, ...] = ()) -> None:
-        self.message = message
+        self.message = secret.mask(message)
         self.location = location or Location()
         self.problems = problems or (self,)
         super().__init__(self._render())
@@ -90,6 +97,9 @@ class ConfigWarning:
 
     message: str
     location: Location
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message", secret.mask(self.message))
 
     def __str__(self) -> str:
         return f"{self.location}: warning: {self.message}"
@@ -120,6 +130,16 @@ class CommandTimeout(SessionError):
             f"{command!r}: no match for {expected!r} within {timeout:g} s; output so far:\n{tail}"
             + why
         )
+
+
+class UnsafeWorkdir(SessionError):
+    """The DUT work dir (or a directory on the way to it) could be changed by another
+    local user: wrong owner, group/other permission bits, or a symlink. ``path`` is the
+    offending directory; the message says what is wrong and how to fix it."""
+
+    def __init__(self, message: str, path: str) -> None:
+        self.path = path
+        super().__init__(message)
 
 
 class GuestImageError(DtsvirtError):

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_dtsvirt import secret
 from pytest_dtsvirt.config import schema
 from pytest_dtsvirt.config.validate import option_text
 from pytest_dtsvirt.errors import ConfigError, Location
@@ -73,7 +74,11 @@ class VmRequest:
         for key, opts in self.entries:
             sign = "+" if is_appending(key) else ""
             parts.append(f"{sign}{key}({','.join(f'{k}={v}' for k, v in opts)})")
-        return " ".join(parts)
+        return secret.mask(" ".join(parts))
+
+    def __repr__(self) -> str:  # a login entry holds a password
+        return secret.mask(f"VmRequest(name={self.name!r}, suite={self.suite!r}, "
+                           f"entries={self.entries!r})")
 
 
 def convert_value(value: object, where: str, location: Location | None = None) -> str:
@@ -92,7 +97,10 @@ def _entry(entry: object, where: Location) -> Options:
         if not isinstance(opt, str) or not opt:
             raise ConfigError(f"option names must be non-empty strings, got {opt!r}",
                               where)
-        options.append((opt, convert_value(value, f"option {opt}", where)))
+        text = convert_value(value, f"option {opt}", where)
+        if opt == "password":  # login={"password": ...}: never in an output
+            secret.register(text)
+        options.append((opt, text))
     if not options:
         raise ConfigError("an entry needs at least one option", where)
     return tuple(options)

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from pytest_dtsvirt import secret
 from pytest_dtsvirt.errors import ConfigError, VmStartError
 from pytest_dtsvirt.fixtures import (
     KEPT_TITLE,
@@ -203,7 +204,24 @@ def pytest_runtest_makereport(item: pytest.Item,
     if report.when == "teardown":
         prepared: list[tuple[str, str]] = item.stash.get(TEARDOWN_SECTIONS_KEY, [])
         report.sections.extend(prepared)
+    _mask_report(report)
     return report
+
+
+def _mask_report(report: pytest.TestReport) -> None:
+    """No registered secret (a password) in what the terminal, JUnit XML or a later hook
+    sees: the traceback (its source lines show a marker's arguments), the sections
+    (captured output, logs, diagnostics) and the recorded properties."""
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple):  # a skip: (path, line, reason)
+        report.longrepr = (longrepr[0], longrepr[1], secret.mask(longrepr[2]))
+    elif longrepr is not None and secret.contains_secret(text := str(longrepr)):
+        report.longrepr = secret.mask(text)
+    report.sections = [(secret.mask(title), secret.mask(text))
+                       for title, text in report.sections]
+    report.user_properties = [
+        (name, secret.mask(str(value)) if secret.contains_secret(str(value)) else value)
+        for name, value in report.user_properties]
 
 
 class _KeptSummary:

@@ -40,6 +40,7 @@ from pytest_dtsvirt.errors import (
     VmError,
     VmStartError,
 )
+from pytest_dtsvirt.guest import ensure_guest_image
 from pytest_dtsvirt.qemu.kvm import QEMUKvm
 from pytest_dtsvirt.session.dut import Dut, connect
 from pytest_dtsvirt.session.dutconfig import local_dut_config
@@ -80,8 +81,8 @@ def test_start_gives_a_vm_dut_with_the_host_dut_api(started: QEMUKvm) -> None:
     assert "dtsvirt-guest" in vm_dut.send_expect("uname -n", "# ")
     out = vm_dut.send_expect("ip -4 addr show host_connect", "# ")
     assert "10.0.2.15" in out
-    assert list(started.phase_timings) == ["qemu", "qmp", "agent", "host_connect", "ssh",
-                                           "total"]
+    assert list(started.phase_timings) == ["qemu", "qmp", "agent", "password", "host_connect",
+                                           "ssh", "total"]
     # the guest's SSH is forwarded on the DUT's loopback only
     assert started.hostfwd_port is not None
     assert _listening_addresses(started.hostfwd_port) == {"127.0.0.1"}
@@ -337,13 +338,18 @@ def test_statfs_parsing() -> None:
 
 
 def test_wrong_guest_password(dut: Dut, tmp_path: Path) -> None:
-    cfg = write_cfg(tmp_path, "[vm0]\nlogin =\n    user=root,password=wrong;\n")
+    """A guest that is not the framework's own test guest (here: its kernel named in the cfg,
+    so nothing sets the password) refusing the cfg's password fails at once."""
+    image = ensure_guest_image()
+    cfg = write_cfg(tmp_path, f"[vm0]\nlogin =\n    user=root,password=Wr0ngPass;\n"
+                    f"kernel =\n    file={image.kernel},initrd={image.initrd},"
+                    f"append={image.append};\n")
     vm = make_vm(dut, cfg)
     begin = time.monotonic()
     with pytest.raises(VmStartError) as info:
         vm.start()
     assert "SSH login as 'root' refused" in str(info.value)
-    assert "wrong" not in str(info.value)  # the password is never shown
+    assert "Wr0ngPass" not in str(info.value)  # the password is never shown
     assert time.monotonic() - begin < 45  # it fails on the refusal, not on the budget
     assert_nothing_left(vm)
 

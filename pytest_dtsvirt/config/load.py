@@ -23,6 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from pytest_dtsvirt import secret
 from pytest_dtsvirt.config import guestopt
 from pytest_dtsvirt.config.build import DEFAULT_CONTROL_PAIR
 from pytest_dtsvirt.config.cfgfile import CfgFile, Section, read_cfg
@@ -57,6 +58,8 @@ class VmParams:
         appended."""
         schema = PARAMS.get(key)
         canon = schema.key if schema is not None else key
+        for entry in entries:  # a password never reaches an output
+            secret.register(entry.options.get("password") if canon == "login" else None)
         if schema is not None and schema.append and not replacing:
             self._entries.setdefault(canon, []).extend(entries)
         else:

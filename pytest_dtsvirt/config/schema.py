@@ -275,12 +275,15 @@ _PARAMS: tuple[ParamSchema, ...] = (
                 multi=True,
                 legacy={"type": "doc-era spelling of opt_format"},
                 model=Disk, spec_field="disks"),
-    ParamSchema("login", "guest login for SSH",
+    ParamSchema("login", "guest login for SSH (without it the test guest gets a fresh random "
+                "password per VM, a disk image root/tester)",
                 (Opt("user", "user name", default="root"),
                  Opt("password", "password", default="tester")),
                 model=Login, spec_field="login"),
-    ParamSchema("vnc", "VNC display for debugging (bound to 127.0.0.1 unless listen is set)",
-                (Opt("displayNum", "display number (default: leased on the DUT)",
+    ParamSchema("vnc", "VNC display for debugging (off without this key; bound to 127.0.0.1 "
+                "unless listen is set; a random password per VM)",
+                (Opt("displayNum", "first display to try (default 0; qemu takes the first "
+                     "free one up, the log says which)",
                      Int(0, 65535 - 5900 - 100), field="display"),
                  Opt("listen", "listen address", default="127.0.0.1")),
                 legacy={"disable": "VNC is on when the vnc key is present"},

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
+from pytest_dtsvirt import secret
 from pytest_dtsvirt.config.schema import LEGACY_KEYS, PARAMS, SCENE_DEVICE_OPTIONS, Opt
 from pytest_dtsvirt.config.schema import valid_keys as _valid_keys
 from pytest_dtsvirt.errors import ConfigError, ConfigWarning, Location
@@ -22,6 +23,10 @@ class RawEntry:
     origin: Location
     bare: tuple[str, ...] = ()
     repeated: tuple[str, ...] = ()  # options written more than once in the entry
+
+    def __repr__(self) -> str:  # a login entry holds a password
+        return secret.mask(f"RawEntry(options={dict(self.options)!r}, origin={self.origin!r}, "
+                           f"bare={self.bare!r}, repeated={self.repeated!r})")
 
 
 @dataclass

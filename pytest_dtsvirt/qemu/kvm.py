@@ -26,9 +26,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pytest_dtsvirt import hypervisor
+from pytest_dtsvirt import hypervisor, secret
 from pytest_dtsvirt.config.load import VmParams, call_origin, load_vm_params
 from pytest_dtsvirt.errors import (
+    AgentReplyError,
     ConfigError,
     DtsvirtError,
     Fatal,
@@ -41,12 +42,13 @@ from pytest_dtsvirt.errors import (
 from pytest_dtsvirt.hypervisor import Hypervisor, VmOptions
 from pytest_dtsvirt.qemu import accel as accel_mod
 from pytest_dtsvirt.qemu import guestboot
+from pytest_dtsvirt.qemu.access import Access
 from pytest_dtsvirt.qemu.argv import build_argv
 from pytest_dtsvirt.qemu.placement import Placement
 from pytest_dtsvirt.qemu.qga import GuestAgent
 from pytest_dtsvirt.qemu.qmp import Qmp
 from pytest_dtsvirt.qemu.teardown import StagedTeardown
-from pytest_dtsvirt.runtime import rundir
+from pytest_dtsvirt.runtime import rundir, workdir
 from pytest_dtsvirt.runtime.ladder import Ladder
 from pytest_dtsvirt.runtime.supervisor import Supervised, describe_status, start_supervised
 from pytest_dtsvirt.session.base import Session
@@ -88,6 +90,8 @@ class QEMUKvm(StagedTeardown, Hypervisor):
         self._kept = False
         #: this VM's own connection to the DUT for its long-lived channels (see _open_link)
         self._link: Dut | None = None
+        #: the guest login and VNC, with their secrets (in memory; see qemu/access.py)
+        self._access = Access(vm_name)
 
     # -- configuration ------------------------------------------------------------------
     def set_vm_param(self, key: str, **options: str) -> None:
@@ -138,6 +142,11 @@ class QEMUKvm(StagedTeardown, Hypervisor):
         return self._hostfwd_port
 
     @property
+    def vnc_display(self) -> int | None:
+        """The VNC display qemu took (None: no VNC); its password is set per VM."""
+        return self._access.vnc_display
+
+    @property
     def monitor_socket(self) -> str | None:
         """The HMP monitor socket on the DUT (``nc -U`` it by hand)."""
         return self._placement.monitor_socket if self._placement else None
@@ -182,6 +191,8 @@ class QEMUKvm(StagedTeardown, Hypervisor):
         if self.accel_reason:
             log.info("%s: %s", self.vm_name, self.accel_reason)
         if spec.uses_default_guest:
+            if not self.dut.config.is_local:  # the guest is staged in the work dir: ours?
+                workdir.ensure_workdir(session, self.dut.config.workdir)
             spec = guestboot.with_default_guest(spec, self.dut, self.options.cache_dir,
                                                 self.options.guest_ssh)
         hugepage_dir = guestboot.hugepage_dir(session, spec) if spec.mem.hugepage else None
@@ -211,12 +222,15 @@ class QEMUKvm(StagedTeardown, Hypervisor):
         self._qmp = ladder.phase("qmp", lambda: Qmp(link.open_unix(
             placement.qmp_socket, ladder.attempt_timeout(2)), timeout=ladder.attempt_timeout(5)))
         self._qmp.timeout = QMP_TIMEOUT_S  # the handshake had the boot budget; calls get this
+        if spec.vnc is not None:
+            self._access.setup_vnc(self._qmp.command, spec.vnc.display)
         if pins:
             self._pin_vcpus(pins)
             self._qmp.cont()
         self._hostfwd_port = self._read_hostfwd_port()
         self._agent = ladder.phase("agent", lambda: self._agent_probe(ladder))
         self._agent.timeout = AGENT_TIMEOUT_S
+        self._set_guest_password(spec, ladder)
         ladder.phase("host_connect", lambda: self._host_connect_probe(ladder))
         self.pci_maps = self._qmp.pci_map()
         guest_session = ladder.phase("ssh", lambda: self._ssh_probe(spec, ladder))
@@ -280,6 +294,24 @@ class QEMUKvm(StagedTeardown, Hypervisor):
             raise
         return agent
 
+    def _set_guest_password(self, spec: Any, ladder: Ladder) -> None:
+        """Choose the login password (see qemu/access.py); the test guest gets it through
+        the agent, whose socket only the DUT user can reach."""
+        password = self._access.choose_login(spec)
+        if not spec.uses_default_guest:
+            return
+
+        def set_password() -> None:
+            try:
+                self.agent.set_user_password(spec.login.user, password,
+                                             timeout=ladder.attempt_timeout(AGENT_TIMEOUT_S))
+            except AgentReplyError as exc:
+                raise Fatal(f"{self.vm_name}: setting the password of {spec.login.user!r} "
+                            f"in the guest failed ({exc.desc}); the test guest has the user "
+                            "root only (check the cfg's 'login = user=...')") from exc
+
+        ladder.phase("password", set_password)
+
     def _host_connect_probe(self, ladder: Ladder) -> str:
         address = self.agent.ipv4_of("host_connect", timeout=ladder.attempt_timeout(2.0))
         if not address:
@@ -295,7 +327,7 @@ class QEMUKvm(StagedTeardown, Hypervisor):
         try:
             return SshSession.for_guest(
                 name=f"{self.vm_name}@{self.dut.config.name}", sock=sock,
-                user=spec.login.user, password=spec.login.password,
+                user=spec.login.user, password=self._access.password,
                 timeout=ladder.attempt_timeout(10))
         except GuestAuthError as exc:
             raise Fatal(f"{self.vm_name}: SSH login as {spec.login.user!r} refused: {exc} "
@@ -311,6 +343,8 @@ class QEMUKvm(StagedTeardown, Hypervisor):
         """Leave the VM running after this process ends; returns how to reach it."""
         if self._proc is not None:
             self._proc.keep()
+        if self._run_dir is not None:
+            self._access.write_files(self.dut.session.write_file, self._run_dir)
         self._kept = True
         self._stopped = True
         self._close_clients()
@@ -319,13 +353,11 @@ class QEMUKvm(StagedTeardown, Hypervisor):
         return reach
 
     def reach(self) -> str:
-        """How a human reaches this VM (SSH command, HMP socket, console log)."""
+        """How a human reaches this VM (SSH command, HMP socket, console log); never the
+        password itself."""
         host = self.dut.config.name
-        lines = []
-        if self._hostfwd_port:
-            via = "" if self.dut.config.is_local else f" (on the DUT {host})"
-            lines.append(f"ssh -p {self._hostfwd_port} -o StrictHostKeyChecking=no "
-                         f"-o UserKnownHostsFile=/dev/null root@127.0.0.1{via}")
+        via = "" if self.dut.config.is_local else f" (on the DUT {host})"
+        lines = self._access.reach_lines(self._hostfwd_port, via)
         if self._placement:
             lines.append(f"nc -U {self._placement.monitor_socket}   # HMP monitor")
             lines.append(f"tail -f {self._placement.console_log}   # serial console")
@@ -377,7 +409,7 @@ class QEMUKvm(StagedTeardown, Hypervisor):
             diag["accelerator"] = self.accel_reason
         if self._kept or (self._proc is not None and not self._proc.exited):
             diag["reach"] = self.reach()
-        return diag
+        return {title: secret.mask(text) for title, text in diag.items()}
 
 
     def _guest_state(self) -> str:

@@ -266,6 +266,15 @@ class GuestAgent(SocketClient):
                 return iface.ipv4[0]
         return None
 
+    def set_user_password(self, user: str, password: str,
+                          timeout: float | None = None) -> None:
+        """``guest-set-user-password``: the guest runs ``chpasswd`` for ``user``. The
+        password travels base64-encoded over the private agent socket, never logged."""
+        encoded = base64.b64encode(password.encode()).decode()
+        self.command("guest-set-user-password",
+                     {"username": user, "password": encoded, "crypted": False},
+                     timeout=timeout)
+
     def shutdown(self, mode: str = "powerdown", timeout: float | None = None) -> None:
         """``guest-shutdown``; returns once the request is sent (the agent never answers).
 

@@ -1,7 +1,8 @@
 """Private per-VM run directories on a DUT, and the reaper of crashed runs' leftovers.
 
-Every VM gets ``<workdir>/dtsvirt-<run id>-<vm>-XXXXXX`` (mode 0700, made by ``mktemp -d``)
-for its sockets, pidfile, logs and console. The supervisor (see ``supervisor.py``) writes
+Every VM gets ``<workdir>/dtsvirt-<run id>-<vm>-XXXXXX`` (mode 0700, made by ``mktemp -d``
+in a work dir checked to be ours alone, see ``workdir.py``) for its sockets, pidfile, logs
+and console. The supervisor (see ``supervisor.py``) writes
 ``supervisor.pid`` there. A run dir whose supervisor is gone belongs to a crashed run: the
 reaper kills its qemu, but only after checking that the PID's command line names that very
 run dir (PIDs get reused), and removes the directory. Nothing else is ever touched.
@@ -16,6 +17,7 @@ import time
 import uuid
 
 from pytest_dtsvirt.errors import SessionError
+from pytest_dtsvirt.runtime.workdir import check_workdir, make_run_dir_in
 from pytest_dtsvirt.session.base import Session
 
 log = logging.getLogger("pytest_dtsvirt")
@@ -40,12 +42,14 @@ _RUN_ID: str | None = None
 
 
 def make_run_dir(session: Session, workdir: str, vm_name: str, run_id: str) -> str:
-    """Create a private run dir for one VM on the session's host; return its path."""
+    """Create a private run dir for one VM on the session's host; return its path.
+
+    The work dir is created or accepted only when it is ours alone (see
+    :mod:`pytest_dtsvirt.runtime.workdir`; :class:`UnsafeWorkdir` otherwise), then the run
+    dir is made in it atomically by ``mktemp -d`` (mode 0700)."""
     safe_vm = _SAFE_NAME.sub("_", vm_name)[:20]
-    session.run(["mkdir", "-p", "-m", "0700", workdir], check=True, timeout=20)
-    template = f"{workdir.rstrip('/')}/{RUN_DIR_PREFIX}{run_id}-{safe_vm}-XXXXXX"
-    result = session.run(["mktemp", "-d", template], check=True, timeout=20)
-    path = result.stdout.strip()
+    safe_run = _SAFE_NAME.sub("_", run_id)[:32]
+    path = make_run_dir_in(session, workdir, f"{RUN_DIR_PREFIX}{safe_run}-{safe_vm}-XXXXXX")
     if len(path) > 80:  # unix socket paths are limited to 107 bytes
         session.run(["rm", "-rf", "--", path], timeout=20)
         raise SessionError(f"DUT workdir {workdir!r} is too long for unix socket paths; "
@@ -134,6 +138,8 @@ def reap(session: Session, workdir: str) -> list[str]:
     names that run dir; a user's ``tail -f`` of the console log is never touched. Live runs
     (other workers, other sessions, kept VMs) are left alone.
     """
+    if check_workdir(session, workdir) is None:  # UnsafeWorkdir if another user owns it
+        return []
     listing = session.run(["ls", "-1", "--", workdir], timeout=20)
     if not listing.ok:
         return []

@@ -28,6 +28,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from pytest_dtsvirt import secret
 from pytest_dtsvirt.config.kinds import ascii_int, control_chars, shown
 from pytest_dtsvirt.config.model import DEFAULT_QEMU
 from pytest_dtsvirt.errors import ConfigError, Location
@@ -69,6 +70,7 @@ class DutConfig:
     memory_channels: int = DEFAULT_MEMORY_CHANNELS
 
     def __post_init__(self) -> None:
+        secret.register(self.password)
         if not self.workdir:
             object.__setattr__(self, "workdir", f"/tmp/dtsvirt-{self.login}")
 
@@ -186,6 +188,8 @@ def parse_dut_configs(text: str, filename: str = "<string>") -> list[DutConfig]:
             problems.append(ConfigError(f"duplicate key (first at line {seen_keys[name]})", loc))
             continue
         seen_keys[name] = lineno
+        if name == "password":
+            secret.register(value)
         try:
             current[name] = _convert(name, value, loc)
         except ConfigError as exc:
