@@ -25,8 +25,8 @@ from support.sshd import SshdHandle
 
 from pytest_dtsvirt.errors import VmStartError
 from pytest_dtsvirt.qemu.kvm import QEMUKvm
-from pytest_dtsvirt.session.dut import Dut
-from pytest_dtsvirt.session.dutconfig import DutConfig, connect, local_dut_config
+from pytest_dtsvirt.session.dut import Dut, connect
+from pytest_dtsvirt.session.dutconfig import DutConfig, local_dut_config
 
 pytestmark = pytest.mark.slow
 

@@ -292,7 +292,8 @@ import dataclasses, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[3])
 from support.runtime import make_vm, write_cfg
-from pytest_dtsvirt.session.dutconfig import connect, local_dut_config
+from pytest_dtsvirt.session.dut import connect
+from pytest_dtsvirt.session.dutconfig import local_dut_config
 dut = connect(dataclasses.replace(local_dut_config(), workdir=sys.argv[1]))
 vm = make_vm(dut, write_cfg(Path(sys.argv[2])))
 try:

@@ -21,7 +21,8 @@ from support.sshd import SshdHandle
 from pytest_dtsvirt.errors import UnsafeWorkdir
 from pytest_dtsvirt.runtime import rundir, workdir
 from pytest_dtsvirt.session.base import Session
-from pytest_dtsvirt.session.dutconfig import DutConfig, connect
+from pytest_dtsvirt.session.dut import connect
+from pytest_dtsvirt.session.dutconfig import DutConfig
 from pytest_dtsvirt.session.local import LocalSession
 
 pytest_plugins = ["pytester"]
