@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from pytest_dtsvirt import secret
-from pytest_dtsvirt.config import guestopt
+from pytest_dtsvirt.config import build, guestopt
 from pytest_dtsvirt.config.build import DEFAULT_CONTROL_PAIR
 from pytest_dtsvirt.config.cfgfile import CfgFile, Section, read_cfg
 from pytest_dtsvirt.config.model import CONTROL_ADDR, VmSpec
 from pytest_dtsvirt.config.schema import PARAMS, is_vm_key, valid_keys
 from pytest_dtsvirt.config.schema import params as schema_params
-from pytest_dtsvirt.config.validate import RawEntry, Report, check_entry, option_text
+from pytest_dtsvirt.config.table import Report
+from pytest_dtsvirt.config.validate import RawEntry, check_entry, option_text
 from pytest_dtsvirt.errors import ConfigError, ConfigWarning, Location
 
 GLOBAL_CFG = "virt_global.cfg"
@@ -123,7 +124,7 @@ def _build_spec(name: str, checked: Mapping[str, list[tuple[dict[str, str], RawE
         if param.key in failed:
             continue
         items = [(o, replace(e.origin, key=param.key)) for o, e in checked.get(param.key, [])]
-        spec = param.build(param, items, spec, rep)
+        spec = (param.build or build.generic)(param, items, spec, rep)
     spec = guestopt.settle(spec, checked, rep)
     _cross_checks(spec, checked, rep)
     return spec

@@ -19,12 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
 
 from pytest_dtsvirt.config import build, guestopt
-from pytest_dtsvirt.config.build import Builder
 from pytest_dtsvirt.config.kinds import (
     HOSTPCI,
     MAC,
@@ -33,7 +30,6 @@ from pytest_dtsvirt.config.kinds import (
     HostFwd,
     Int,
     IntList,
-    Kind,
     Path,
     Seconds,
     Settings,
@@ -59,91 +55,10 @@ from pytest_dtsvirt.config.model import (
     VmSpec,
     Vnc,
 )
+from pytest_dtsvirt.config.table import Opt, ParamSchema
 
-TEXT = Str()
 PATH = Path()
 YESNO = YesNo()
-_DERIVE = "<derive>"
-
-
-@dataclass(frozen=True)
-class Opt:
-    """One option of a parameter entry.
-
-    ``field``: the model attribute it fills (default: the name without ``opt_``; None: not a
-    model field, e.g. a selector). ``qemu``: the qemu property of the model's device/drive
-    it becomes, emitted by the argv builder in table order."""
-
-    name: str
-    doc: str
-    kind: Kind = TEXT
-    required: bool = False
-    default: str | None = None
-    field: str | None = _DERIVE
-    qemu: str | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.kind, Kind):
-            raise TypeError(f"option {self.name}: kind {self.kind!r} is not a config.kinds.Kind")
-        if self.field == _DERIVE:
-            object.__setattr__(self, "field", self.name.removeprefix("opt_"))
-        if self.default is not None and (bad := self.kind.check(self.default)) is not None:
-            raise TypeError(f"option {self.name}: default {bad}")
-
-    def convert(self, value: str) -> object:
-        """The model value of a checked ``value``."""
-        return self.kind.convert(value)
-
-
-@dataclass(frozen=True)
-class ParamSchema:
-    """One parameter (cfg key).
-
-    ``model``: the class one entry builds (per selector value for variant parameters), set as
-    ``VmSpec.<spec_field>``; None: the options fill VmSpec fields themselves. ``build``: the
-    builder (:func:`~pytest_dtsvirt.config.build.generic` unless the parameter needs more)."""
-
-    key: str
-    doc: str
-    options: tuple[Opt, ...] = ()
-    #: True: several entries allowed, and set_vm_<key>() / markers APPEND entries;
-    #: False: one entry, later layers REPLACE it.
-    append: bool = False
-    #: several entries allowed inside one layer (``qemu = path=a; path=b;``, disks)
-    multi: bool = False
-    selector: str | None = None
-    variants: Mapping[str, tuple[Opt, ...]] = field(default_factory=dict)
-    #: legacy options accepted with a warning: option name -> why it does nothing here
-    legacy: Mapping[str, str] = field(default_factory=dict)
-    aliases: tuple[str, ...] = ()
-    model: type | Mapping[str, type] | None = None
-    spec_field: str | None = None
-    build: Builder = build.generic
-
-    def options_for(self, variant: str | None) -> tuple[Opt, ...]:
-        """The options valid for an entry (selector included) of ``variant``."""
-        if self.selector is None or variant is None:
-            return self.options
-        return self.options + self.variants.get(variant, ())
-
-    def option_names(self, variant: str | None) -> tuple[str, ...]:
-        """Names of the valid options, for messages."""
-        return tuple(o.name for o in self.options_for(variant))
-
-    def model_for(self, variant: str | None) -> type:
-        """The class an entry of ``variant`` builds (VmSpec when the options fill it)."""
-        if self.model is None:
-            return VmSpec
-        if isinstance(self.model, Mapping):
-            assert variant is not None
-            return self.model[variant]
-        return self.model
-
-    def values(self, opts: Mapping[str, str]) -> dict[str, Any]:
-        """Checked option strings -> ``{model field: converted value}``."""
-        variant = opts.get(self.selector) if self.selector else None
-        return {o.field: o.convert(opts[o.name]) for o in self.options_for(variant)
-                if o.field is not None and o.name in opts}
 
 
 _VLAN = Opt("opt_vlan", "pairs a nic with its backend (same number, in order)", Int(0, 4095),

@@ -12,7 +12,8 @@ from dataclasses import dataclass, replace
 from pytest_dtsvirt import secret
 from pytest_dtsvirt.config.schema import LEGACY_KEYS, PARAMS, SCENE_DEVICE_OPTIONS, Opt
 from pytest_dtsvirt.config.schema import valid_keys as _valid_keys
-from pytest_dtsvirt.errors import ConfigError, ConfigWarning, Location
+from pytest_dtsvirt.config.table import Report
+from pytest_dtsvirt.errors import ConfigError, Location
 
 
 @dataclass(frozen=True)
@@ -27,22 +28,6 @@ class RawEntry:
     def __repr__(self) -> str:  # a login entry holds a password
         return secret.mask(f"RawEntry(options={dict(self.options)!r}, origin={self.origin!r}, "
                            f"bare={self.bare!r}, repeated={self.repeated!r})")
-
-
-@dataclass
-class Report:
-    """Problems and warnings collected while checking."""
-
-    problems: list[ConfigError]
-    warnings: list[ConfigWarning]
-
-    def error(self, loc: Location, message: str) -> None:
-        """Record a problem."""
-        self.problems.append(ConfigError(message, loc))
-
-    def warn(self, loc: Location, message: str) -> None:
-        """Record a warning."""
-        self.warnings.append(ConfigWarning(message, loc))
 
 
 def _names(names: tuple[str, ...] | list[str]) -> str:
