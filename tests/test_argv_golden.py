@@ -166,10 +166,73 @@ def test_vhost_user_options_settings_and_memfd() -> None:
                "csum=off,gso=off")
     assert has(a, "-chardev", "socket,id=char1,path=/s/v1",
                "-netdev", "type=vhost-user,id=netdev2,chardev=char1,vhostforce=on",
-               "-device", "virtio-net-pci,netdev=netdev2,vectors=5")
+               "-device", "virtio-net-pci,netdev=netdev2,vectors=0")
+    assert [n for n in notes(p.build()[0], PL) if "vhost-user" in n] == [
+        "vhost-user /s/v0: vectors=0 instead of 6 (opt_queue=2) under TCG: qemu 7.2 crashes "
+        "(exit 139) with MSI-X vectors on vhost-user there; the guest's virtio-net falls back "
+        "to INTx",
+        "vhost-user /s/v1: vectors=0 instead of 5 (opt_vectors=5) under TCG: qemu 7.2 crashes "
+        "(exit 139) with MSI-X vectors on vhost-user there; the guest's virtio-net falls back "
+        "to INTx"]
     kvm = build_argv(p.build()[0], Placement("/r", "kvm", 1))
     assert has(kvm, "-device", "virtio-net-pci,netdev=netdev1,mq=on,mac=00:00:20:00:00:20,"
-               "csum=off,gso=off")
+               "vectors=6,csum=off,gso=off")
+    assert has(kvm, "-device", "virtio-net-pci,netdev=netdev2,vectors=5")
+    assert notes(p.build()[0], Placement("/r", "kvm", 1)) == []
+
+
+def _vhost(**extra: str) -> tuple[list[str], list[str]]:
+    """argv (TCG) and warnings of one vhost-user device with ``extra`` options."""
+    from pytest_dtsvirt.config.load import VmParams
+    p = VmParams("vm0")
+    p.add("disk", {"file": "/x"}, call_origin("disk"))
+    p.add("device", {"driver": "vhost-user", "opt_path": "/s/v0", **extra}, call_origin("device"))
+    spec, warnings = p.build()
+    return build_argv(spec, PL), [str(w) for w in warnings]
+
+
+def test_vhost_user_server_and_reconnect() -> None:
+    argv, _ = _vhost(opt_server="yes")
+    assert has(argv, "-chardev", "socket,id=char0,path=/s/v0,server=on,wait=off")
+    argv, _ = _vhost(opt_reconnect="2")
+    assert has(argv, "-chardev", "socket,id=char0,path=/s/v0,reconnect=2")
+    with pytest.raises(ConfigError, match="opt_reconnect is for client mode"):
+        _vhost(opt_server="yes", opt_reconnect="2")
+
+
+@pytest.mark.parametrize(("settings", "extra", "device", "warned"), [
+    # the issue's case: a legacy vectors=N is merged, so TCG still gets one vectors=0
+    ("mrg_rxbuf=on,vectors=6", {"opt_queue": "2"},
+     "virtio-net-pci,netdev=netdev1,mq=on,vectors=0,mrg_rxbuf=on", "read as opt_vectors=6"),
+    ("mq=on", {"opt_queue": "2"}, "virtio-net-pci,netdev=netdev1,mq=on,vectors=0",
+     "mq=on dropped"),
+    ("mac=00:00:00:00:00:01", {}, "virtio-net-pci,netdev=netdev1,mac=00:00:00:00:00:01,"
+     "vectors=0", "read as opt_mac"),
+    ("vectors=4", {"opt_vectors": "4"}, "virtio-net-pci,netdev=netdev1,vectors=0",
+     "repeats opt_vectors"),
+])
+def test_vhost_user_settings_collisions_merged(settings: str, extra: dict[str, str],
+                                               device: str, warned: str) -> None:
+    argv, warnings = _vhost(opt_settings=settings, **extra)
+    assert has(argv, "-device", device)
+    assert sum(1 for a in argv if "vectors=" in a) == 1
+    assert any(warned in w for w in warnings), warnings
+
+
+@pytest.mark.parametrize(("settings", "extra", "message"), [
+    ("vectors=4", {"opt_vectors": "6"}, "opt_settings vectors=4 contradicts opt_vectors=6"),
+    ("mq=on", {}, "mq=on contradicts opt_queue=1"),
+    ("mq=off", {"opt_queue": "2"}, "mq=off contradicts opt_queue=2"),
+    ("netdev=x", {}, "the plugin sets netdev itself"),
+    ("csum=off,csum=on", {}, "names csum twice"),
+    ("vectors=lots", {}, "read as opt_vectors; valid: integer"),
+])
+def test_vhost_user_settings_collisions_refused(settings: str, extra: dict[str, str],
+                                                message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        _vhost(opt_settings=settings, **extra)
+    assert message in str(info.value)
+    assert "[device]" in str(info.value) or "device" in str(info.value)
 
 
 def test_vnc_monitor_migration_usercmd_machine() -> None:

@@ -84,7 +84,9 @@ class VhostUser:
     path: str
     mac: str | None = None
     queues: int | None = None
-    vectors: int | None = None  # None: 0 under TCG (qemu 7.2 crash), qemu's default under KVM
+    vectors: int | None = None  # None: qemu's default (2N+2 with N>1 queues); TCG: always 0
+    server: bool = False  # qemu listens (server=on,wait=off); the backend connects
+    reconnect: int | None = None  # client mode: qemu's reconnect= seconds
     settings: tuple[tuple[str, str], ...] = ()
 
 

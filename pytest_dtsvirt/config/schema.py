@@ -21,7 +21,7 @@ import dataclasses
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from pytest_dtsvirt.config import build, guestopt
+from pytest_dtsvirt.config import build, devsettings, guestopt
 from pytest_dtsvirt.config.kinds import (
     HOSTPCI,
     MAC,
@@ -97,8 +97,9 @@ _NET_VARIANTS: dict[str, tuple[Opt, ...]] = {
     ),
 }
 
-_SETTINGS = Opt("opt_settings", "extra virtio-net-pci properties, k=v pairs joined by ','",
-                Settings())
+_SETTINGS = Opt("opt_settings", "extra virtio-net-pci properties, k=v pairs joined by ','; "
+                "a key the plugin sets is merged into its option with a warning (e.g. "
+                "vectors=N -> opt_vectors) or refused (netdev, a contradiction)", Settings())
 _DEVICE_VARIANTS: dict[str, tuple[Opt, ...]] = {
     "pci-assign": (
         Opt("opt_host", "host PCI device (bus:slot.fn); emitted as vfio-pci", HOSTPCI,
@@ -122,10 +123,20 @@ _DEVICE_VARIANTS: dict[str, tuple[Opt, ...]] = {
         Opt("opt_path", "unix socket of the vhost-user backend (on the DUT)", PATH,
             required=True),
         Opt("opt_mac", _MAC, MAC),
-        Opt("opt_queue", "number of queue pairs", Int(1, 1024), field="queues"),
-        Opt("opt_vectors", "MSI-X vectors; 0 avoids a qemu 7.2 TCG crash (default: 0 under "
-            "TCG, qemu's default under KVM)", _VECTORS),
-        _SETTINGS,
+        Opt("opt_queue", "number of queue pairs (more than 1: mq=on, and under KVM "
+            "vectors=2N+2 unless opt_vectors is given)", Int(1, 1024), field="queues"),
+        Opt("opt_vectors", "MSI-X vectors under KVM (default: qemu's, 2N+2 with opt_queue=N>1); "
+            "always 0 under TCG, where qemu 7.2 crashes with MSI-X on vhost-user (a warning "
+            "says so when this or opt_queue asked for more)", _VECTORS),
+        Opt("opt_server", "yes: qemu listens on opt_path (server=on,wait=off) and the backend "
+            "connects as a client (testpmd vdev client=1); qemu waits at start until it does "
+            "and takes a restarted backend back by itself", YESNO, default="no"),
+        Opt("opt_reconnect", "client mode (opt_server=no): seconds after which qemu connects "
+            "again when the backend went away (qemu's reconnect=)", Int(1, 3600)),
+        Opt("opt_settings", "extra virtio-net-pci properties, k=v pairs joined by ','; "
+            "a key the plugin sets is merged into its option with a warning (vectors, mac; "
+            "mq=on with opt_queue>1) or refused (netdev, chardev, a contradiction)",
+            Settings()),
     ),
     "vhost-cuse": (
         Opt("opt_mac", _MAC, MAC),
@@ -162,7 +173,8 @@ _PARAMS: tuple[ParamSchema, ...] = (
                 append=True, multi=True, selector="driver", variants=_DEVICE_VARIANTS,
                 model={"pci-assign": Passthrough, "vfio-pci": Passthrough,
                        "virtio-net-pci": VirtioNet, "vhost-user": VhostUser,
-                       "vhost-cuse": VhostCuse}, spec_field="devices"),
+                       "vhost-cuse": VhostCuse}, spec_field="devices",
+                build=devsettings.build_devices),
     ParamSchema("cpu", "virtual CPUs",
                 (Opt("model", "qemu -cpu model (host becomes max under TCG)"),
                  Opt("number", "number of vCPUs", Int(1, 512), default="1"),

@@ -60,7 +60,37 @@ def cpu_model(spec: VmSpec, accel: str) -> tuple[str | None, str | None]:
 def notes(spec: VmSpec, placement: Placement) -> list[str]:
     """Lines worth logging about choices the argv builder made."""
     _, note = cpu_model(spec, placement.accel)
-    return [note] if note else []
+    vhost = [vhost_vectors(d, placement.accel)[1] for d in spec.devices
+             if isinstance(d, VhostUser)]
+    return [n for n in (note, *vhost) if n]
+
+
+def vhost_vectors(dev: VhostUser, accel: str) -> tuple[int | None, str | None]:
+    """``(vectors, note)`` of a vhost-user device: under TCG always 0 (qemu 7.2 crashes,
+    exit 139, with MSI-X vectors on vhost-user there), with a note when the config asked
+    for more; under KVM opt_vectors, else 2N+2 for N>1 queue pairs, else qemu's default."""
+    queues = dev.queues or 1
+    if accel == "tcg":
+        asked = dev.vectors if dev.vectors else (2 * queues + 2 if queues > 1 else None)
+        if asked is None:
+            return 0, None
+        why = f"opt_vectors={dev.vectors}" if dev.vectors else f"opt_queue={queues}"
+        return 0, (f"vhost-user {dev.path}: vectors=0 instead of {asked} ({why}) under TCG: "
+                   "qemu 7.2 crashes (exit 139) with MSI-X vectors on vhost-user there; the "
+                   "guest's virtio-net falls back to INTx")
+    if dev.vectors is not None:
+        return dev.vectors, None
+    return (2 * queues + 2 if queues > 1 else None), None
+
+
+def vhost_chardev(dev: VhostUser, index: int) -> str:
+    """The vhost-user socket chardev: qemu connects (``reconnect=`` when set) or, with
+    ``opt_server``, listens without waiting at creation (the netdev then waits for the
+    backend to connect)."""
+    head = f"socket,id=char{index}"
+    if dev.server:
+        return opts(head, ("path", dev.path), ("server", "on"), ("wait", "off"))
+    return opts(head, ("path", dev.path), ("reconnect", dev.reconnect))
 
 
 def name_args(spec: VmSpec, p: Placement) -> list[str]:
@@ -183,9 +213,8 @@ def device_args(spec: VmSpec, p: Placement) -> list[str]:
         elif isinstance(dev, VhostUser):
             nid = f"netdev{n_net}"
             n_net += 1
-            vectors = dev.vectors if dev.vectors is not None else (
-                0 if p.accel == "tcg" else None)
-            out += ["-chardev", opts(f"socket,id=char{char}", ("path", dev.path)),
+            vectors, _ = vhost_vectors(dev, p.accel)
+            out += ["-chardev", vhost_chardev(dev, char),
                     "-netdev", opts(f"type=vhost-user,id={nid},chardev=char{char}",
                                     ("vhostforce", "on"), ("queues", dev.queues)),
                     "-device", _virtio(nid, dev.mac, vectors, dev.settings,
@@ -270,4 +299,4 @@ def build_argv(spec: VmSpec, placement: Placement) -> list[str]:
 
 
 __all__ = ["GROUPS", "QGA_PORT_NAME", "VNC_BASE_DISPLAY", "VNC_DISPLAY_RANGE", "build_argv",
-           "cpu_model", "drive", "notes", "q"]
+           "cpu_model", "drive", "notes", "q", "vhost_chardev", "vhost_vectors"]

@@ -43,7 +43,7 @@ from pytest_dtsvirt.hypervisor import Hypervisor, VmOptions
 from pytest_dtsvirt.qemu import accel as accel_mod
 from pytest_dtsvirt.qemu import guestboot
 from pytest_dtsvirt.qemu.access import Access
-from pytest_dtsvirt.qemu.argv import build_argv
+from pytest_dtsvirt.qemu.argv import build_argv, notes
 from pytest_dtsvirt.qemu.placement import Placement
 from pytest_dtsvirt.qemu.qga import GuestAgent
 from pytest_dtsvirt.qemu.qmp import Qmp
@@ -207,6 +207,8 @@ class QEMUKvm(StagedTeardown, Hypervisor):
             hugepage_dir=hugepage_dir,
             qemu=spec.qemu_paths[0] if spec.qemu_paths else self.dut.config.qemu)
         argv = build_argv(spec, placement)
+        for note in notes(spec, placement):
+            log.warning("%s: %s", self.vm_name, note)
         pins = spec.cpu.pins
         if pins:
             argv.append("-S")  # pin vCPU threads before the guest runs
