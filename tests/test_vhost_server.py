@@ -1,0 +1,80 @@
+"""vhost-user server mode (``opt_server=yes``: qemu listens, testpmd connects with
+``client=1``), multi-queue and per-port devargs of the testpmd backend; a real guest keeps
+its vhost-user link across a backend restart."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from support.runtime import assert_nothing_left, make_vm, write_cfg
+
+from pytest_dtsvirt.dpdk.vhost import TestpmdBackend, build_testpmd_argv
+from pytest_dtsvirt.session.dut import Dut, VmDut
+
+MAC = "00:00:20:00:00:30"
+
+
+def test_backend_argv_with_per_port_devargs_and_queues() -> None:
+    argv = build_testpmd_argv("dpdk-testpmd", ["/r/s0", "/r/s1"], file_prefix="p", queues=2,
+                              devargs=[{"client": True, "tso": 1},
+                                       {"dmas": "[txq0@0000:00:04.0]", "queues": 1}])
+    assert argv[argv.index("--vdev") + 1] == "net_vhost0,iface=/r/s0,queues=2,client=1,tso=1"
+    assert "net_vhost1,iface=/r/s1,queues=1,dmas=[txq0@0000:00:04.0]" in argv
+    assert argv[-2:] == ["--rxq=2", "--txq=2"]
+    one = build_testpmd_argv("t", ["/a", "/b"], file_prefix="p", devargs={"client": 1})
+    assert [a for a in one if a.startswith("net_vhost")] == [
+        "net_vhost0,iface=/a,queues=1,client=1", "net_vhost1,iface=/b,queues=1,client=1"]
+    with pytest.raises(ValueError, match="devargs lists 1 ports for 2"):
+        build_testpmd_argv("t", ["/a", "/b"], file_prefix="p", devargs=[{"tso": 1}])
+    with pytest.raises(ValueError, match="must not contain ','"):
+        build_testpmd_argv("t", ["/a"], file_prefix="p", devargs={"dmas": "a,b"})
+
+
+def _traffic(vm_dut: VmDut, pmd: TestpmdBackend, before: int) -> int:
+    """ARP requests from the guest's vhost-user NIC until ``pmd`` counts more than
+    ``before`` received packets (bounded); the count."""
+    nic = vm_dut.send_expect(
+        f"for n in /sys/class/net/*; do [ $(cat $n/address) = {MAC} ] && basename $n; done",
+        "# ").split()[-1]
+    vm_dut.send_expect(f"ip link set {nic} up; ip addr add 10.77.0.1/24 dev {nic} 2>/dev/null;"
+                       " true", "# ")
+    deadline = time.monotonic() + 30
+    while True:
+        vm_dut.send_expect("ping -c 2 -W 1 10.77.0.2 >/dev/null 2>&1; true", "# ", timeout=20)
+        rx = pmd.port_stats(0).rx_packets
+        if rx > before or time.monotonic() > deadline:
+            return rx
+        time.sleep(0.5)
+
+
+def test_opt_server_guest_keeps_its_link_across_a_backend_restart(dut: Dut,
+                                                                   tmp_path: Path) -> None:
+    if shutil.which("dpdk-testpmd") is None:
+        pytest.fail("dpdk-testpmd is not installed (Debian package dpdk-dev)")
+    sock_dir = tmp_path / "v"
+    sock_dir.mkdir(mode=0o700)
+    path = str(sock_dir / "s0")
+    # the backend first: in client mode it keeps connecting until qemu listens
+    first = TestpmdBackend(dut.session, ports=1, devargs={"client": 1}, socket_paths=[path])
+    vm = make_vm(dut, write_cfg(tmp_path))
+    vm.set_vm_device(driver="vhost-user", opt_path=path, opt_mac=MAC, opt_server="yes")
+    try:
+        with first:
+            first.set_fwd("rxonly")
+            first.start()
+            vm_dut = vm.start()
+            assert any("server=on,wait=off" in a for a in vm.argv)
+            assert _traffic(vm_dut, first, 0) > 0
+        # the backend is gone; qemu keeps listening and a new one connects
+        with TestpmdBackend(dut.session, ports=1, devargs={"client": 1},
+                            socket_paths=[path]) as second:
+            second.set_fwd("rxonly")
+            second.start()
+            assert _traffic(vm_dut, second, 0) > 0, "no packet reached the restarted backend"
+        assert vm_dut.send_expect("echo alive", "# ").strip().endswith("alive")
+    finally:
+        vm.stop()
+    assert_nothing_left(vm)
