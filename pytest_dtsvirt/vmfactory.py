@@ -25,11 +25,11 @@ import logging
 import os
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pytest_dtsvirt import backends
+from pytest_dtsvirt import backends, parallel
 from pytest_dtsvirt.errors import ConfigError, DtsvirtError, VmDied, VmError, VmStartError
 from pytest_dtsvirt.guest import DEFAULT_SSH
 from pytest_dtsvirt.hypervisor import Hypervisor, VmOptions
@@ -114,6 +114,8 @@ class VmFactory:
         self.markers = markers
         self.label = label
         self._on_use = on_use
+        #: when each VM of the last :meth:`boot_all` booted
+        self.last_boot_windows: list[parallel.BootWindow] = []
         if root.session is None:
             root.session = self
 
@@ -209,6 +211,32 @@ class VmFactory:
         vm = self.create(name, suite, **params)
         self.boot(vm)
         return vm
+
+    def start_many(self, vms: Sequence[str | Mapping[str, Any]], suite: str | None = None
+                   ) -> list[Hypervisor]:
+        """Create and boot several VMs at once (each boot in its own thread), in order.
+
+        An item is a VM name or a mapping of :meth:`create`'s arguments (``name``,
+        ``suite``, marker parameters). If one fails, the others are stopped and a
+        :class:`VmStartError` names the VM(s) that failed and why."""
+        created: list[Hypervisor] = []
+        try:
+            for item in vms:
+                args: dict[str, Any] = ({"name": item} if isinstance(item, str)
+                                        else dict(item))
+                args.setdefault("suite", suite)
+                created.append(self.create(**args))
+        except BaseException:
+            for vm in created:
+                self._forget(vm)
+            raise
+        return self.boot_all(created)
+
+    def boot_all(self, vms: Sequence[Hypervisor]) -> list[Hypervisor]:
+        """:meth:`boot` every VM of ``vms`` (created by this factory) at once; the same
+        guarantees as :meth:`start_many`. The boot windows are in :attr:`last_boot_windows`."""
+        self.last_boot_windows = parallel.boot_many(vms, self.boot, self.stop)
+        return list(vms)
 
     def guest(self, vm: Hypervisor) -> VmDut:
         """The guest DUT of a started ``vm``."""
