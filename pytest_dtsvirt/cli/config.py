@@ -125,9 +125,36 @@ def _run_lint(args: argparse.Namespace) -> int:
 # ---- check ---------------------------------------------------------------------------------
 
 def _setup_check(p: argparse.ArgumentParser) -> None:
+    from pytest_dtsvirt.cli.runtime import dut_arg
+
     p.add_argument("cfg", help="suite config file")
     p.add_argument("vm", help="VM section name")
     p.add_argument("--accel", choices=POLICIES, default="auto")
+    dut_arg(p, "the DUT whose CPUs, hugepages and files are checked (qemu itself is "
+               "checked here, on this machine, only for the local DUT)")
+
+
+def check_dut_facts(args: argparse.Namespace) -> tuple[bool, bool]:
+    """The VM's config against the DUT's facts (``--dut``, default this machine); the
+    problems printed like lint's. ``(ok, dut is local)``."""
+    from pytest_dtsvirt.cli.runtime import dut_config
+    from pytest_dtsvirt.qemu.dutfacts import check_on_dut
+    from pytest_dtsvirt.session.dut import connect
+
+    config = dut_config(args)
+    params = load_vm_params(args.cfg, Path(args.cfg).stem, args.vm)
+    spec, _ = params.build()
+    dut = connect(config)
+    try:
+        check_on_dut(params, spec, dut.session, config.name)
+    except ConfigError as exc:
+        for pr in exc.problems:
+            print(fmt(pr.location, pr.message))
+        return False, config.is_local
+    finally:
+        dut.close()
+    err(f"note: DUT {config.name}: CPUs, hugepages and files are there")
+    return True, config.is_local
 
 
 def _run_check(args: argparse.Namespace) -> int:
@@ -137,6 +164,13 @@ def _run_check(args: argparse.Namespace) -> int:
 
     spec, warnings = load_spec(args.cfg, args.vm)
     print_warnings(warnings)
+    facts_ok, local = check_dut_facts(args)
+    if not facts_ok:
+        return EXIT_FAIL
+    if not local:
+        print(f"{args.cfg}: [{args.vm}]: DUT {args.dut}: the config fits (qemu's own check "
+              "runs on the local DUT only)")
+        return EXIT_OK
     spec, note = resolve_guest(spec)
     if note:
         raise ConfigError(f"cannot check [{args.vm}]: {note}", Location(args.cfg))

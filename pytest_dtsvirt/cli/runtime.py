@@ -32,15 +32,17 @@ from pytest_dtsvirt.session.dutconfig import (
 )
 
 
-def _dut_arg(parser: argparse.ArgumentParser) -> None:
+def dut_arg(parser: argparse.ArgumentParser, what: str = "the DUT") -> None:
+    """``--dut SPEC`` and ``--duts FILE`` (read back by :func:`dut_config`)."""
     parser.add_argument("--dut", default=None, metavar="SPEC",
-                        help="the DUT: 'local' (default) or [user@]host[:port] over SSH; "
+                        help=f"{what}: 'local' (default) or [user@]host[:port] over SSH; "
                              "with --duts, the name of a DUT in that file (default: the first)")
     parser.add_argument("--duts", default=None, metavar="FILE",
                         help="a DUT config file (the format of --dtsvirt-duts)")
 
 
-def _dut_config(args: argparse.Namespace) -> DutConfig:
+def dut_config(args: argparse.Namespace) -> DutConfig:
+    """The DutConfig ``--dut``/``--duts`` name (the local machine by default)."""
     if args.duts is None:
         return local_dut_config() if args.dut in (None, "local") else parse_dut_spec(args.dut)
     configs = load_dut_configs(args.duts)
@@ -56,7 +58,7 @@ def _dut_config(args: argparse.Namespace) -> DutConfig:
 def _setup_boot(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("cfg", help="suite config file (conf/<suite>.cfg)")
     parser.add_argument("vm", help="VM section name, e.g. vm0")
-    _dut_arg(parser)
+    dut_arg(parser)
     parser.add_argument("--exec", dest="command", metavar="CMD",
                         help="run CMD in the guest (through its shell) and exit with its status")
     parser.add_argument("--keep", action="store_true",
@@ -77,7 +79,7 @@ def _run_boot(args: argparse.Namespace) -> int:
                         format="%(asctime)s.%(msecs)03d %(message)s", datefmt="%H:%M:%S")
     for noisy in ("paramiko", "qemu.qmp"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    dut = connect(_dut_config(args))
+    dut = connect(dut_config(args))
     suite = Path(args.cfg).stem
     options = VmOptions(cfg_path=args.cfg, accel=args.accel, boot_timeout=args.boot_timeout,
                         cache_dir=args.cache_dir, guest_ssh=args.guest_ssh)
@@ -136,11 +138,11 @@ def _interactive(session: Any) -> int:
 
 
 def _setup_reap(parser: argparse.ArgumentParser) -> None:
-    _dut_arg(parser)
+    dut_arg(parser)
 
 
 def _run_reap(args: argparse.Namespace) -> int:
-    config = _dut_config(args)
+    config = dut_config(args)
     dut = connect(config)
     try:
         reaped = rundir.reap(dut.session, config.workdir)

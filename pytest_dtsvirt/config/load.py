@@ -85,6 +85,10 @@ class VmParams:
                 RawEntry(dict(e.options), Location(file, e.line, section.name, param.key),
                          e.bare, e.repeated) for e in param.entries], replacing=True)
 
+    def origins(self, key: str) -> list[Location]:
+        """Where each entry of parameter ``key`` was written (cfg line or call), in order."""
+        return [replace(e.origin, key=key) for e in self._entries.get(key, [])]
+
     def build(self) -> tuple[VmSpec, list[ConfigWarning]]:
         """The validated VmSpec and the warnings; ConfigError with every problem."""
         spec, problems, warnings = self.check()

@@ -41,7 +41,7 @@ from pytest_dtsvirt.errors import (
 )
 from pytest_dtsvirt.hypervisor import Hypervisor, VmOptions
 from pytest_dtsvirt.qemu import accel as accel_mod
-from pytest_dtsvirt.qemu import guestboot
+from pytest_dtsvirt.qemu import dutfacts, guestboot
 from pytest_dtsvirt.qemu.access import Access
 from pytest_dtsvirt.qemu.argv import build_argv, notes
 from pytest_dtsvirt.qemu.placement import Placement
@@ -190,6 +190,7 @@ class QEMUKvm(StagedTeardown, Hypervisor):
             self.options.accel, spec.enable_kvm, *accel_mod.probe(session.read_file))
         if self.accel_reason:
             log.info("%s: %s", self.vm_name, self.accel_reason)
+        dutfacts.check_on_dut(self.params, spec, session, self.dut.config.name)
         if spec.uses_default_guest:
             if not self.dut.config.is_local:  # the guest is staged in the work dir: ours?
                 workdir.ensure_workdir(session, self.dut.config.workdir)
