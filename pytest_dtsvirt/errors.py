@@ -180,6 +180,17 @@ class QmpError(VmError):
         super().__init__(message)
 
 
+class MigrationError(QmpError):
+    """A migration (live, or a snapshot save/restore) failed or did not finish in time.
+
+    ``status`` is the last ``query-migrate`` status seen; ``desc`` holds qemu's own
+    ``error-desc`` when it gave one."""
+
+    def __init__(self, message: str, status: str = "", desc: str = "") -> None:
+        self.status = status
+        super().__init__(message, "", desc)
+
+
 class VmStartError(VmError):
     """``start()`` failed. ``diagnostics`` maps a title to text (argv, log, console tail...)."""
 
