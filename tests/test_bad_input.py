@@ -275,6 +275,9 @@ def test_named_mutants() -> None:
         "t.cfg:2: [vm0] net: opt_vlan: '4096' is not an integer 0-4095")
     assert err("[vm0]\nmigration = enable=yes,port=65536;\n") == \
         "t.cfg:2: [vm0] migration: port: '65536' is not an integer 0-65535"
+    assert err("[vm0]\nmigration = enable=yes,port=4444,host=0.0.0.0;\n").startswith(
+        "t.cfg:2: [vm0] migration: host=0.0.0.0: the migration stream is not authenticated, "
+        "so qemu listens on the DUT's loopback only")
     assert err("[vm0]\nstart = wait_seconds=0;\n") == \
         "t.cfg:2: [vm0] start: wait_seconds: '0' is not an integer 1-86400"
     assert err("[vm0]\ncpu = number=2,cpupin=1 ²;\n") == (

@@ -157,7 +157,7 @@ qemu = path=/q1;
 start = wait_seconds=30,profile=plain;
 machine = machine=pc;
 kernel = file=/k,initrd=/i,append=console=ttyS0 quiet;
-migration = enable=yes,port=4444,host=0.0.0.0;
+migration = enable=yes,port=4444,host=127.0.0.2;
 """)
     assert warnings == []
     assert spec.name == "guest1" and spec.enable_kvm is False and spec.monitor_path == "/tmp/m.sock"

@@ -83,6 +83,12 @@ def migration(param: ParamSchema, items: Sequence[Checked], spec: VmSpec, rep: R
     if "port" not in values:
         rep.error(loc, "enable=yes needs port=")
         return spec
+    host = values.get("host", "127.0.0.1")
+    if not (host.startswith("127.") or host in ("::1", "localhost")):
+        rep.error(loc, f"host={host}: the migration stream is not authenticated, so qemu "
+                       "listens on the DUT's loopback only (127.0.0.1, ::1); migration "
+                       "happens between two VMs of one DUT")
+        return spec
     return replace(spec, migration=Migration(**values))
 
 

@@ -238,7 +238,8 @@ _PARAMS: tuple[ParamSchema, ...] = (
     ParamSchema("migration", "wait for an incoming migration",
                 (Opt("enable", "yes or no", YESNO, default="no", field=None),
                  Opt("port", "TCP port (0: any free one)", Int(0, 65535)),
-                 Opt("host", "listen address", default="127.0.0.1")),
+                 Opt("host", "listen address: a loopback one (127.x, ::1; the stream is "
+                     "not authenticated)", default="127.0.0.1")),
                 model=Migration, spec_field="migration", build=build.migration),
     ParamSchema("guest", "variant of the embedded test guest (a VM that names its own disk or "
                 "kernel file boots that instead; hugepages still go on its command line only "

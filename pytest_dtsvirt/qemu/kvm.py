@@ -44,6 +44,7 @@ from pytest_dtsvirt.qemu import accel as accel_mod
 from pytest_dtsvirt.qemu import dutfacts, guestboot
 from pytest_dtsvirt.qemu.access import Access
 from pytest_dtsvirt.qemu.argv import build_argv, notes
+from pytest_dtsvirt.qemu.livemig import LiveMigration
 from pytest_dtsvirt.qemu.placement import Placement
 from pytest_dtsvirt.qemu.qga import GuestAgent
 from pytest_dtsvirt.qemu.qmp import Qmp
@@ -62,7 +63,7 @@ QMP_TIMEOUT_S = 10.0
 AGENT_TIMEOUT_S = 10.0
 
 
-class QEMUKvm(StagedTeardown, Hypervisor):
+class QEMUKvm(LiveMigration, StagedTeardown, Hypervisor):
     """A qemu/KVM (or TCG) VM of a suite on a DUT. See the module docstring."""
 
     def __init__(self, dut: Dut, vm_name: str, suite: str,
@@ -231,6 +232,7 @@ class QEMUKvm(StagedTeardown, Hypervisor):
             self._pin_vcpus(pins)
             self._qmp.cont()
         self._hostfwd_port = self._read_hostfwd_port()
+        self._await_incoming(spec, ladder)  # a live migration target waits here
         self._agent = ladder.phase("agent", lambda: self._agent_probe(ladder))
         self._agent.timeout = AGENT_TIMEOUT_S
         self._set_guest_password(spec, ladder)
