@@ -78,7 +78,7 @@ def test_live_migration_of_a_real_guest_with_vhost_user(dut: Dut, tmp_path: Path
             assert _vhost_rx(vm_dut, pmd_src) > 0
             target.start_incoming()
             assert target.migrate_port is not None and target.migrate_port > 0
-            assert any(a == f"tcp:127.0.0.1:0" for a in target.argv)  # loopback only
+            assert any(a == "tcp:127.0.0.1:0" for a in target.argv)  # loopback only
             assert source.start_migration("127.0.0.1", target.migrate_port) is True
             assert source.wait_migration_done() is True
             assert source.qmp.query_status() == "postmigrate"
