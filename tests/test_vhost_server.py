@@ -78,3 +78,34 @@ def test_opt_server_guest_keeps_its_link_across_a_backend_restart(dut: Dut,
     finally:
         vm.stop()
     assert_nothing_left(vm)
+
+
+def test_legacy_multiqueue_settings_boot_under_tcg(dut: Dut, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """The issue's crash: a legacy ``opt_settings=mrg_rxbuf=on,mq=on,vectors=6`` with
+    ``opt_queue=2`` used to reach qemu after the plugin's ``vectors=0`` (qemu 7.2 under TCG:
+    exit 139). Merged now: one ``vectors=0``, warnings say why, the guest gets 2 queues."""
+    import logging
+
+    if shutil.which("dpdk-testpmd") is None:
+        pytest.fail("dpdk-testpmd is not installed (Debian package dpdk-dev)")
+    with TestpmdBackend(dut.session, ports=1, queues=2) as pmd:
+        vm = make_vm(dut, write_cfg(tmp_path))
+        vm.set_vm_param("cpu", number="2")  # Linux uses min(queue pairs, CPUs) of them
+        vm.set_vm_device(driver="vhost-user", opt_path=pmd.socket_paths[0], opt_mac=MAC,
+                         opt_queue=2, opt_settings="mrg_rxbuf=on,mq=on,vectors=6")
+        try:
+            with caplog.at_level(logging.WARNING, logger="pytest_dtsvirt"):
+                vm_dut = vm.start()
+            (device,) = [a for a in vm.argv if a.startswith("virtio-net-pci,netdev=netdev")]
+            assert device.count("vectors=") == 1 and "vectors=0" in device, device
+            assert "mq=on" in device and "mrg_rxbuf=on" in device
+            assert "opt_settings vectors=6 read as opt_vectors=6" in caplog.text
+            assert "vectors=0 instead of 6 (opt_vectors=6) under TCG" in caplog.text
+            queues = vm_dut.send_expect(
+                f"for n in /sys/class/net/*; do [ $(cat $n/address) = {MAC} ] && "
+                "ls $n/queues; done", "# ")
+            assert "rx-0" in queues and "rx-1" in queues, queues
+        finally:
+            vm.stop()
+    assert_nothing_left(vm)
