@@ -74,7 +74,7 @@ def test_live_migration_of_a_real_guest_with_vhost_user(dut: Dut, tmp_path: Path
             pmd.start()
         try:
             vm_dut = source.start()
-            vm_dut.send_expect("echo before-migration > /root/mark", "# ")
+            vm_dut.send_expect("echo before-migration > /tmp/mark", "# ")
             assert _vhost_rx(vm_dut, pmd_src) > 0
             target.start_incoming()
             assert target.migrate_port is not None and target.migrate_port > 0
@@ -83,7 +83,7 @@ def test_live_migration_of_a_real_guest_with_vhost_user(dut: Dut, tmp_path: Path
             assert source.wait_migration_done() is True
             assert source.qmp.query_status() == "postmigrate"
             moved = target.migrated_start()
-            assert moved.send_expect("cat /root/mark", "# ").splitlines()[-1].strip() == \
+            assert moved.send_expect("cat /tmp/mark", "# ").splitlines()[-1].strip() == \
                 "before-migration"
             rx_src = pmd_src.port_stats(0).rx_packets
             assert _vhost_rx(moved, pmd_dst) > 0, "no packet reached the target's backend"
