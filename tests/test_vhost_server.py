@@ -109,3 +109,29 @@ def test_legacy_multiqueue_settings_boot_under_tcg(dut: Dut, tmp_path: Path,
         finally:
             vm.stop()
     assert_nothing_left(vm)
+
+
+def test_client_mode_reconnects_to_a_restarted_backend(dut: Dut, tmp_path: Path) -> None:
+    """qemu as the client with ``opt_reconnect=1``: the backend (server) restarts on the
+    same socket and qemu connects to it again; the guest's traffic reaches the new one."""
+    if shutil.which("dpdk-testpmd") is None:
+        pytest.fail("dpdk-testpmd is not installed (Debian package dpdk-dev)")
+    sock_dir = tmp_path / "v"
+    sock_dir.mkdir(mode=0o700)
+    path = str(sock_dir / "s0")
+    vm = make_vm(dut, write_cfg(tmp_path))
+    vm.set_vm_device(driver="vhost-user", opt_path=path, opt_mac=MAC, opt_reconnect=1)
+    try:
+        with TestpmdBackend(dut.session, ports=1, socket_paths=[path]) as first:
+            first.set_fwd("rxonly")
+            first.start()
+            vm_dut = vm.start()
+            assert any(a.endswith(f"path={path},reconnect=1") for a in vm.argv)
+            assert _traffic(vm_dut, first, 0) > 0
+        with TestpmdBackend(dut.session, ports=1, socket_paths=[path]) as second:
+            second.set_fwd("rxonly")
+            second.start()
+            assert _traffic(vm_dut, second, 0) > 0, "qemu did not reconnect to the backend"
+    finally:
+        vm.stop()
+    assert_nothing_left(vm)
