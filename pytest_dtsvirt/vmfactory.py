@@ -29,12 +29,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pytest_dtsvirt import backends, parallel
+from pytest_dtsvirt import backends
 from pytest_dtsvirt.errors import ConfigError, DtsvirtError, VmDied, VmError, VmStartError
 from pytest_dtsvirt.guest import DEFAULT_SSH
 from pytest_dtsvirt.hypervisor import Hypervisor, VmOptions
 from pytest_dtsvirt.marker import VmRequest, merge, parse_marker
-from pytest_dtsvirt.runtime import rundir
+from pytest_dtsvirt.runtime import parallel, rundir
 
 if TYPE_CHECKING:
     from pytest_dtsvirt.session.dut import Dut, VmDut
@@ -115,7 +115,7 @@ class VmFactory:
         self.label = label
         self._on_use = on_use
         #: when each VM of the last :meth:`boot_all` booted
-        self.last_boot_windows: list[parallel.BootWindow] = []
+        self.last_boot_windows: list[parallel.BootWindow[Hypervisor]] = []
         if root.session is None:
             root.session = self
 

@@ -12,7 +12,7 @@ from support.runtime import qemu_pids_naming
 
 import pytest_dtsvirt.testing.fake  # noqa: F401  (registers the "fake" backend)
 from pytest_dtsvirt.errors import VmStartError
-from pytest_dtsvirt.parallel import boot_many
+from pytest_dtsvirt.runtime.parallel import boot_many
 from pytest_dtsvirt.session.dut import Dut
 from pytest_dtsvirt.testing.fake import FAIL_ENV
 from pytest_dtsvirt.vmfactory import Settings, VmFactory

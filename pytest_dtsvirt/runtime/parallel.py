@@ -15,25 +15,35 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 from pytest_dtsvirt.errors import VmStartError
-from pytest_dtsvirt.hypervisor import Hypervisor
 
 log = logging.getLogger("pytest_dtsvirt")
 
 
+class Named(Protocol):
+    """What a boot needs of a VM here: its name (for messages)."""
+
+    @property
+    def vm_name(self) -> str: ...
+
+
+V = TypeVar("V", bound=Named)
+
+
 @dataclass
-class BootWindow:
+class BootWindow(Generic[V]):
     """When one VM's boot ran (``time.monotonic()``), and how it ended."""
 
-    vm: Hypervisor
+    vm: V
     began: float = 0.0
     ended: float = 0.0
     error: BaseException | None = None
 
 
-def boot_many(vms: Sequence[Hypervisor], boot: Callable[[Hypervisor], object],
-              stop: Callable[[Hypervisor], None]) -> list[BootWindow]:
+def boot_many(vms: Sequence[V], boot: Callable[[V], object],
+              stop: Callable[[V], None]) -> list[BootWindow[V]]:
     """``boot(vm)`` for every VM in its own thread; the boot windows, in ``vms`` order.
 
     If any boot fails (or the caller is interrupted), every VM whose boot succeeded is
@@ -42,7 +52,7 @@ def boot_many(vms: Sequence[Hypervisor], boot: Callable[[Hypervisor], object],
     each failed VM and its cause (chained from the first), or the interrupt itself."""
     windows = [BootWindow(vm) for vm in vms]
 
-    def run(w: BootWindow) -> None:
+    def run(w: BootWindow[V]) -> None:
         w.began = time.monotonic()
         try:
             boot(w.vm)
@@ -82,7 +92,7 @@ def boot_many(vms: Sequence[Hypervisor], boot: Callable[[Hypervisor], object],
                        f"{causes}{tail}", diagnostics) from first
 
 
-def _stop_booted(windows: Sequence[BootWindow], stop: Callable[[Hypervisor], None]) -> None:
+def _stop_booted(windows: Sequence[BootWindow[V]], stop: Callable[[V], None]) -> None:
     for w in windows:
         if w.error is None:
             try:
@@ -91,4 +101,4 @@ def _stop_booted(windows: Sequence[BootWindow], stop: Callable[[Hypervisor], Non
                 log.error("stopping %s after a failed parallel boot: %s", w.vm.vm_name, err)
 
 
-__all__ = ["BootWindow", "boot_many"]
+__all__ = ["BootWindow", "Named", "boot_many"]
