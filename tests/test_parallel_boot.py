@@ -82,3 +82,22 @@ def test_two_real_vms_boot_concurrently(dut: Dut, tmp_path: Path) -> None:
         factory.close()
     for run_dir in run_dirs:
         assert run_dir is not None and qemu_pids_naming(run_dir) == []
+
+
+def test_a_real_vm_failing_in_a_parallel_boot_stops_the_other(dut: Dut, tmp_path: Path
+                                                              ) -> None:
+    (tmp_path / "parf.cfg").write_text("[vm0]\nlogin =\n    user=root,password=tester;\n"
+                                       "[vm1]\ncpu =\n    number=1,cpupin=4000;\n")
+    factory = VmFactory.for_dut(dut, _settings("kvm", str(tmp_path)))
+    try:
+        vm0, vm1 = factory.create("vm0", "parf"), factory.create("vm1", "parf")
+        with pytest.raises(VmStartError) as info:
+            factory.boot_all([vm0, vm1])
+        text = str(info.value)
+        assert "1 failed: vm1: " in text and "cpupin names CPU 4000" in text, text
+        assert "stopped the others (vm0)" in text
+        assert factory.vms == ()
+    finally:
+        factory.close()
+    assert vm0.run_dir is not None and qemu_pids_naming(vm0.run_dir) == []
+    assert not Path(vm0.run_dir).exists()
