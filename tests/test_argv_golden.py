@@ -274,3 +274,22 @@ def test_reference_vxlan_example_full_argv(root: Path | None, rel: str) -> None:
     a = build_argv(s, Placement("/run/d", "kvm", 2222, hugepage_dir="/mnt/huge"))
     golden = (Path(__file__).parent / "golden" / "vxlan_vm0.argv").read_text().split("\n")
     assert a == [x for x in golden if x]
+
+
+def test_virtio_and_cuse_settings_collisions() -> None:
+    from pytest_dtsvirt.config.load import VmParams
+
+    def build(driver: str, **opts: str) -> tuple[list[str], list[str]]:
+        p = VmParams("vm0")
+        p.add("disk", {"file": "/x"}, call_origin("disk"))
+        p.add("device", {"driver": driver, **opts}, call_origin("device"))
+        spec, warnings = p.build()
+        return build_argv(spec, PL), [str(w) for w in warnings]
+
+    argv, warnings = build("virtio-net-pci", opt_netdev="n0", opt_settings="addr=0x6,csum=off")
+    assert has(argv, "-device", "virtio-net-pci,netdev=n0,addr=0x6,csum=off")
+    assert any("opt_settings addr=0x6 read as opt_addr=0x6" in w for w in warnings)
+    with pytest.raises(ConfigError, match="opt_settings id=b contradicts opt_id=a"):
+        build("virtio-net-pci", opt_id="a", opt_settings="id=b")
+    with pytest.raises(ConfigError, match="the plugin sets id itself"):
+        build("vhost-cuse", opt_settings="id=x")
