@@ -134,9 +134,9 @@ def _setup_check(p: argparse.ArgumentParser) -> None:
                "checked here, on this machine, only for the local DUT)")
 
 
-def check_dut_facts(args: argparse.Namespace) -> tuple[bool, bool]:
+def check_dut_facts(args: argparse.Namespace) -> tuple[bool, str | None]:
     """The VM's config against the DUT's facts (``--dut``, default this machine); the
-    problems printed like lint's. ``(ok, dut is local)``."""
+    problems printed like lint's. ``(ok, the DUT's name unless it is local)``."""
     from pytest_dtsvirt.cli.runtime import dut_config
     from pytest_dtsvirt.qemu.dutfacts import check_on_dut
     from pytest_dtsvirt.session.dut import connect
@@ -150,11 +150,11 @@ def check_dut_facts(args: argparse.Namespace) -> tuple[bool, bool]:
     except ConfigError as exc:
         for pr in exc.problems:
             print(fmt(pr.location, pr.message))
-        return False, config.is_local
+        return False, None
     finally:
         dut.close()
     err(f"note: DUT {config.name}: CPUs, hugepages and files are there")
-    return True, config.is_local
+    return True, None if config.is_local else config.name
 
 
 def _run_check(args: argparse.Namespace) -> int:
@@ -164,11 +164,11 @@ def _run_check(args: argparse.Namespace) -> int:
 
     spec, warnings = load_spec(args.cfg, args.vm)
     print_warnings(warnings)
-    facts_ok, local = check_dut_facts(args)
+    facts_ok, remote = check_dut_facts(args)
     if not facts_ok:
         return EXIT_FAIL
-    if not local:
-        print(f"{args.cfg}: [{args.vm}]: DUT {args.dut}: the config fits (qemu's own check "
+    if remote is not None:
+        print(f"{args.cfg}: [{args.vm}]: DUT {remote}: the config fits (qemu's own check "
               "runs on the local DUT only)")
         return EXIT_OK
     spec, note = resolve_guest(spec)
