@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from support.runtime import make_vm, write_cfg
+from support.sshd import SshdHandle
 
 from pytest_dtsvirt.cli import main
 from pytest_dtsvirt.cli.command import EXIT_FAIL, EXIT_OK
@@ -87,3 +88,22 @@ def test_start_refuses_an_absent_cpu_before_qemu_runs(dut: Dut, tmp_path: Path) 
         vm.start()
     assert str(info.value).startswith(f"{cfg}:5: [vm0] cpu: cpupin names CPU {ABSENT}")
     assert vm.run_dir is None  # checked before anything was made: no qemu, no run dir
+
+
+def test_check_on_an_ssh_dut_reads_that_duts_facts(
+        sshd: SshdHandle, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Over SSH: the facts come from the DUT (a file that exists there passes, one that
+    does not is named with its cfg line); qemu's own check is left to a local DUT."""
+    here = tmp_path / "there.img"
+    here.write_bytes(b"")  # the SSH DUT is this machine: the file is there
+    duts = tmp_path / "duts.cfg"
+    duts.write_text(f"[far]\nhost = {sshd.host}\nport = {sshd.port}\nuser = {sshd.user}\n"
+                    f"key = {sshd.key_path}\nknown_hosts = {sshd.known_hosts}\n")
+    fits = _cfg(tmp_path, f"disk =\n    file={here};\n")
+    assert main(["check", str(fits), "vm0", "--duts", str(duts)]) == EXIT_OK
+    assert "DUT far: the config fits" in capsys.readouterr().out
+    gone = tmp_path / "gone.img"
+    bad = write_cfg(tmp_path, f"[vm0]\ndisk =\n    file={gone};\n", suite="bad")
+    assert main(["check", str(bad), "vm0", "--duts", str(duts), "--dut", "far"]) == EXIT_FAIL
+    assert capsys.readouterr().out.strip() == \
+        f"{bad}:3: [vm0] disk: file {gone} does not exist on DUT far"
