@@ -126,3 +126,31 @@ def test_a_target_started_like_a_normal_vm_is_a_clear_error(dut: Dut, tmp_path: 
     with pytest.raises(ConfigError, match="start_incoming"):
         target.start()
     assert_nothing_left(target)
+
+
+def test_a_target_that_cannot_load_the_stream_is_stopped_with_qemus_reason(
+        dut: Dut, tmp_path: Path) -> None:
+    """The target's memory differs from the source's: its qemu refuses the stream; the
+    source's migration fails (the guest runs on there), migrated_start() raises the
+    target's failure with what qemu said, and the target is gone."""
+    source, target = _pair(dut, tmp_path)
+    target.set_vm_param("mem", size="384")
+    try:
+        vm_dut = source.start()
+        target.start_incoming()
+        assert target.migrate_port is not None
+        with pytest.raises(MigrationError) as src:
+            source.start_migration("127.0.0.1", target.migrate_port)
+            source.wait_migration_done(timeout=60)
+        assert src.value.status == "failed" and str(src.value).strip(), src.value
+        with pytest.raises(Exception) as dst:
+            target.migrated_start(timeout=120)
+        text = str(dst.value)
+        assert "backup" in text and "load of migration failed" in text, text  # qemu said it
+        assert "Size mismatch: pc.ram" in text, text
+        assert vm_dut.send_expect("echo alive", "# ").splitlines()[-1].strip() == "alive"
+    finally:
+        source.stop()
+        target.stop()
+    assert_nothing_left(source)
+    assert_nothing_left(target)

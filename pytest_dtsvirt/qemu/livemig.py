@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from pytest_dtsvirt.qemu.qga import GuestAgent
     from pytest_dtsvirt.qemu.qmp import Qmp
     from pytest_dtsvirt.runtime.ladder import Ladder
+    from pytest_dtsvirt.runtime.supervisor import Supervised
     from pytest_dtsvirt.session.dut import VmDut
 
 log = logging.getLogger("pytest_dtsvirt")
@@ -55,6 +56,7 @@ class LiveMigration:
     _vm_dut: VmDut | None
     _agent: GuestAgent | None
     _qmp: Qmp | None
+    _proc: Supervised | None
 
     #: the target's listening port (legacy name), known once start_incoming returned
     migrate_port: int | None = None
@@ -65,6 +67,9 @@ class LiveMigration:
     _listening: threading.Event | None = None
 
     def start(self) -> VmDut:
+        raise NotImplementedError
+
+    def _qemu_exit_reason(self) -> str | None:
         raise NotImplementedError
 
     @property
@@ -113,12 +118,23 @@ class LiveMigration:
                  migration.tcp_uri(spec.migration.host, self.migrate_port))
         self._listening.set()
         began = time.monotonic()
-        state = migration.wait_incoming(qmp, INCOMING_WAIT_S, poll=0.2)
+        try:
+            state = migration.wait_incoming(qmp, INCOMING_WAIT_S, poll=0.2)
+        except MigrationError as exc:  # qemu says why on its stderr, then exits
+            said = self._qemu_said()
+            raise MigrationError(f"{exc}{'; ' + said if said else ''}", exc.status,
+                                 exc.desc) from exc
         log.info("%s: incoming migration loaded after %.1f s (run state %s)", self.vm_name,
                  time.monotonic() - began, state)
         if state == "paused":  # the source was paused, or -S for vCPU pinning
             qmp.cont()
         ladder.deadline = time.monotonic() + ladder.budget_s
+
+    def _qemu_said(self) -> str | None:
+        """qemu's exit status and last log lines once it exited (bounded wait)."""
+        if self._proc is not None:
+            self._proc.wait_exit(3.0)
+        return self._qemu_exit_reason()
 
     def migrated_start(self, set_target: bool = True, cpu_topo: str = "",
                        timeout: float | None = None) -> VmDut:
