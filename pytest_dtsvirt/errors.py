@@ -9,6 +9,7 @@ plugin print it without a traceback.
 
     DtsvirtError
      +-- ConfigError            a config, marker or option the user wrote is wrong
+     +-- VerifyError            a legacy self.verify() failed (also an AssertionError)
      +-- SessionError           a DUT session failed (command, transport, copy)
      |    +-- CommandTimeout    send_expect did not see the expected output in time
      |    +-- GuestAuthError    the SSH server refused the login (retrying will not help)
@@ -181,3 +182,12 @@ class NotYet(VmError):
 class Fatal(VmError):
     """A readiness probe's "this will never work" (not retried): wrong password, refused
     config."""
+
+
+class VerifyError(DtsvirtError, AssertionError):
+    """A failed legacy ``self.verify(passed, description)`` (legacy ``VerifyFailure``); an
+    AssertionError, so pytest reports it as a test failure."""
+
+
+class CompatWarning(UserWarning):
+    """A legacy argument or idiom the compat layer accepts but cannot honour (says why)."""
