@@ -189,5 +189,5 @@ class VerifyError(DtsvirtError, AssertionError):
     AssertionError, so pytest reports it as a test failure."""
 
 
-class CompatWarning(UserWarning):
+class CompatWarning(DtsvirtError, UserWarning):
     """A legacy argument or idiom the compat layer accepts but cannot honour (says why)."""

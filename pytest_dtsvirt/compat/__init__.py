@@ -24,8 +24,9 @@ from pytest_dtsvirt.compat.pmd_output import (
     vhost_user_vdevs,
 )
 from pytest_dtsvirt.compat.suitecfg import load_suite_cfg
-from pytest_dtsvirt.compat.testcase import TestCase, VerifyError, VerifyFailure
-from pytest_dtsvirt.compat.vm import VM, CompatWarning, LegacyVM, QEMUKvm
+from pytest_dtsvirt.compat.testcase import TestCase, VerifyFailure
+from pytest_dtsvirt.compat.vm import VM, LegacyVM, QEMUKvm
+from pytest_dtsvirt.errors import CompatWarning, VerifyError
 
 __all__ = ["VM", "CompatWarning", "LegacyVM", "PmdOutput", "QEMUKvm", "TestCase",
            "VerifyError", "VerifyFailure", "VhostUserPmd", "load_suite_cfg", "parse_pmd_stats",

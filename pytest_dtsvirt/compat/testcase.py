@@ -34,7 +34,6 @@ from pytest_dtsvirt.errors import VerifyError
 from pytest_dtsvirt.fixtures import SETTINGS_KEY
 from pytest_dtsvirt.marker import default_suite
 
-
 VerifyFailure = VerifyError
 
 
