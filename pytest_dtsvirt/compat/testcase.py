@@ -59,6 +59,7 @@ class TestCase:
     suite_name: str = ""
     dut: Any
     duts: list[Any]
+    running_case: str
     logger: logging.Logger
     _suite_cfg: dict[str, Any]
     target = "x86_64-native-linuxapp-gcc"
@@ -113,10 +114,9 @@ class TestCase:
 
     # -- the fixtures ------------------------------------------------------------------------
     @pytest.fixture(scope="class", autouse=True)
-    def _dtsvirt_suite(self, request: pytest.FixtureRequest, dut: Any,
+    @classmethod
+    def _dtsvirt_suite(cls, request: pytest.FixtureRequest, dut: Any,
                        vm_factory: Any) -> Iterator[dict[str, Any]]:
-        cls = request.cls
-        assert cls is not None
         suite = _suite_of(request.node, cls)
         test_dir = str(request.path.parent)
         conf_dir = request.config.stash[SETTINGS_KEY].conf_dir_for(suite, test_dir)
@@ -137,10 +137,11 @@ class TestCase:
             factory.close()
 
     @pytest.fixture(autouse=True)
-    def _dtsvirt_case(self, _dtsvirt_suite: dict[str, Any],
-                      function_vm_factory: Any) -> Iterator[None]:
+    def _dtsvirt_case(self, _dtsvirt_suite: dict[str, Any], function_vm_factory: Any,
+                      request: pytest.FixtureRequest) -> Iterator[None]:
         # One object per suite, as legacy: the test's instance shares the class state.
         self.__dict__ = _dtsvirt_suite
+        self.running_case = request.node.name
         with context.using(function_vm_factory):
             self.set_up()
             try:

@@ -163,6 +163,23 @@ class DtsDutApi:
     def _dts(self) -> Any:
         return self
 
+    # -- ports (a guest's come from its DPDK API; a host DUT lists none) -------------------------
+    @property
+    def ports_info(self) -> list[dict[str, Any]]:
+        """Legacy ``ports_info``: a guest's NICs (its DPDK API, later in the MRO); ``[]`` on
+        a host DUT: the host's own NICs are never handed to tests (vhost-user ports and
+        virtual devices take their place)."""
+        found: list[dict[str, Any]] = getattr(super(), "ports_info", [])
+        return found
+
+    def get_ports(self, nic_type: str = "any", perf: Any = None,
+                  socket: Any = None) -> list[int]:
+        """Legacy ``get_ports``: indexes into :attr:`ports_info`."""
+        nxt = getattr(super(), "get_ports", None)
+        if nxt is not None:
+            return list(nxt(nic_type, perf, socket))
+        return list(range(len(self.ports_info)))
+
     # -- CPUs -----------------------------------------------------------------------------
     def _lcores(self) -> list[Lcore]:
         if self._cpus is None:

@@ -209,10 +209,9 @@ class Dut(DtsDutApi):
 
     def new_session(self, suite: str = "") -> DutShell:
         """Legacy name: a new shell on this DUT (see :meth:`alt_session`), in
-        :attr:`base_dir` when one was made; close it with :meth:`close_session`."""
+        :attr:`base_dir`; close it with :meth:`close_session`."""
         shell = self._new_shell()
-        if self._base_dir is not None:
-            shell.send_expect(f"cd {shlex.quote(self._base_dir)}", PROMPT_RE, timeout=10)
+        shell.send_expect(f"cd {shlex.quote(self.base_dir)}", PROMPT_RE, timeout=10)
         return shell
 
     def close_session(self, session: DutShell) -> None:
