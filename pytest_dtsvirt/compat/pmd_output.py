@@ -10,11 +10,17 @@ on top of the shared driver :class:`pytest_dtsvirt.dpdk.testpmd.Testpmd`.
     pmd.get_pmd_stats(0)["RX-packets"]
     pmd.quit()
 
-Differences from legacy: testpmd runs in a shell of its own (the legacy ``session``
-argument is accepted and only names the log), in the DUT's ``base_dir`` (relative vhost
-socket paths land there) and with the DUT's process tag (``kill_all`` ends it); on a DUT
-without free hugepages ``--no-huge -m 1024`` is added (logged); there is no fixed 10 s sleep
-after the start (the prompt is awaited).
+As in legacy, testpmd runs in ``session`` (a shell from ``dut.new_session()``, or the DUT's
+main shell), so a suite may keep typing into that session (``session.send_expect("show port
+stats all", "testpmd> ")``, ``"quit"``). Differences: it starts in the DUT's ``base_dir``
+(relative vhost socket paths land there) and carries the DUT's process tag (``kill_all`` ends
+it); on a DUT without free hugepages ``--no-huge -m 1024`` is added (logged); a testpmd that
+exits at start is an error with its output; there is no fixed 10 s sleep after the start
+(the prompt is awaited). The prompt is matched with the shared driver's
+(:data:`pytest_dtsvirt.dpdk.testpmd.PROMPT_RE`, which survives verbose dumps written into it)
+and the counters are read with its parsers too (:meth:`PmdOutput.port_stats`). For long
+verbose captures use the shared driver itself (``vm_dut.testpmd()``, ``TestpmdBackend``): it
+drains the output in a thread.
 """
 
 from __future__ import annotations
@@ -26,8 +32,10 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from pytest_dtsvirt.dpdk.testpmd import PROMPT_RE, Testpmd
-from pytest_dtsvirt.errors import SessionError
+from pytest_dtsvirt.dpdk.parse import PortStats, parse_port_stats
+from pytest_dtsvirt.dpdk.testpmd import PROMPT_RE
+from pytest_dtsvirt.errors import CommandTimeout, SessionError
+from pytest_dtsvirt.session.base import PROMPT as SHELL_PROMPT
 
 log = logging.getLogger("pytest_dtsvirt.compat")
 
@@ -36,6 +44,7 @@ STATS_KEYS = ("RX-packets", "RX-missed", "RX-bytes", "RX-badcrc", "RX-badlen", "
               "RX-nombuf", "TX-packets", "TX-errors", "TX-bytes", "Bad-ipcsum", "Bad-l4csum")
 NO_HUGE_ARGS = ("--no-huge", "-m", "1024")
 _TESTPMD_PROMPTS = ("testpmd> ", "testpmd>", PROMPT_RE)
+_SHELL_PROMPT = re.escape(SHELL_PROMPT)
 
 
 def pmd_value(label: str, text: str) -> int | None:
@@ -93,41 +102,6 @@ def vhost_user_vdevs(ifaces: Sequence[str], queues: int = 1,
     return vdevs
 
 
-class _Run(Testpmd):
-    """The shared driver with an argv given by the caller, started in ``cwd`` with the
-    DUT's process tag."""
-
-    __test__ = False
-
-    def __init__(self, host: Any, argv: list[str], cwd: str, tag: str, role: str,
-                 ready_timeout: float) -> None:
-        super().__init__(host, ready_timeout=ready_timeout)
-        self._want, self._cwd, self._tag, self.role = argv, cwd, tag, role
-
-    def _prepare(self) -> list[str]:
-        return ["env", self._tag, "sh", "-c", 'cd -- "$1" && shift && exec "$@"', "sh",
-                self._cwd, *self._want]
-
-    def expect_after(self, cmd: str, expected: str, timeout: float) -> str:
-        """Send ``cmd``; the output up to regex ``expected`` (not the prompt)."""
-        with self._lock:
-            if self._shell is None or self._reader is None:
-                raise SessionError(f"{self.role} on {self.host.name} is not running")
-            self._shell.send(cmd + "\n")
-            return self._reader.wait_for(expected, time.monotonic() + timeout,
-                                         f"testpmd {cmd!r}")
-
-    def pending(self, timeout: float) -> str:
-        """What testpmd printed since the last command, after ``timeout`` s more."""
-        time.sleep(max(timeout, 0.0))
-        if self._reader is None:
-            return ""
-        with self._reader._cond:
-            text = self._reader.text[self._reader.pos:]
-            self._reader.pos = len(self._reader.text)
-        return text
-
-
 class PmdOutput:
     """Legacy ``PmdOutput(dut, session=None)`` (see the module docstring)."""
 
@@ -135,15 +109,12 @@ class PmdOutput:
         self.dut = dut
         self.session = session if session is not None else dut
         self.command = ""
-        self._pmd: _Run | None = None
+        self.running = False
         dut.testpmd_output = self
 
-    @property
-    def pmd(self) -> Testpmd:
-        """The shared driver of the running testpmd (``set_fwd``, ``port_stats``, ...)."""
-        if self._pmd is None:
-            raise SessionError(f"{self.dut.name}: testpmd is not started")
-        return self._pmd
+    def _send(self, cmd: str, expected: str, timeout: float) -> str:
+        out = self.session.send_expect(cmd, expected, timeout)
+        return str(out)
 
     def _eal_config(self, eal_param: str, config: dict[str, Any]) -> dict[str, Any]:
         """Legacy start_testpmd's reading of ``eal_param``: ``-w`` means ``-a``, a
@@ -165,10 +136,9 @@ class PmdOutput:
                       timeout: float = 120, **config: Any) -> str:
         """Legacy ``start_testpmd``: EAL from ``dut.create_eal_parameters(cores, socket,
         fixed_prefix, ports, port_options, prefix, no_pci, b_ports, vdevs, eal_param)``,
-        then ``-- -i param``. Returns the start-up output; SessionError (with it) when
-        testpmd exits or does not prompt within ``timeout``."""
-        if self._pmd is not None and self._pmd.running:
-            self.quit()
+        then ``-- -i param``, typed into the session in ``dut.base_dir``. Returns the
+        start-up output; SessionError with it when testpmd exits before its prompt,
+        CommandTimeout when the prompt does not come within ``timeout``."""
         cfg = self._eal_config(eal_param, dict(config))
         eal = self.dut.create_eal_parameters(fixed_prefix=fixed_prefix, socket=socket,
                                              cores=cores, **cfg)
@@ -179,10 +149,25 @@ class PmdOutput:
             argv += NO_HUGE_ARGS
         argv += ["--", "-i", *shlex.split(param)]
         self.command = shlex.join(argv)
-        self._pmd = _Run(self.dut.session, argv, self.dut.base_dir, self.dut.process_tag,
-                         f"testpmd on {self.dut.name}", timeout)
-        self._pmd.launch()
-        return self._pmd.startup_output
+        self._send(f"cd {shlex.quote(self.dut.base_dir)}", "# ", 10)
+        # testpmd's prompt, or the shell's when testpmd exited (EAL error, bad argument)
+        out = self._send(self.command, f"(?:{PROMPT_RE}|{_SHELL_PROMPT})", timeout)
+        if not self._at_testpmd_prompt():
+            self._remove_runtime_dirs()
+            raise SessionError(f"{self.dut.name}: testpmd exited: {self.command}\n"
+                               f"{out[-2000:]}")
+        self.running = True
+        log.info("%s: testpmd started: %s", self.dut.name, self.command)
+        return out
+
+    def _at_testpmd_prompt(self) -> bool:
+        """True when the session answers as testpmd: an empty line gives testpmd's prompt
+        back (a shell would give its own, and this waits 10 s in vain)."""
+        try:
+            self._send("", PROMPT_RE, 10)
+        except CommandTimeout:
+            return False
+        return True
 
     def _has_hugepages(self) -> bool:
         out = self.dut.run(["grep", "HugePages_Free", "/proc/meminfo"], timeout=30).stdout
@@ -194,32 +179,27 @@ class PmdOutput:
 
     def execute_cmd(self, pmd_cmd: str, expected: str = "testpmd> ", timeout: float = 30,
                     alt_session: bool = False) -> str:
-        """One testpmd command; its output up to the prompt (or regex ``expected``).
-        ``quit`` (legacy expected ``"# "``) ends testpmd."""
-        if pmd_cmd.strip() == "quit":
-            self.quit()
-            return ""
+        """One testpmd command in the session; its output up to ``expected``."""
         if expected in _TESTPMD_PROMPTS:
-            return self.pmd.command(pmd_cmd, timeout)
-        assert self._pmd is not None
-        return self._pmd.expect_after(pmd_cmd, expected, timeout)
+            expected = PROMPT_RE  # also when verbose dumps split the prompt
+        return self._send(pmd_cmd, expected, timeout)
 
     def get_output(self, timeout: float = 1) -> str:
-        """What testpmd printed since the last command (waits ``timeout`` s first)."""
-        return self._pmd.pending(timeout) if self._pmd is not None else ""
+        """What the session printed since the last command (waits ``timeout`` s)."""
+        return str(self.session.get_session_before(timeout))
 
     def quit(self) -> None:
-        """``quit`` testpmd and make sure it is gone (idempotent)."""
-        if self._pmd is not None:
-            pmd, self._pmd = self._pmd, None
+        """``quit`` testpmd (back to the shell prompt) and remove its EAL runtime
+        directory."""
+        if self.running:
+            self.running = False
             try:
-                pmd.quit()
+                self._send("quit", _SHELL_PROMPT, 60)
             finally:
                 self._remove_runtime_dirs()
 
     def _remove_runtime_dirs(self) -> None:
-        prefixes = re.findall(r"--file-prefix=(\S+)", self.command)
-        for prefix in prefixes:
+        for prefix in re.findall(r"--file-prefix=(\S+)", self.command):
             self.dut.run(["sh", "-c", 'rm -rf -- "/var/run/dpdk/$1" '
                           '"${XDG_RUNTIME_DIR:-/tmp}/dpdk/$1"', "sh", prefix], timeout=30)
 
@@ -229,7 +209,15 @@ class PmdOutput:
 
     def get_pmd_stats(self, portid: int) -> dict[str, int | None]:
         """``show port stats N`` as the legacy dict (``RX-packets``, ``TX-bytes``, ...)."""
-        return parse_pmd_stats(self.pmd.command(f"show port stats {int(portid)}"))
+        return parse_pmd_stats(self.execute_cmd(f"show port stats {int(portid)}"))
+
+    def port_stats(self, port: int) -> PortStats:
+        """``show port stats N`` as the shared driver's :class:`PortStats`."""
+        out = self.execute_cmd(f"show port stats {int(port)}")
+        try:
+            return parse_port_stats(out)[port]
+        except (KeyError, ValueError):
+            raise SessionError(f"show port stats {port}: {out.strip()}") from None
 
     def get_value_from_string(self, key_str: str, regx_str: str, string: str) -> str:
         return value_after(key_str, regx_str, string)
@@ -238,7 +226,7 @@ class PmdOutput:
         return values_after(key_str, regx_str, string)
 
     def get_detail_from_port_info(self, key_str: str, regx_str: str, port: int) -> str:
-        return value_after(key_str, regx_str, self.pmd.command(f"show port info {int(port)}"))
+        return value_after(key_str, regx_str, self.execute_cmd(f"show port info {int(port)}"))
 
     def get_port_mac(self, port_id: int) -> str:
         return self.get_detail_from_port_info("MAC address: ", "([0-9A-F]{2}:){5}[0-9A-F]{2}",

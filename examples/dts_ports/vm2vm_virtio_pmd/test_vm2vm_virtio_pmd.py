@@ -286,8 +286,7 @@ class TestVM2VMVirtioPMD(TestCase):
         for i in range(len(self.vm)):
             self.vm_dut[i].send_expect("quit", "#", 20)
             self.vm[i].stop()
-        # PORT: PmdOutput runs testpmd in a shell of its own, not in self.vhost_user
-        self.vhost_user_pmd.quit()
+        self.vhost_user.send_expect("quit", "#", 30)
         if self.virtio_user1:
             self.virtio_user1.send_expect("quit", "# ", 30)
             self.dut.close_session(self.virtio_user1)
