@@ -306,6 +306,16 @@ def test_vm_params_legacy_shape(conf: Path, dut: Dut) -> None:
         _ = vm.hostfwd_addr
 
 
+def test_vm_set_vm_device_before_start_reaches_the_spec(conf: Path, dut: Dut) -> None:
+    # the legacy order: set_vm_device, then start() loads the cfg (load_config=True)
+    vm = VM(dut, "vm0", "s")
+    vm.set_vm_device(driver="vhost-user", opt_path="/tmp/v0", opt_mac="00:00:20:00:00:30")
+    vm.load_config()
+    vm._apply_params()
+    spec, _ = vm.hypervisor.params.build()  # type: ignore[attr-defined]
+    assert len(spec.devices) == 1 and spec.cpu.number == 2
+
+
 def test_vm_missing_section_and_conf_dir(conf: Path, dut: Dut,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match=r"no section \[vm1\]"):

@@ -81,17 +81,20 @@ class LegacyVM:
         A missing section is an error (legacy silently booted defaults)."""
         path = self._cfg_path()
         gpath = path.parent / GLOBAL_CFG
+        loaded: list[dict[str, Any]] = []  # what the files say (the plugin VM has it already)
         if gpath.is_file() and gpath.resolve() != path.resolve():
             gsec = next((s for s in read_cfg(gpath).sections if s.name == GLOBAL_SECTION), None)
             for param in gsec.as_params() if gsec is not None else []:
                 for key, value in param.items():
                     if not any(key in p for p in self.params):
                         self._save(key, value)
+                        loaded.append({key: copy.deepcopy(value)})
         section = read_cfg(path).section(self.vm_name)
         for param in section.as_params():
             for key, value in param.items():
                 self._save(key, value)
-        self._loaded = copy.deepcopy(self.params)
+                loaded = [p for p in loaded if key not in p] + [{key: copy.deepcopy(value)}]
+        self._loaded = loaded
 
     def set_local_config(self, local_conf: list[dict[str, Any]]) -> None:
         """Legacy: replace the parameters with ``local_conf`` (applied by ``start``)."""
