@@ -349,3 +349,12 @@ def test_verify() -> None:
     with pytest.raises(VerifyError, match="went wrong"):
         case.verify(0, "went wrong")
     assert issubclass(VerifyError, AssertionError)
+
+
+def test_timeout_scale(dut: Dut) -> None:
+    with pytest.raises(CommandTimeout):
+        dut.send_expect("sleep 0.5; echo done", "done", timeout=0.1)
+    dut.send_expect("^c", "# ")
+    dut.set_timeout_scale(20)  # what the compat layer does for a TCG guest
+    assert dut.send_expect("sleep 0.5; echo done", "done", timeout=0.1) == ""
+    assert dut.new_session().timeout_scale == 20

@@ -33,6 +33,8 @@ log = logging.getLogger("pytest_dtsvirt.compat")
 
 #: legacy ``def_driver`` default for ``start(bind_dev=True)`` in a DPDK guest
 DEFAULT_BIND_DRIVER = "uio_pci_generic"
+#: factor on a TCG guest's send_expect timeouts (legacy timeouts assume KVM)
+TCG_TIMEOUT_SCALE = 6.0
 
 
 def _plain_vm(dut: Any, vm_name: str, suite: str) -> Hypervisor:
@@ -154,7 +156,8 @@ class LegacyVM:
         """Legacy ``start``: load the cfg (``load_config``), boot, return the guest DUT.
         ``set_target`` + ``bind_dev`` bind the guest's NIC ports to :attr:`def_driver`
         (``uio_pci_generic`` by default) in a DPDK guest (``guest = dpdk=yes``), as legacy
-        did after building DPDK there. ``cpu_topo`` and other arguments are ignored with a
+        did after building DPDK there. Under TCG the guest's ``send_expect`` timeouts are
+        scaled by :data:`TCG_TIMEOUT_SCALE`. ``cpu_topo`` and other arguments are ignored with a
         :class:`CompatWarning`. A failed boot raises (legacy returned None)."""
         if cpu_topo:
             warnings.warn(f"{self.vm_name}: start(cpu_topo={cpu_topo!r}) is ignored: the "
@@ -170,6 +173,10 @@ class LegacyVM:
             self.vm_dut = self._factory.boot(self.hypervisor)
         else:
             self.vm_dut = self.hypervisor.start()
+        if "tcg" in self.hypervisor.argv and hasattr(self.vm_dut, "set_timeout_scale"):
+            log.info("%s: under TCG: the guest's send_expect timeouts are scaled by %s",
+                     self.vm_name, TCG_TIMEOUT_SCALE)
+            self.vm_dut.set_timeout_scale(TCG_TIMEOUT_SCALE)
         if set_target and bind_dev:
             self._bind_ports()
         return self.vm_dut

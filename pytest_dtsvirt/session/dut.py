@@ -66,10 +66,12 @@ class DutShell:
     """One interactive shell on a DUT with the DTS ``send_expect`` API (what
     :meth:`Dut.alt_session` returns)."""
 
-    def __init__(self, shell: Shell, name: str) -> None:
+    def __init__(self, shell: Shell, name: str, timeout_scale: float = 1.0) -> None:
         self._shell = shell
         self.name = name
         self.closed = False
+        #: factor on every ``send_expect`` timeout (see :meth:`Dut.set_timeout_scale`)
+        self.timeout_scale = timeout_scale
 
     @property
     def pid(self) -> int:
@@ -100,6 +102,7 @@ class DutShell:
         self._shell.flush()
         control = control_char(cmd)
         self._shell.send(control if control is not None else cmd + "\n")
+        timeout *= self.timeout_scale
         try:
             out = clean_output(self._shell.expect(expected, timeout), cmd)
         except CommandTimeout as exc:
@@ -161,6 +164,7 @@ class Dut(DtsDutApi):
         self._shells: list[DutShell] = []
         self._main: DutShell | None = None
         self._alt: DutShell | None = None  # send_expect(..., alt_session=True)
+        self.timeout_scale = 1.0
         self._base_dir: str | None = None  # see DtsDutApi.base_dir
         self._spawned: dict[int, int] = {}  # pid -> start time (tells a reused PID apart)
         self._tag = f"{TAG_VARIABLE}={secrets.token_hex(8)}"  # in what its shells start
@@ -168,7 +172,7 @@ class Dut(DtsDutApi):
     # -- shells ----------------------------------------------------------------------------
 
     def _new_shell(self) -> DutShell:
-        shell = DutShell(self.session.shell(), self.name)
+        shell = DutShell(self.session.shell(), self.name, self.timeout_scale)
         self._shells.append(shell)
         shell.send_expect(f"export {self._tag}", PROMPT_RE, timeout=10)
         return shell
@@ -199,6 +203,14 @@ class Dut(DtsDutApi):
                 self._alt = self._new_shell()
             shell = self._alt
         return shell.send_expect(cmd, expected, timeout, verify=verify)
+
+    def set_timeout_scale(self, factor: float) -> None:
+        """Multiply every later ``send_expect`` timeout of this DUT's shells by ``factor``
+        (the compat layer sets it for guests under TCG, whose programs start several times
+        slower than the legacy timeouts assume)."""
+        self.timeout_scale = factor
+        for shell in self._shells:
+            shell.timeout_scale = factor
 
     def get_session_before(self, timeout: float = 15) -> str:
         """:meth:`DutShell.get_session_before` of the main shell."""
