@@ -17,8 +17,8 @@ from pytest_dtsvirt.errors import ConfigError
 from pytest_dtsvirt.guest import GuestImage
 from pytest_dtsvirt.qemu.argv import build_argv
 from pytest_dtsvirt.qemu.placement import Placement
-from pytest_dtsvirt.session.dut import Dut
-from pytest_dtsvirt.session.dutconfig import connect, local_dut_config
+from pytest_dtsvirt.session.dut import Dut, connect
+from pytest_dtsvirt.session.dutconfig import local_dut_config
 
 TCG = Placement(run_dir="/run/d", accel="tcg", hostfwd_port=2222, qemu="/usr/bin/qemu")
 KVM = Placement(run_dir="/run/d", accel="kvm", hostfwd_port=2222, qemu="/usr/bin/qemu")
