@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import secrets
 import shutil
 import socket
 import statistics
@@ -27,11 +28,13 @@ import time
 import paramiko
 
 from pytest_dtsvirt.config.load import load_vm_params
+from pytest_dtsvirt.errors import DtsvirtError
 from pytest_dtsvirt.guest import ensure_guest_image
 from pytest_dtsvirt.hypervisor import VmOptions
 from pytest_dtsvirt.qemu.argv import build_argv
 from pytest_dtsvirt.qemu.kvm import QEMUKvm
 from pytest_dtsvirt.qemu.placement import Placement
+from pytest_dtsvirt.qemu.qga import GuestAgent
 from pytest_dtsvirt.session.dut import connect
 from pytest_dtsvirt.session.dutconfig import local_dut_config
 
@@ -48,17 +51,44 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def set_root_password(qga_path: str, password: str, proc: subprocess.Popen[bytes]) -> None:
+    """Set root's password through the guest agent, as the framework does (the test guest
+    has none of its own)."""
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"qemu exited with {proc.returncode}")
+        try:
+            sock = socket.socket(socket.AF_UNIX)
+            sock.connect(qga_path)
+        except OSError:
+            sock.close()
+            time.sleep(0.02)
+            continue
+        agent = GuestAgent(sock, timeout=2)
+        try:
+            agent.wait_ready(60, attempt=0.5)
+            agent.set_user_password("root", password)
+            return
+        except (OSError, DtsvirtError):
+            time.sleep(0.05)
+        finally:
+            agent.close()
+
+
 def raw_floor(cfg: str) -> float:
-    """Seconds from starting the argv by hand to a successful SSH login."""
+    """Seconds from starting the argv by hand to a successful SSH login (root's password
+    set through the agent first, as the framework does)."""
     spec, _ = load_vm_params(cfg, "bench", "vm0").build()
     spec = spec.with_guest(ensure_guest_image())
     run_dir = tempfile.mkdtemp(prefix="dtsb-", dir="/tmp")
     port = free_port()
     argv = build_argv(spec, Placement(run_dir=run_dir, accel="tcg", hostfwd_port=port))
+    password = secrets.token_urlsafe(16)
     begin = time.monotonic()
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
+        set_root_password(f"{run_dir}/qga.sock", password, proc)
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"qemu exited with {proc.returncode}")
@@ -70,7 +100,7 @@ def raw_floor(cfg: str) -> float:
                     transport.banner_timeout = 0.5
                     try:
                         transport.start_client(timeout=2)
-                        transport.auth_password("root", "tester")
+                        transport.auth_password("root", password)
                         chan = transport.open_session()
                         chan.exec_command("true")
                         chan.recv_exit_status()

@@ -58,7 +58,7 @@ def main() -> int:
     stop = threading.Event()
     with booted(ensure_guest_image(ssh=args.ssh)) as vm, LocalSession() as host:
         ssh(vm).close()  # waits until the guest's SSH server answers
-        session = SshSession.for_guest(name="vm0", user="root", password="tester",
+        session = SshSession.for_guest(name="vm0", user="root", password=vm.password,
                                        sock=host.open_tcp("127.0.0.1", vm.ssh_port))
 
         def commands() -> None:

@@ -10,8 +10,9 @@ What a suite author uses, importable from here::
   the QMP and guest agent clients a VM carries (:class:`Qmp`, :class:`GuestAgent`).
 - DUTs: :class:`Dut` (the ``dut`` fixture), :class:`VmDut` (``vm_dut``), :func:`connect`,
   :class:`DutConfig`, :func:`local_dut_config`, :func:`load_dut_configs`.
-- DPDK vhost-user backends: :class:`TestpmdBackend`, :class:`TestpmdHost`,
-  :func:`build_testpmd_argv`, :func:`parse_packet_log`, :func:`parse_port_stats`.
+- DPDK: :class:`Testpmd` (one driver for the host and the guest), :class:`TestpmdBackend`
+  (vhost-user backend), :class:`GuestTestpmd` (``vm_dut.testpmd()``), :class:`TestpmdHost`,
+  :func:`build_testpmd_argv` and the parsers (:func:`parse_port_stats`, ...).
 - Errors: the tree of :mod:`pytest_dtsvirt.errors` under :class:`DtsvirtError`.
 """
 
@@ -30,16 +31,32 @@ from pytest_dtsvirt.errors import (
     DtsvirtError,
     GuestAuthError,
     GuestImageError,
+    GuestPanic,
     Location,
     NotCheckable,
     QemuExited,
     QmpError,
     SessionError,
+    UnsafeWorkdir,
+    VmDied,
     VmError,
     VmStartError,
 )
 
 if TYPE_CHECKING:
+    from pytest_dtsvirt.dpdk import (
+        GuestTestpmd,
+        PacketRecord,
+        PortStats,
+        PortSummary,
+        Testpmd,
+        TestpmdBackend,
+        TestpmdHost,
+        build_testpmd_argv,
+        parse_packet_log,
+        parse_port_stats,
+        parse_port_summary,
+    )
     from pytest_dtsvirt.hypervisor import (
         Hypervisor,
         VmOptions,
@@ -56,15 +73,6 @@ if TYPE_CHECKING:
         DutConfig,
         load_dut_configs,
         local_dut_config,
-    )
-    from pytest_dtsvirt.vhost import (
-        PacketRecord,
-        PortStats,
-        TestpmdBackend,
-        TestpmdHost,
-        build_testpmd_argv,
-        parse_packet_log,
-        parse_port_stats,
     )
     from pytest_dtsvirt.vmfactory import (
         Settings,
@@ -87,13 +95,17 @@ _LAZY = {
     "DutConfig": "pytest_dtsvirt.session.dutconfig",
     "load_dut_configs": "pytest_dtsvirt.session.dutconfig",
     "local_dut_config": "pytest_dtsvirt.session.dutconfig",
-    "PacketRecord": "pytest_dtsvirt.vhost",
-    "PortStats": "pytest_dtsvirt.vhost",
-    "TestpmdBackend": "pytest_dtsvirt.vhost",
-    "TestpmdHost": "pytest_dtsvirt.vhost",
-    "build_testpmd_argv": "pytest_dtsvirt.vhost",
-    "parse_packet_log": "pytest_dtsvirt.vhost",
-    "parse_port_stats": "pytest_dtsvirt.vhost",
+    "GuestTestpmd": "pytest_dtsvirt.dpdk",
+    "PacketRecord": "pytest_dtsvirt.dpdk",
+    "PortStats": "pytest_dtsvirt.dpdk",
+    "PortSummary": "pytest_dtsvirt.dpdk",
+    "Testpmd": "pytest_dtsvirt.dpdk",
+    "TestpmdBackend": "pytest_dtsvirt.dpdk",
+    "TestpmdHost": "pytest_dtsvirt.dpdk",
+    "build_testpmd_argv": "pytest_dtsvirt.dpdk",
+    "parse_packet_log": "pytest_dtsvirt.dpdk",
+    "parse_port_stats": "pytest_dtsvirt.dpdk",
+    "parse_port_summary": "pytest_dtsvirt.dpdk",
     "Settings": "pytest_dtsvirt.vmfactory",
     "VmFactory": "pytest_dtsvirt.vmfactory",
 }
@@ -125,19 +137,25 @@ __all__ = [
     "GuestAgent",
     "GuestAuthError",
     "GuestImageError",
+    "GuestPanic",
+    "GuestTestpmd",
     "Hypervisor",
     "Location",
     "NotCheckable",
     "PacketRecord",
     "PortStats",
+    "PortSummary",
     "QEMUKvm",
     "QemuExited",
     "Qmp",
     "QmpError",
     "SessionError",
     "Settings",
+    "Testpmd",
     "TestpmdBackend",
     "TestpmdHost",
+    "UnsafeWorkdir",
+    "VmDied",
     "VmDut",
     "VmError",
     "VmFactory",
@@ -150,4 +168,5 @@ __all__ = [
     "local_dut_config",
     "parse_packet_log",
     "parse_port_stats",
+    "parse_port_summary",
 ]

@@ -13,6 +13,7 @@ plugin print it without a traceback.
      +-- SessionError           a DUT session failed (command, transport, copy)
      |    +-- CommandTimeout    send_expect did not see the expected output in time
      |    +-- GuestAuthError    the SSH server refused the login (retrying will not help)
+     |    +-- UnsafeWorkdir     the DUT work dir is not ours alone (owner, mode, symlink)
      +-- GuestImageError        the test guest could not be built
      +-- AgentError             the qemu guest agent failed or answered with an error
      |    +-- AgentTimeout      the agent did not answer in time
@@ -20,7 +21,10 @@ plugin print it without a traceback.
      +-- VmError                a VM could not be started, reached or stopped
           +-- QmpError          a QMP command failed, timed out or the monitor went away
           +-- VmStartError      start() failed; carries the diagnostics of the attempt
-          +-- QemuExited        qemu exited while we waited for it
+          |    +-- QemuExited    qemu exited while we waited for it
+          |    +-- GuestPanic    the guest kernel panicked during the boot
+          +-- VmDied            a running VM's qemu died or stopped responding, or the
+          |                     link to its DUT dropped (named with the cause)
           +-- NotCheckable      the spec needs host resources a plain check cannot provide
           +-- NotYet            a readiness probe's "not yet" (retried until the deadline)
           +-- Fatal             a readiness probe's "this will never work" (not retried)
@@ -31,9 +35,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from pytest_dtsvirt import secret
+
 
 class DtsvirtError(Exception):
-    """Base class of every error raised by pytest-dtsvirt."""
+    """Base class of every error raised by pytest-dtsvirt. A registered secret (a password,
+    see :mod:`pytest_dtsvirt.secret`) in the message is masked."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(secret.mask(a) if isinstance(a, str) else a for a in args))
 
 
 @dataclass(frozen=True)
@@ -64,7 +74,7 @@ class ConfigError(DtsvirtError):
 
     def __init__(self, message: str, location: Location | None = None,
                  problems: tuple[ConfigError, ...] = ()) -> None:
-        self.message = message
+        self.message = secret.mask(message)
         self.location = location or Location()
         self.problems = problems or (self,)
         super().__init__(self._render())
@@ -89,6 +99,9 @@ class ConfigWarning:
     message: str
     location: Location
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message", secret.mask(self.message))
+
     def __str__(self) -> str:
         return f"{self.location}: warning: {self.message}"
 
@@ -105,15 +118,29 @@ class GuestAuthError(SessionError):
 class CommandTimeout(SessionError):
     """``send_expect`` timed out; ``output`` holds what the command printed so far."""
 
-    def __init__(self, command: str, expected: str, timeout: float, output: str) -> None:
+    def __init__(self, command: str, expected: str, timeout: float, output: str,
+                 hint: str = "") -> None:
         self.command = command
         self.expected = expected
         self.timeout = timeout
         self.output = output
+        self.hint = hint  # why the host may not answer (e.g. its VM is stopped), if known
         tail = output[-500:]
+        why = f"\n{hint}" if hint else ""
         super().__init__(
             f"{command!r}: no match for {expected!r} within {timeout:g} s; output so far:\n{tail}"
+            + why
         )
+
+
+class UnsafeWorkdir(SessionError):
+    """The DUT work dir (or a directory on the way to it) could be changed by another
+    local user: wrong owner, group/other permission bits, or a symlink. ``path`` is the
+    offending directory; the message says what is wrong and how to fix it."""
+
+    def __init__(self, message: str, path: str) -> None:
+        self.path = path
+        super().__init__(message)
 
 
 class GuestImageError(DtsvirtError):
@@ -182,6 +209,16 @@ class NotYet(VmError):
 class Fatal(VmError):
     """A readiness probe's "this will never work" (not retried): wrong password, refused
     config."""
+
+
+class GuestPanic(VmStartError):
+    """The guest kernel panicked during the boot (the console's panic line is the message)."""
+
+
+class VmDied(VmError):
+    """A VM that was running died (qemu exited or was killed), stopped responding (qemu
+    stopped), or the link to its DUT dropped; the message says which, with qemu's exit
+    status or signal and the console tail."""
 
 
 class VerifyError(DtsvirtError, AssertionError):

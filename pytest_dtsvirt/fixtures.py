@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from pytest_dtsvirt.errors import ConfigError, DtsvirtError, Location
+from pytest_dtsvirt.errors import ConfigError, DtsvirtError, Location, VmDied, VmError
 from pytest_dtsvirt.hypervisor import Hypervisor
 from pytest_dtsvirt.marker import MARKER, VmRequest, default_suite, parse_marker
 from pytest_dtsvirt.vmfactory import (
@@ -49,10 +49,19 @@ FUNCTION_VM_FIXTURES = frozenset({"vm", "vm_dut", "function_vm_factory"})
 SESSION_VM_FIXTURES = frozenset({"session_vm", "session_vm_dut"})
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
-#: the session's root factory (set by the vm_factory fixture), for the report hooks
+#: the session's root factory (set by the vm_factory fixture)
 FACTORY_KEY = pytest.StashKey[VmFactory]()
 #: the VMs a test used, for report sections and junit properties
 USED_KEY = pytest.StashKey[list[Hypervisor]]()
+#: each phase's report of a test, recorded by the plugin's report hook; the fixture
+#: teardowns read it to decide (pytest's tmpdir.py pattern)
+REPORTS_KEY = pytest.StashKey[dict[str, pytest.TestReport]]()
+#: report sections the fixture teardowns made (VMs kept), put on the teardown report
+TEARDOWN_SECTIONS_KEY = pytest.StashKey[list[tuple[str, str]]]()
+#: ids of the VMs whose keep decision was made for this test
+_DECIDED_KEY = pytest.StashKey[set[int]]()
+#: the title ending of a "kept running" report section (read by the plugin's summary)
+KEPT_TITLE = ": kept running at teardown"
 
 
 # ---- the fixtures -------------------------------------------------------------------------
@@ -138,6 +147,50 @@ def _use(node: pytest.Item) -> Callable[[Hypervisor], None]:
     return on_use
 
 
+def test_failed(node: pytest.Item) -> bool:
+    """Whether the test's setup or call failed (from the reports the hook recorded)."""
+    reports = node.stash.get(REPORTS_KEY, {})
+    return any(reports[when].failed for when in ("setup", "call") if when in reports)
+
+
+def _keep_if_asked(node: pytest.Item, root: VmFactory) -> None:
+    """``--dtsvirt-keep-vm``: mark the VMs the test used to be kept (always, or when the
+    test failed) and say how to reach them in the teardown report."""
+    keep_vm = _settings(node.config).keep_vm
+    if not (keep_vm == "always" or (keep_vm == "failed" and test_failed(node))):
+        return
+    decided = node.stash.setdefault(_DECIDED_KEY, set())
+    sections = node.stash.setdefault(TEARDOWN_SECTIONS_KEY, [])
+    for used in node.stash.get(USED_KEY, []):
+        if id(used) in decided:
+            continue
+        decided.add(id(used))
+        root.keep(used)
+        reach = diagnostics_of(used).get("reach", "(no reach info from the backend)")
+        sections.append((f"dtsvirt {used.vm_name} ({used.suite}){KEPT_TITLE}", reach))
+
+
+def _finish(node: pytest.Item, close: Callable[[], None]) -> None:
+    """Run a fixture's VM teardown ``close``: a Ctrl-C in it still ends the VMs (stop()
+    finishes first), then errors this test's teardown and stops the run, so an interrupted
+    run never reads as a clean pass; a VM that died fails the teardown with the cause
+    unless the test already failed (then the cause is shown under that failure, as a
+    teardown section, and logged)."""
+    try:
+        close()
+    except KeyboardInterrupt:
+        node.session.shouldstop = "dtsvirt: interrupted (Ctrl-C) during a VM teardown"
+        raise _fail(VmError("interrupted (Ctrl-C) during the VM teardown; the VMs were "
+                            "ended and their run dirs removed; the run stops here")) from None
+    except VmDied as err:
+        if test_failed(node):  # one error per test: the cause goes under its failure
+            log.error("%s", err)
+            node.stash.setdefault(TEARDOWN_SECTIONS_KEY, []).append(
+                ("dtsvirt: a VM of this test died (found at teardown)", str(err)))
+            return
+        raise _fail(err) from None
+
+
 @pytest.fixture
 def function_vm_factory(vm_factory: VmFactory, request: pytest.FixtureRequest,
                         ) -> Iterator[VmFactory]:
@@ -156,7 +209,8 @@ def function_vm_factory(vm_factory: VmFactory, request: pytest.FixtureRequest,
     try:
         yield factory
     finally:
-        factory.close()
+        _keep_if_asked(node, vm_factory)
+        _finish(node, factory.close)
 
 
 def _marker_vm_name(node: pytest.Item) -> str:
@@ -186,20 +240,33 @@ def vm_dut(vm: Hypervisor, function_vm_factory: VmFactory) -> VmDut:
 
 
 @pytest.fixture
-def session_vm(vm_factory: VmFactory, request: pytest.FixtureRequest) -> Hypervisor:
+def session_vm(vm_factory: VmFactory, request: pytest.FixtureRequest) -> Iterator[Hypervisor]:
     """The VM ``vm0`` of this module's suite shared by every test of the session that asks
     for it: booted on first use, stopped at session end. ``vm`` markers do not apply (using
     one with this fixture is an error). Session-scoped fixtures of your own can use
-    ``vm_factory.shared(name, suite)`` for the same VM."""
+    ``vm_factory.shared(name, suite)`` for the same VM.
+
+    If it dies during a test, that test's teardown fails with the cause (once); the next
+    test that asks for it gets a freshly booted one."""
     node = request.node
     assert isinstance(node, pytest.Item)
     try:
         suite = item_suite(node)
         factory = vm_factory.child(default_suite=suite, label=node.nodeid, on_use=_use(node),
                                    test_dir=str(node.path.parent))
-        return factory.shared("vm0", suite)
+        shared = factory.shared("vm0", suite)
     except DtsvirtError as err:
         raise _fail(err) from None
+    yield shared
+    _keep_if_asked(node, vm_factory)
+
+    def check() -> None:
+        cause = vm_factory.drop_if_died(shared)
+        if cause is not None:
+            raise VmDied(f"the session VM vm0 of suite {suite} died during this test: "
+                         f"{cause}; the next test that asks for it gets a new one")
+
+    _finish(node, check)
 
 
 @pytest.fixture
@@ -219,6 +286,7 @@ def setup_check(node: pytest.Item, fixturenames: Mapping[str, object] | list[str
             Location(file=node.nodeid, key="@pytest.mark.vm"))
 
 
-__all__ = ["FACTORY_KEY", "SETTINGS_KEY", "USED_KEY", "Settings", "VmFactory",
+__all__ = ["FACTORY_KEY", "KEPT_TITLE", "REPORTS_KEY", "SETTINGS_KEY", "TEARDOWN_SECTIONS_KEY",
+           "USED_KEY", "Settings", "VmFactory",
            "diagnostics_of", "dut", "dut_config", "function_vm_factory", "load_duts",
            "session_vm", "session_vm_dut", "vm", "vm_dut", "vm_factory"]

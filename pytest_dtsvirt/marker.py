@@ -19,7 +19,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pytest_dtsvirt import secret
 from pytest_dtsvirt.config import schema
+from pytest_dtsvirt.config.validate import option_text
 from pytest_dtsvirt.errors import ConfigError, Location
 
 #: the marker's name
@@ -72,20 +74,17 @@ class VmRequest:
         for key, opts in self.entries:
             sign = "+" if is_appending(key) else ""
             parts.append(f"{sign}{key}({','.join(f'{k}={v}' for k, v in opts)})")
-        return " ".join(parts)
+        return secret.mask(" ".join(parts))
+
+    def __repr__(self) -> str:  # a login entry holds a password
+        return secret.mask(f"VmRequest(name={self.name!r}, suite={self.suite!r}, "
+                           f"entries={self.entries!r})")
 
 
 def convert_value(value: object, where: str, location: Location | None = None) -> str:
     """An option value as the cfg would hold it: bool -> yes/no, int -> decimal, str as is.
-    ConfigError (``where`` names the option) for any other type."""
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str):
-        return value
-    raise ConfigError(f"{where}: value {value!r} has type {type(value).__name__}; "
-                      "allowed: str, int, bool", location)
+    ConfigError (``where`` names the option) for any other type or an absurdly large int."""
+    return option_text(value, where, location)
 
 
 def _entry(entry: object, where: Location) -> Options:
@@ -98,7 +97,10 @@ def _entry(entry: object, where: Location) -> Options:
         if not isinstance(opt, str) or not opt:
             raise ConfigError(f"option names must be non-empty strings, got {opt!r}",
                               where)
-        options.append((opt, convert_value(value, f"option {opt}", where)))
+        text = convert_value(value, f"option {opt}", where)
+        if opt == "password":  # login={"password": ...}: never in an output
+            secret.register(text)
+        options.append((opt, text))
     if not options:
         raise ConfigError("an entry needs at least one option", where)
     return tuple(options)
@@ -136,6 +138,9 @@ def parse_marker(args: Sequence[Any], kwargs: Mapping[str, Any],
         items = value if isinstance(value, list | tuple) else [value]
         if not items:
             raise ConfigError("empty list; give one dict or a list of dicts", key_loc)
+        if len(items) > 1 and not schema.PARAMS[key].append:
+            raise ConfigError(f"takes one entry (a dict) in a marker, which replaces the "
+                              f"cfg's; a list of {len(items)} given", key_loc)
         entries.extend((key, _entry(item, key_loc)) for item in items)
     return VmRequest(name=name, suite=suite, entries=tuple(entries))
 

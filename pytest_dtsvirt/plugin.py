@@ -15,10 +15,13 @@ from typing import Any
 
 import pytest
 
+from pytest_dtsvirt import secret
 from pytest_dtsvirt.errors import ConfigError, VmStartError
 from pytest_dtsvirt.fixtures import (
-    FACTORY_KEY,
+    KEPT_TITLE,
+    REPORTS_KEY,
     SETTINGS_KEY,
+    TEARDOWN_SECTIONS_KEY,
     USED_KEY,
     dut,
     dut_config,
@@ -31,7 +34,6 @@ from pytest_dtsvirt.fixtures import (
     vm_factory,
 )
 from pytest_dtsvirt.guest import DEFAULT_SSH, SSH_SERVERS
-from pytest_dtsvirt.hypervisor import Hypervisor
 from pytest_dtsvirt.marker import MARKER_HELP
 from pytest_dtsvirt.vmfactory import Settings, diagnostics_of
 from pytest_dtsvirt.xdist_duts import worker_id
@@ -40,7 +42,6 @@ log = logging.getLogger("pytest_dtsvirt")
 
 ACCELS = ("auto", "kvm", "tcg")
 KEEP = ("never", "failed", "always")
-_KEPT = ": kept running"
 #: (option, ini key, help, choices)
 _OPTIONS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("--dtsvirt-conf-dir", "dtsvirt_conf_dir",
@@ -186,34 +187,41 @@ def _label(vm: Any) -> str:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item,
                               call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    """Record each phase's report on the item for the fixture teardowns, which decide
+    (keep-on-failure, a dead VM) and act (pytest's tmpdir.py pattern); put what they
+    prepared on the teardown report. A failed report gets the VMs' diagnostics: they must
+    be on that very report, the one shown and written to JUnit XML."""
     report: pytest.TestReport = yield
-    used = item.stash.get(USED_KEY, [])
-    settings = item.config.stash[SETTINGS_KEY]
-    diagnostics: dict[int, dict[str, str]] = {}  # each VM's, gathered once per report
-
-    def diagnostics_for(vm_: Hypervisor) -> dict[str, str]:
-        if id(vm_) not in diagnostics:
-            diagnostics[id(vm_)] = diagnostics_of(vm_)
-        return diagnostics[id(vm_)]
-
+    item.stash.setdefault(REPORTS_KEY, {})[report.when] = report
     if report.failed:
         for err in _start_errors(call.excinfo)[:1]:
             for title, text in err.diagnostics.items():
                 report.sections.append((f"dtsvirt boot failure: {title}", text))
-        for vm_ in used:
-            for title, text in diagnostics_for(vm_).items():
+        for vm_ in item.stash.get(USED_KEY, []):
+            for title, text in diagnostics_of(vm_).items():
                 if title != "reach":
                     report.sections.append((f"dtsvirt {_label(vm_)}: {title}", text))
-    keep = settings.keep_vm == "always" or (
-        settings.keep_vm == "failed" and report.failed and report.when in ("setup", "call"))
-    if keep and report.when != "teardown" and used:
-        factory = item.config.stash.get(FACTORY_KEY, None)
-        for vm_ in used:
-            if factory is not None:
-                factory.keep(vm_)
-            reach = diagnostics_for(vm_).get("reach", "(no reach info from the backend)")
-            report.sections.append((f"dtsvirt {_label(vm_)}{_KEPT}", reach))
+    if report.when == "teardown":
+        prepared: list[tuple[str, str]] = item.stash.get(TEARDOWN_SECTIONS_KEY, [])
+        report.sections.extend(prepared)
+    _mask_report(report)
     return report
+
+
+def _mask_report(report: pytest.TestReport) -> None:
+    """No registered secret (a password) in what the terminal, JUnit XML or a later hook
+    sees: the traceback (its source lines show a marker's arguments), the sections
+    (captured output, logs, diagnostics) and the recorded properties."""
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple):  # a skip: (path, line, reason)
+        report.longrepr = (longrepr[0], longrepr[1], secret.mask(longrepr[2]))
+    elif longrepr is not None and secret.contains_secret(text := str(longrepr)):
+        report.longrepr = secret.mask(text)
+    report.sections = [(secret.mask(title), secret.mask(text))
+                       for title, text in report.sections]
+    report.user_properties = [
+        (name, secret.mask(str(value)) if secret.contains_secret(str(value)) else value)
+        for name, value in report.user_properties]
 
 
 class _KeptSummary:
@@ -225,8 +233,9 @@ class _KeptSummary:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for title, text in report.sections:
-            if title.startswith("dtsvirt ") and title.endswith(_KEPT):
-                self.kept.setdefault((title[len("dtsvirt "):-len(_KEPT)], text), report.nodeid)
+            if title.startswith("dtsvirt ") and title.endswith(KEPT_TITLE):
+                label = title[len("dtsvirt "):-len(KEPT_TITLE)]
+                self.kept.setdefault((label, text), report.nodeid)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.kept:

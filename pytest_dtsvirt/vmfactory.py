@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pytest_dtsvirt import backends
-from pytest_dtsvirt.errors import ConfigError, DtsvirtError, VmError, VmStartError
+from pytest_dtsvirt.errors import ConfigError, DtsvirtError, VmDied, VmError, VmStartError
 from pytest_dtsvirt.guest import DEFAULT_SSH
 from pytest_dtsvirt.hypervisor import Hypervisor, VmOptions
 from pytest_dtsvirt.marker import VmRequest, merge, parse_marker
@@ -225,6 +225,12 @@ class VmFactory:
             raise ConfigError("no suite: pass suite=...")
         key = (suite_name, name)
         vm = self._root.shared.get(key)
+        if vm is not None:
+            cause = self.drop_if_died(vm)
+            if cause is not None:
+                log.warning("the session VM %s of suite %s died since its last use: %s; "
+                            "booting it again", name, suite_name, cause)
+                vm = None
         if vm is None:
             session = self._root.session or self
             vm = session._create(suite_name, VmRequest(name=name), self.test_dir)
@@ -233,6 +239,24 @@ class VmFactory:
         if self._on_use is not None:
             self._on_use(vm)
         return vm
+
+    def drop_if_died(self, vm: Hypervisor) -> str | None:
+        """If ``vm`` died (qemu gone or stopped, DUT link dropped): stop tracking it (what
+        is left of it is cleaned up; the next :meth:`shared` boots a new one) and return the
+        cause; None while it runs. Uses the backend's optional ``death_reason()``."""
+        cause = death_of(vm)
+        if cause is None:
+            return None
+        for key, shared in list(self._root.shared.items()):
+            if shared is vm:
+                del self._root.shared[key]
+        owner = self._root.session or self
+        try:
+            owner.stop(vm)
+        except DtsvirtError as err:  # VmDied repeats the cause; anything else is news
+            if not isinstance(err, VmDied):
+                log.warning("cleaning up %s after it died: %s", _key(vm), err)
+        return cause
 
     # -- stopping ------------------------------------------------------------------------------
     def keep(self, vm: Hypervisor) -> None:
@@ -268,6 +292,7 @@ class VmFactory:
         if self._root.session is self:
             self._root.shared.clear()
         errors: list[BaseException] = []
+        interrupted: KeyboardInterrupt | None = None
         for vm in reversed(vms):
             if self.is_kept(vm):
                 reach = _keep(vm)
@@ -276,13 +301,33 @@ class VmFactory:
                 continue
             try:
                 self.stop(vm)
+            except KeyboardInterrupt as exc:  # stop the others too, then let it go on
+                interrupted = exc
             except Exception as err:
                 log.error("stopping %s failed: %s", _key(vm), err)
                 errors.append(err)
         self._vms.clear()
+        if interrupted is not None:
+            raise interrupted
+        if len(errors) == 1:
+            raise errors[0]
         if errors:
             raise VmError(f"{len(errors)} VM(s) failed to stop; first: {errors[0]}") \
                 from errors[0]
+
+
+def death_of(vm: Hypervisor) -> str | None:
+    """Why ``vm`` died while in use, from the backend's optional ``death_reason()``; None
+    when it runs (or the backend cannot tell)."""
+    reason = getattr(vm, "death_reason", None)
+    if reason is None:
+        return None
+    try:
+        cause = reason()
+    except Exception as err:  # a broken probe must not end the session
+        log.debug("death_reason() of %s failed: %s", _key(vm), err)
+        return None
+    return None if cause is None else str(cause)
 
 
 def _keep(vm: Hypervisor) -> str:
@@ -342,4 +387,5 @@ def reap_leftovers(dut: Dut) -> None:
         log.warning("reaping leftovers on %s failed: %s", getattr(dut, "name", dut), err)
 
 
-__all__ = ["Settings", "VmFactory", "diagnostics_of", "load_duts", "reap_leftovers"]
+__all__ = ["Settings", "VmFactory", "death_of", "diagnostics_of", "load_duts",
+           "reap_leftovers"]

@@ -176,15 +176,18 @@ def test_vnc_monitor_migration_usercmd_machine() -> None:
     a = argv("disk = file=/x;\nvnc = displayNum=4;\nmonitor = path=/tmp/vm0_monitor.sock;\n"
              "migration = enable=yes,port=4444;\nusercmd = cmd=-device 'virtio-rng-pci' -k en-us;\n"
              "machine = machine=pc-i440fx-7.2;\n")
-    assert has(a, "-vga", "std", "-vnc", "127.0.0.1:4,to=104") and "none" not in a
+    assert has(a, "-vga", "std", "-vnc", "127.0.0.1:4,to=104,password=on") and "none" not in a
     assert has(a, "-chardev", "socket,id=hmp,path=/tmp/vm0_monitor.sock,server=on,wait=off")
     assert has(a, "-incoming", "tcp:127.0.0.1:4444")
     assert a[-4:] == ["-device", "virtio-rng-pci", "-k", "en-us"]
     assert has(a, "-accel", "tcg", "-machine", "pc-i440fx-7.2")
     leased = argv("disk = file=/x;\nvnc = listen=::1;\n", Placement("/r", "tcg", 1, vnc_display=9))
-    assert has(leased, "-vnc", "[::1]:9,to=109")
-    with pytest.raises(ConfigError, match="displayNum"):
-        argv("disk = file=/x;\nvnc = listen=127.0.0.1;\n")
+    assert has(leased, "-vnc", "[::1]:9,to=109,password=on")
+    # no displayNum and no placement's: qemu searches from display 0 up
+    assert has(argv("disk = file=/x;\nvnc = listen=127.0.0.1;\n"),
+               "-vnc", "127.0.0.1:0,to=100,password=on")
+    assert has(argv("disk = file=/x;\n"), "-display", "none") and "-vnc" not in argv(
+        "disk = file=/x;\n")  # VNC only when the cfg asks for it
 
 
 def test_kernel_boot_and_qemu_path() -> None:

@@ -62,9 +62,7 @@ def _sample_params() -> list[object]:
     for doc, line, text in SAMPLES:
         name = f"{doc.relative_to(ROOT)}:{line}"
         if _is_dut_config(text):
-            params.append(pytest.param(doc, text, id=f"dut-config-{name}", marks=pytest.mark.xfail(
-                strict=True, reason="the DUT config reader keeps inline '; comments' in values "
-                "(fixed on the i9-config branch; remove this xfail when it is merged)")))
+            params.append(pytest.param(doc, text, id=f"dut-config-{name}"))
         else:
             params.append(pytest.param(doc, text, id=f"suite-config-{name}"))
     return params

@@ -380,8 +380,8 @@ def guest_dut() -> Iterator[VmDut]:
     with booted(session_image()) as vm, LocalSession() as host:
         ssh(vm).close()  # waits until the guest's SSH server answers
         session = SshSession.for_guest(name="vm0", sock=host.open_tcp("127.0.0.1", vm.ssh_port),
-                                       user="root", password="tester")
-        vm_dut = VmDut(session, guest_dut_config("vm0", "root", "tester"), vm)
+                                       user="root", password=vm.password)
+        vm_dut = VmDut(session, guest_dut_config("vm0", "root", vm.password), vm)
         try:
             yield vm_dut
         finally:

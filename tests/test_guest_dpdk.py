@@ -106,3 +106,16 @@ def test_image_build_dpdk_cli(dpdk_image: GuestImage, capsys: pytest.CaptureFixt
     out = json.loads(capsys.readouterr().out)
     assert out["key"] == dpdk_image.key and out["initrd"] == dpdk_image.initrd
     assert "dpdk-dev" in out["packages"]
+
+
+def test_prune_dpdk_keeps_the_dpdk_build(dpdk_image: GuestImage, tmp_path: object,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from pytest_dtsvirt.cli import main
+    cache = _shared_cache(os.path.join(str(tmp_path), "cache"))
+    old = os.path.join(cache, "0123456789abcdef0123")
+    os.makedirs(old)
+    assert main(["image", "prune", "--dpdk", "--cache-dir", cache]) == 0
+    assert not os.path.exists(old)
+    assert os.path.isfile(os.path.join(cache, dpdk_image.key, "initrd.img"))
+    assert os.path.isfile(os.path.join(cache, ensure_guest_image().key, "initrd.img"))
+    assert f"removed {old}" in capsys.readouterr().out

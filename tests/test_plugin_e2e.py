@@ -179,3 +179,89 @@ def test_passes(vm):
         _no_qemu_left(passed_dir)
     finally:
         _end_kept_vm(_recorded_run_dir(out, "rundir-failed"))
+
+
+def test_vms_that_die_fail_their_test_at_teardown(pytester: pytest.Pytester, out: Path) -> None:
+    """qemu SIGKILLed during a test that never touches the guest again: that test fails at
+    teardown with the cause. The session VM dying: reported once, by the test it died in;
+    the next test that asks for it gets a freshly booted one (README: "session VM")."""
+    result = _run(pytester, out, """
+import signal
+
+def _kill(vm):
+    os.kill(vm._proc.pid, signal.SIGKILL)
+    assert vm._proc.wait_exit(10)
+
+def test_function_vm_dies(vm):
+    record("rundir-fn", vm.diagnostics()["run dir"])
+    _kill(vm)
+
+def test_function_vm_dies_and_is_touched(vm, vm_dut):
+    record("rundir-fn2", vm.diagnostics()["run dir"])
+    _kill(vm)
+    guest(vm_dut, "echo hi")
+
+def test_session_vm_dies(session_vm):
+    record("rundir-s1", session_vm.diagnostics()["run dir"])
+    _kill(session_vm)
+
+def test_session_vm_again(session_vm, session_vm_dut):
+    record("s2", guest(session_vm_dut, "echo alive"))
+    record("rundir-s2", session_vm.diagnostics()["run dir"])
+""")
+    result.assert_outcomes(passed=3, errors=2, failed=1)
+    text = result.stdout.str()
+    # the test that touched its dead VM fails once, with the cause; no second error
+    assert re.search(r"SessionError: connection to DUT vm0@local lost.*: qemu \(PID \d+\) "
+                     r"died while the VM was in use: killed by signal 9", text)
+    assert "a VM of this test died (found at teardown)" in text
+    assert "ERROR at teardown of test_function_vm_dies_and_is_touched" not in text
+    assert re.search(r"ERROR at teardown of test_function_vm_dies", text), text[-3000:]
+    assert re.search(r"VmDied: vm0: qemu \(PID \d+\) died while the VM was in use: killed by "
+                     r"signal 9 \(SIGKILL\)", text)
+    assert re.search(r"ERROR at teardown of test_session_vm_dies", text)
+    assert re.search(r"VmDied: the session VM vm0 of suite e2e died during this test: qemu "
+                     r"\(PID \d+\) died while the VM was in use: killed by signal 9 "
+                     r"\(SIGKILL\).*the next test that asks for it gets a new one",
+                     text, re.DOTALL)
+    assert "StateError" not in text and "QMPClient" not in text
+    assert "alive" in (out / "s2").read_text()
+    for name in ("rundir-fn", "rundir-fn2", "rundir-s1", "rundir-s2"):
+        run_dir = _recorded_run_dir(out, name)
+        assert run_dir and not os.path.exists(run_dir), name
+        _no_qemu_left(run_dir)
+
+
+def test_ctrl_c_in_teardown_ends_the_vm_and_is_no_pass(pytester: pytest.Pytester,
+                                                        out: Path) -> None:
+    """SIGINT landing while the VM is being stopped: qemu and the run dir are gone, the test
+    errors at teardown saying so, and the run stops there (no clean "1 passed")."""
+    result = _run(pytester, out, """
+import signal, threading, time
+import pytest
+
+@pytest.fixture
+def ctrl_c_during_stop():
+    yield
+    # torn down before the VM fixtures: the signal lands while the VM is being stopped
+    def press():
+        time.sleep(0.15)
+        os.kill(os.getpid(), signal.SIGINT)
+    threading.Thread(target=press).start()
+
+def test_passes(vm, ctrl_c_during_stop):
+    record("rundir", vm.diagnostics()["run dir"])
+
+def test_not_run():
+    record("ran", "yes")
+""")
+    text = result.stdout.str()
+    result.assert_outcomes(passed=1, errors=1)
+    assert "interrupted (Ctrl-C) during the VM teardown; the VMs were ended and their run " \
+           "dirs removed; the run stops here" in text, text[-3000:]
+    assert "Interrupted: dtsvirt: interrupted (Ctrl-C) during a VM teardown" in text
+    assert result.ret != 0
+    assert not (out / "ran").exists()
+    run_dir = _recorded_run_dir(out, "rundir")
+    assert run_dir and not os.path.exists(run_dir)
+    _no_qemu_left(run_dir)

@@ -6,7 +6,10 @@ import _thread
 import contextlib
 import dataclasses
 import os
+import re
+import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -27,7 +30,17 @@ from support.runtime import (
     write_cfg,
 )
 
-from pytest_dtsvirt.errors import QemuExited, SessionError, VmError, VmStartError
+from pytest_dtsvirt.errors import (
+    AgentTimeout,
+    CommandTimeout,
+    GuestPanic,
+    QemuExited,
+    SessionError,
+    VmDied,
+    VmError,
+    VmStartError,
+)
+from pytest_dtsvirt.guest import ensure_guest_image
 from pytest_dtsvirt.qemu.kvm import QEMUKvm
 from pytest_dtsvirt.session.dut import Dut, connect
 from pytest_dtsvirt.session.dutconfig import local_dut_config
@@ -68,8 +81,8 @@ def test_start_gives_a_vm_dut_with_the_host_dut_api(started: QEMUKvm) -> None:
     assert "dtsvirt-guest" in vm_dut.send_expect("uname -n", "# ")
     out = vm_dut.send_expect("ip -4 addr show host_connect", "# ")
     assert "10.0.2.15" in out
-    assert list(started.phase_timings) == ["qemu", "qmp", "agent", "host_connect", "ssh",
-                                           "total"]
+    assert list(started.phase_timings) == ["qemu", "qmp", "agent", "password", "host_connect",
+                                           "ssh", "total"]
     # the guest's SSH is forwarded on the DUT's loopback only
     assert started.hostfwd_port is not None
     assert _listening_addresses(started.hostfwd_port) == {"127.0.0.1"}
@@ -94,6 +107,17 @@ def test_kill_all_in_the_guest_ends_only_what_the_dut_started(started: QEMUKvm) 
     ps = vm_dut.send_expect("ps", "# ")
     assert "sleep 1001" not in ps and "sleep 1002" not in ps
     assert "sleep 1003" in ps
+
+
+def test_an_agent_timeout_names_the_vm_and_the_dut(started: QEMUKvm) -> None:
+    vm_dut = started.vm_dut
+    assert vm_dut is not None
+    vm_dut.send_expect("kill -STOP $(pidof qemu-ga)", "# ")
+    try:
+        with pytest.raises(AgentTimeout, match=r"^vm0 on DUT local: guest agent: "):
+            started.agent.ping(timeout=1.0)
+    finally:
+        vm_dut.send_expect("kill -CONT $(pidof qemu-ga)", "# ")
 
 
 def test_the_hmp_monitor_stays_usable_by_hand(started: QEMUKvm) -> None:
@@ -187,13 +211,54 @@ def test_qemu_killed_during_boot_fails_at_once(dut: Dut, tmp_path: Path) -> None
 
 
 def test_qemu_killed_during_a_test(dut: Dut, tmp_path: Path) -> None:
+    """Every way the test touches the VM says qemu died (signal, console tail), and the
+    teardown fails with that cause."""
     vm = make_vm(dut, write_cfg(tmp_path))
     vm_dut = vm.start()
     assert vm._proc is not None and vm._proc.pid is not None
-    os.kill(vm._proc.pid, 9)
-    with pytest.raises(SessionError):
+    pid = vm._proc.pid
+    os.kill(pid, 9)
+    with pytest.raises(SessionError) as info:
         vm_dut.send_expect("sleep 30", "# ", timeout=10)
-    vm.stop()  # nothing to stop, and no error for it
+    died = f"qemu (PID {pid}) died while the VM was in use: killed by signal 9 (SIGKILL)"
+    assert died in str(info.value) and "console tail:" in str(info.value)
+    for touch in (lambda: vm.qmp, lambda: vm.agent):
+        with pytest.raises(VmDied, match=re.escape(died)):
+            touch()
+    with pytest.raises(VmDied, match=re.escape(died)):
+        vm.stop()
+    vm.stop()  # idempotent: said once
+    assert_nothing_left(vm)
+
+
+def test_qemu_killed_while_the_test_does_not_touch_the_vm(dut: Dut, tmp_path: Path) -> None:
+    vm = make_vm(dut, write_cfg(tmp_path))
+    vm.start()
+    assert vm._proc is not None and vm._proc.pid is not None
+    os.kill(vm._proc.pid, 9)
+    vm._proc.wait_exit(10)
+    with pytest.raises(VmDied) as info:
+        vm.stop()
+    assert "died while the VM was in use: killed by signal 9 (SIGKILL)" in str(info.value)
+    assert "Linux version" in str(info.value) or "console tail" in str(info.value)
+    assert_nothing_left(vm)
+
+
+def test_qemu_stopped_during_a_test(dut: Dut, tmp_path: Path) -> None:
+    """SIGSTOP: a command times out saying the VM is stopped; teardown is prompt."""
+    vm = make_vm(dut, write_cfg(tmp_path))
+    vm_dut = vm.start()
+    assert vm._proc is not None and vm._proc.pid is not None
+    vm_dut.send_expect("echo ready", "# ")
+    os.kill(vm._proc.pid, signal.SIGSTOP)
+    with pytest.raises(CommandTimeout) as info:
+        vm_dut.send_expect("echo hi", "hi", timeout=3)
+    stopped = f"the VM is not responding: qemu (PID {vm._proc.pid}) is stopped (SIGSTOP)"
+    assert stopped in str(info.value)
+    begin = time.monotonic()
+    with pytest.raises(VmDied, match=re.escape(stopped)):
+        vm.stop()
+    assert time.monotonic() - begin < 10, "teardown of a stopped qemu was not prompt"
     assert_nothing_left(vm)
 
 
@@ -207,14 +272,85 @@ def test_agent_never_answering(dut: Dut, tmp_path: Path) -> None:
     assert_nothing_left(vm)
 
 
+def test_guest_kernel_panic_ends_the_boot_at_once(dut: Dut, tmp_path: Path) -> None:
+    """No init in the initramfs and no root: the kernel panics; the boot fails on the
+    panic line, not after the budget."""
+    cfg = write_cfg(tmp_path, BASE_VM + "kernel =\n    append=rdinit=/nonexistent;\n")
+    vm = make_vm(dut, cfg, boot_timeout=90.0)
+    begin = time.monotonic()
+    with pytest.raises(GuestPanic) as info:
+        vm.start()
+    assert time.monotonic() - begin < 30, "the boot waited although the guest panicked"
+    assert "the guest kernel panicked during phase" in str(info.value)
+    assert "Kernel panic - not syncing:" in str(info.value)
+    assert "console tail" in info.value.diagnostics
+    assert_nothing_left(vm)
+
+
+_FULL_DISK_RUN = """
+import dataclasses, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[3])
+from support.runtime import make_vm, write_cfg
+from pytest_dtsvirt.session.dut import connect
+from pytest_dtsvirt.session.dutconfig import local_dut_config
+dut = connect(dataclasses.replace(local_dut_config(), workdir=sys.argv[1]))
+vm = make_vm(dut, write_cfg(Path(sys.argv[2])))
+try:
+    vm.start()
+except Exception as exc:
+    print(f"{type(exc).__name__}: {exc}")
+finally:
+    vm.stop()
+    dut.close()
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="mounting a tmpfs in a private mount namespace needs root")
+def test_full_work_dir_filesystem_is_named(tmp_path: Path) -> None:
+    """A DUT work dir on a full filesystem (a 64 KiB tmpfs filled up, mounted in a private
+    mount namespace that ends with the run): the error names the cause."""
+    short = tempfile.mkdtemp(prefix="dtr-", dir="/tmp")  # short: unix socket paths
+    mnt = Path(short)
+    workdir = mnt / "w"
+    setup = (f"mount -t tmpfs -o size=64k tmpfs {shlex.quote(str(mnt))} && "
+             f"mkdir -m 700 {shlex.quote(str(workdir))} && "
+             f"{{ dd if=/dev/zero of={shlex.quote(str(mnt / 'fill'))} bs=4k 2>/dev/null; "
+             'true; } && exec "$@"')
+    out = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", setup, "sh",
+         sys.executable, "-c", _FULL_DISK_RUN, str(workdir), str(tmp_path),
+         str(Path(__file__).parent)],
+        capture_output=True, text=True, timeout=120).stdout
+    shutil.rmtree(short)
+    assert out.startswith("VmStartError: vm0: no space left on the DUT work dir's "
+                          f"filesystem ({workdir}/dtsvirt-"), out
+    assert "KiB free" in out and "choose another 'workdir'" in out
+    assert qemu_pids_naming(str(workdir)) == []
+
+
+def test_statfs_parsing() -> None:
+    from pytest_dtsvirt.runtime.rundir import parse_statfs
+
+    assert parse_statfs("10 4096 5 100\n") == (40960, 5)
+    assert parse_statfs("10 4096 0 0") == (40960, -1)  # no inode counts (e.g. btrfs)
+    assert parse_statfs("stat: cannot read") is None
+
+
 def test_wrong_guest_password(dut: Dut, tmp_path: Path) -> None:
-    cfg = write_cfg(tmp_path, "[vm0]\nlogin =\n    user=root,password=wrong;\n")
+    """A guest that is not the framework's own test guest (here: its kernel named in the cfg,
+    so nothing sets the password) refusing the cfg's password fails at once."""
+    image = ensure_guest_image()
+    cfg = write_cfg(tmp_path, f"[vm0]\nlogin =\n    user=root,password=Wr0ngPass;\n"
+                    f"kernel =\n    file={image.kernel},initrd={image.initrd},"
+                    f"append={image.append};\n")
     vm = make_vm(dut, cfg)
     begin = time.monotonic()
     with pytest.raises(VmStartError) as info:
         vm.start()
     assert "SSH login as 'root' refused" in str(info.value)
-    assert "wrong" not in str(info.value)  # the password is never shown
+    assert "Wr0ngPass" not in str(info.value)  # the password is never shown
     assert time.monotonic() - begin < 45  # it fails on the refusal, not on the budget
     assert_nothing_left(vm)
 
@@ -263,6 +399,40 @@ def test_keyboard_interrupt_during_start(dut: Dut, tmp_path: Path) -> None:
     threading.Thread(target=interrupt_when_qemu_runs, daemon=True).start()
     with pytest.raises(KeyboardInterrupt):
         vm.start()
+    assert_nothing_left(vm)
+
+
+@pytest.mark.parametrize("delay, presses", [(0.0, 1), (0.2, 1), (0.35, 2)])
+def test_ctrl_c_during_teardown_leaves_nothing(dut: Dut, tmp_path: Path, delay: float,
+                                               presses: int) -> None:
+    """A real SIGINT landing in stop() (the issue measured 0.3-0.6 s into it): the stop
+    still ends qemu and removes the run dir, then the KeyboardInterrupt goes on."""
+    vm = make_vm(dut, write_cfg(tmp_path))
+    vm.start()
+    stopping = threading.Event()
+    done = threading.Event()
+
+    def press() -> None:
+        stopping.wait()
+        time.sleep(delay)
+        for _ in range(presses):
+            if not done.is_set():
+                os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+
+    presser = threading.Thread(target=press, daemon=True)
+    presser.start()
+    interrupted = False
+    try:
+        stopping.set()
+        vm.stop()
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        done.set()
+    with contextlib.suppress(KeyboardInterrupt):
+        presser.join(2)
+    assert interrupted, "stop() finished before the Ctrl-C landed (machine too fast?)"
     assert_nothing_left(vm)
 
 
@@ -377,7 +547,7 @@ def test_reference_vxlan_flow_two_vhost_user_devices(dut: Dut, tmp_path: Path) -
 def test_a_hung_guest_ssh_does_not_stall_teardown(dut: Dut, tmp_path: Path) -> None:
     """The guest's SSH server stops answering while the link through slirp stays up: the
     courtesy steps give up after their budget and the VM is powered down anyway."""
-    from pytest_dtsvirt.qemu import kvm
+    from pytest_dtsvirt.qemu import teardown
 
     vm = make_vm(dut, write_cfg(tmp_path))
     vm_dut = vm.start()
@@ -387,7 +557,7 @@ def test_a_hung_guest_ssh_does_not_stall_teardown(dut: Dut, tmp_path: Path) -> N
     begin = time.monotonic()
     vm.stop()
     took = time.monotonic() - begin
-    assert took < kvm.GUEST_COURTESY_S + 10, f"teardown took {took:.1f} s"
+    assert took < teardown.GUEST_COURTESY_S + 10, f"teardown took {took:.1f} s"
     assert_nothing_left(vm)
 
 

@@ -25,7 +25,7 @@ from support.runtime import (
 )
 from support.sshd import SshdHandle, start_sshd
 
-from pytest_dtsvirt.errors import VmStartError
+from pytest_dtsvirt.errors import VmDied, VmStartError
 from pytest_dtsvirt.session.dut import Dut, connect
 from pytest_dtsvirt.session.dutconfig import DutConfig
 
@@ -72,6 +72,25 @@ def test_boot_on_an_ssh_dut(ssh_dut: Dut, tmp_path: Path) -> None:
     assert_nothing_left(vm)
 
 
+def test_work_dir_with_socat_special_characters(sshd: SshdHandle, workdir: str,
+                                                tmp_path: Path) -> None:
+    """socat parses its address: a work dir with a space, ',', ':', '!' or '"' must still
+    reach QMP and the agent (it used to wait out the whole boot budget)."""
+    special = os.path.join(workdir, 'w d,c:x!"q')
+    config = DutConfig(name="dut-special", host=sshd.host, port=sshd.port, user=sshd.user,
+                       key=sshd.key_path, known_hosts=sshd.known_hosts, workdir=special)
+    dut = connect(config)
+    vm = make_vm(dut, write_cfg(tmp_path), boot_timeout=60.0)
+    try:
+        vm_dut = vm.start()
+        assert vm.run_dir is not None and vm.run_dir.startswith(special + "/")
+        assert "10.0.2.15" in vm_dut.send_expect("ip -4 addr show host_connect", "# ")
+    finally:
+        vm.stop()
+        dut.close()
+    assert_nothing_left(vm)
+
+
 def test_dut_connection_dropped_during_boot(ssh_dut: Dut, sshd: SshdHandle,
                                             tmp_path: Path) -> None:
     vm = make_vm(ssh_dut, write_cfg(tmp_path))
@@ -83,6 +102,26 @@ def test_dut_connection_dropped_during_boot(ssh_dut: Dut, sshd: SshdHandle,
     assert len(errors) == 1 and isinstance(errors[0], VmStartError), errors
     assert "lost" in str(errors[0]) or "exited" in str(errors[0]), str(errors[0])
     # the supervisor on the DUT saw its channel close: qemu and its run dir are gone
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and vm.run_dir and os.path.exists(vm.run_dir):
+        time.sleep(0.1)
+    assert_nothing_left(vm)
+
+
+def test_dut_link_dropped_during_a_test(ssh_dut: Dut, sshd: SshdHandle,
+                                        tmp_path: Path) -> None:
+    """The DUT's sshd dies mid-test: teardown says once that the link died and what the
+    DUT side did about it; qemu and the run dir are gone."""
+    vm = make_vm(ssh_dut, write_cfg(tmp_path))
+    vm.start()
+    sshd.kill_connections()
+    assert vm._proc is not None and vm._proc.wait_exit(20)
+    with pytest.raises(VmDied) as info:
+        vm.stop()
+    message = str(info.value)
+    assert message.startswith("vm0: the link to DUT dut-ssh dropped while the VM ran; "
+                              "the supervisor on the DUT ended qemu and removed the run dir")
+    assert "teardown problems" not in message and message.count("dropped") == 1
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and vm.run_dir and os.path.exists(vm.run_dir):
         time.sleep(0.1)

@@ -109,7 +109,10 @@ def test_corpus_legacy_idioms_warn() -> None:
 def test_defaults_and_attribute_names() -> None:
     spec, warnings = spec_of("[vm0]\ncpu = number=2;\n")
     assert warnings == []
-    assert (spec.name, spec.login.user, spec.login.password) == ("vm0", "root", "tester")
+    # no login in the cfg: no password (the runtime generates one for the test guest)
+    assert (spec.name, spec.login.user, spec.login.password) == ("vm0", "root", None)
+    named, _ = spec_of("[vm0]\nlogin = user=root;\n")
+    assert named.login.password == "tester"  # a named login without password: the legacy one
     assert spec.cpu.number == 2 and spec.cpu.model is None and spec.cpu.pins == ()
     assert spec.mem.size_mb == 512 and spec.mem.hugepage is False
     assert spec.boot_timeout == 120 and spec.qemu_paths == ("qemu-system-x86_64",)
@@ -119,7 +122,7 @@ def test_defaults_and_attribute_names() -> None:
     assert spec.disks == () and spec.vhost_user_paths == () and spec.migration is None
     ctl = spec.control_pair
     assert ctl is not None and ctl.nic.addr == "1f" and ctl.backend.kind == "user"
-    assert "tester" not in repr(spec.login)
+    assert "tester" not in repr(named.login) and "tester" not in repr(named)
 
 
 def test_with_guest_fills_kernel_by_profile() -> None:

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from pytest_dtsvirt.config import build
-from pytest_dtsvirt.config.kinds import Int, Kind, Str
+from pytest_dtsvirt.config.kinds import Int, Kind
 from pytest_dtsvirt.config.model import Disk, Mem, Nic, VmSpec
 from pytest_dtsvirt.config.schema import (
     PARAMS,
@@ -73,9 +73,3 @@ def test_a_new_option_is_one_table_line() -> None:
     spec = build.generic(param, [({"megabytes": "48", "hugepage": "no"}, Location())],
                          VmSpec("vm0"), Report([], []))
     assert spec.mem == Mem(size_mb=48)
-
-
-def test_empty_text_of_an_option_without_default_means_not_given() -> None:
-    cpu = PARAMS["cpu"]
-    assert cpu.values({"model": "", "number": "2"}) == {"number": 2}
-    assert isinstance(cpu.options[0].kind, Str)

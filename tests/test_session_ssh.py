@@ -215,9 +215,22 @@ def test_open_unix_without_socat_on_the_host(tmp_path: Path) -> None:
         handle.stop()
 
 
-def test_unix_socket_path_with_socat_syntax_is_refused(session: SshSession) -> None:
+def test_unix_socket_name_with_socat_syntax_is_refused(session: SshSession) -> None:
     with pytest.raises(SessionError, match="socat"):
         session.open_unix("/tmp/a,fork")
+
+
+def test_unix_socket_in_a_dir_with_socat_syntax(session: SshSession, tmp_path: Path) -> None:
+    directory = tmp_path / 'a b,c:d!e"f'
+    directory.mkdir()
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(directory / "s.sock"))
+        server.listen()
+        client = session.open_unix(str(directory / "s.sock"), timeout=10)
+        conn, _ = server.accept()
+        with client, conn:
+            client.sendall(b"ping")
+            assert conn.recv(4) == b"ping"
 
 
 def test_file_operations_from_several_threads_at_once(session: SshSession,

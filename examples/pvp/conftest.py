@@ -19,9 +19,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pytest_dtsvirt.dpdk import GuestTestpmd, TestpmdBackend
-from pytest_dtsvirt.fixtures import VmFactory
-from pytest_dtsvirt.session.dut import Dut, VmDut
+from pytest_dtsvirt import Dut, GuestTestpmd, TestpmdBackend, VmDut, VmFactory
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from pytest_dtsvirt.dpdk import GuestTestpmd, PortStats, TestpmdBackend
+from pytest_dtsvirt import GuestTestpmd, PortStats, TestpmdBackend
 
 pytestmark = pytest.mark.slow
 

@@ -26,8 +26,7 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.vxlan import VXLAN
 from scapy.packet import Raw
 
-from pytest_dtsvirt import TestpmdBackend
-from pytest_dtsvirt.session.dut import VmDut
+from pytest_dtsvirt import TestpmdBackend, VmDut
 
 if TYPE_CHECKING:
     from conftest import PcapBackend, VxlanGuest

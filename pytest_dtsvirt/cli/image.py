@@ -50,6 +50,8 @@ def _setup(parser: argparse.ArgumentParser) -> None:
         description="Remove every cached guest build except the one `dtsvirt image build` "
                     "(without options) uses now; downloaded packages and host keys stay.")
     _cache_dir_arg(prune)
+    prune.add_argument("--dpdk", action="store_true",
+                       help="keep the current DPDK guest too (built if missing)")
 
 
 def image_json(image: GuestImage) -> dict[str, object]:
@@ -89,10 +91,14 @@ def run_build(args: argparse.Namespace) -> int:
 def run_prune(args: argparse.Namespace) -> int:
     """Handler of ``dtsvirt image prune``."""
     current = ensure_guest_image(args.cache_dir)
-    removed = prune_cache(args.cache_dir, keep={current.key})
+    keep = {current.key}
+    if args.dpdk:
+        keep.add(ensure_guest_image(args.cache_dir, dpdk=True).key)
+    removed = prune_cache(args.cache_dir, keep=keep)
     for path in removed:
         print(f"removed {path}")
-    print(f"{len(removed)} old build(s) removed; kept {current.key}", file=sys.stderr)
+    print(f"{len(removed)} old build(s) removed; kept {', '.join(sorted(keep))}",
+          file=sys.stderr)
     return 0
 
 

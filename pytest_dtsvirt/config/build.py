@@ -10,21 +10,14 @@ own builder, which starts from :func:`generic`'s conversion too.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pytest_dtsvirt.config.kinds import YesNo
 from pytest_dtsvirt.config.model import CONTROL_ADDR, Backend, Migration, NetPair, Nic, VmSpec
+from pytest_dtsvirt.config.table import Builder, Checked, ParamSchema, Report
 from pytest_dtsvirt.errors import Location
-
-if TYPE_CHECKING:
-    from pytest_dtsvirt.config.schema import ParamSchema
-    from pytest_dtsvirt.config.validate import Report
-
-#: one checked entry: validated option strings (defaults filled in) and where it was written
-Checked = tuple[Mapping[str, str], Location]
-Builder = Callable[["ParamSchema", Sequence[Checked], VmSpec, "Report"], VmSpec]
 
 YESNO = YesNo()
 

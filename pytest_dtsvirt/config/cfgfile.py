@@ -13,6 +13,10 @@ splits name and value) with these deliberate differences (the legacy "traps"):
 - whitespace around option names and values is stripped (legacy kept ``' number'``);
 - ``%`` is literal: no interpolation (legacy raised on a lone ``%``, turned ``%%`` into ``%``);
 - duplicate keys and sections (also a repeated ``[DEFAULT]``) are errors naming both lines;
+- control characters (NUL, escape, DEL, C1; a tab is whitespace) and a byte-order mark
+  anywhere but at the very start are errors naming the line; a UTF-8 byte-order mark at the
+  start of the file is skipped (legacy ConfigParser failed on it with "File contains no
+  section headers"), so a file reads the same with or without it;
 - empty entries (``;;``) and empty tokens (``file=x,;``) are skipped (legacy made ``{'': ''}``);
 - tokens without a name and ``=`` (``cpupin=4,5,6`` -> ``5``, ``6``) go to :attr:`Entry.bare`
   and options written twice in one entry are listed in :attr:`Entry.repeated` (the later value
@@ -26,10 +30,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pytest_dtsvirt.config.kinds import is_control
 from pytest_dtsvirt.errors import ConfigError, Location
 
 DEFAULT_SECTION = "DEFAULT"
 _COMMENT_PREFIXES = ("#", ";")
+BOM = "\ufeff"
+
+
+def _bad_char(line: str) -> str | None:
+    """What is wrong with a line holding a control character or a byte-order mark."""
+    for col, c in enumerate(line, start=1):
+        if c == BOM:
+            return (f"byte-order mark (U+FEFF) in column {col} is not allowed (only at the "
+                    "start of the file)")
+        if c != "\t" and is_control(c):
+            return f"control character {c!r} in column {col} is not allowed"
+    return None
 
 
 @dataclass(frozen=True)
@@ -156,14 +173,30 @@ def _split_key(text: str) -> tuple[str, str] | None:
     return text[:cut].strip(), text[cut + 1:].strip()
 
 
+def _where(path: str, lineno: int, line: str, cur: _Sec | None, key: _Key | None,
+           indent_level: int) -> Location:
+    """The location of ``line`` for a message: its section, and its key when it is a
+    continuation line of that key or a ``key = value`` line."""
+    if cur is None or line.strip().startswith("["):
+        return Location(path, lineno)
+    indent = len(line) - len(line.lstrip())
+    if key is not None and indent > indent_level and line.strip():
+        return Location(path, lineno, cur.name, key.name)
+    split = _split_key(line.strip())
+    name = split[0].lower() if split is not None and split[0] else None
+    return Location(path, lineno, cur.name, name if name and not _bad_char(name) else None)
+
+
 def _read_lines(text: str, path: str) -> tuple[list[_Sec], _Sec | None]:
     sections: dict[str, _Sec] = {}
     defaults: _Sec | None = None
     cur: _Sec | None = None
     key: _Key | None = None
     indent_level = 0
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    lines = text.removeprefix(BOM).replace("\r\n", "\n").replace("\r", "\n").split("\n")
     for lineno, line in enumerate(lines, start=1):
+        if (bad := _bad_char(line)) is not None:
+            raise ConfigError(bad, _where(path, lineno, line, cur, key, indent_level))
         stripped = line.strip()
         if stripped.startswith(_COMMENT_PREFIXES):
             continue  # a full-line comment, also inside a multi-line value
@@ -217,7 +250,8 @@ def _build(sec: _Sec, defaults: _Sec | None) -> Section:
 
 
 def parse_cfg(text: str, path: str = "<string>") -> CfgFile:
-    """Parse config text. Raises ConfigError (with file and line) for malformed text."""
+    """Parse config text. Raises ConfigError (with file and line) for malformed text; a
+    leading byte-order mark is skipped."""
     sections, defaults = _read_lines(text, path)
     return CfgFile(
         path,
@@ -227,7 +261,8 @@ def parse_cfg(text: str, path: str = "<string>") -> CfgFile:
 
 
 def read_cfg(path: str | Path) -> CfgFile:
-    """Read and parse a UTF-8 file; ConfigError for a missing, unreadable or non-UTF-8 file."""
+    """Read and parse a UTF-8 file (a leading byte-order mark is skipped); ConfigError for a
+    missing, unreadable or non-UTF-8 file."""
     name = str(path)
     try:
         data = Path(path).read_bytes()
@@ -235,8 +270,10 @@ def read_cfg(path: str | Path) -> CfgFile:
         raise ConfigError("config file not found", Location(name))
     except OSError as exc:
         raise ConfigError(f"cannot read config file: {exc.strerror or exc}", Location(name))
+    except ValueError as exc:  # a NUL in the path
+        raise ConfigError(f"cannot read config file: {exc}", Location(repr(name)))
     try:
-        text = data.decode("utf-8-sig")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise ConfigError(f"not UTF-8 text (byte {exc.start})", Location(name, line))

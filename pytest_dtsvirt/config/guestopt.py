@@ -12,8 +12,7 @@ from pytest_dtsvirt.config.model import DPDK_HUGEPAGES, VmSpec
 from pytest_dtsvirt.errors import Location
 
 if TYPE_CHECKING:
-    from pytest_dtsvirt.config.schema import ParamSchema
-    from pytest_dtsvirt.config.validate import Report
+    from pytest_dtsvirt.config.table import ParamSchema, Report
 
 #: vCPUs a ``dpdk=yes`` VM gets unless ``cpu number=`` says (testpmd: one main lcore and
 #: one forwarding lcore)

@@ -25,13 +25,25 @@ _YES = {"yes": True, "no": False}
 MAX_INT_DIGITS = 20
 
 
+def is_control(c: str) -> bool:
+    """True for C0 (tab included), DEL and C1 controls, the line and paragraph separators
+    U+2028/U+2029 and the byte-order mark U+FEFF."""
+    code = ord(c)
+    return code < 0x20 or 0x7F <= code < 0xA0 or code in (0x2028, 0x2029, 0xFEFF)
+
+
 def control_chars(value: str) -> str | None:
     """What is wrong with a value holding NUL or other control characters, else None."""
-    bad = sorted({c for c in value if ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0})
+    bad = sorted({c for c in value if is_control(c)})
     if not bad:
         return None
     return f"control character{'s' if len(bad) > 1 else ''} " \
            f"{', '.join(repr(c) for c in bad)} not allowed"
+
+
+def shown(value: str) -> str:
+    """``value`` quoted for a message, cut when long."""
+    return repr(value) if len(value) <= 40 else f"'{value[:20]}...({len(value)} characters)'"
 
 
 def ascii_int(value: str, lo: int, hi: int) -> int | None:
@@ -89,8 +101,7 @@ class Int(Kind):
         """ASCII digits within the bounds."""
         if ascii_int(value, self.lo, self.hi) is not None:
             return None
-        shown = value if len(value) <= 40 else f"{value[:20]}...({len(value)} characters)"
-        return f"{shown!r} is not an integer {self.lo}-{self.hi}"
+        return f"{shown(value)} is not an integer {self.lo}-{self.hi}"
 
     def convert(self, value: str) -> object:
         """The int."""
@@ -118,7 +129,7 @@ class YesNo(Kind):
 
     def check(self, value: str) -> str | None:
         """yes or no."""
-        return None if value.lower() in _YES else f"{value!r} is not yes or no"
+        return None if value.lower() in _YES else f"{shown(value)} is not yes or no"
 
     def convert(self, value: str) -> object:
         """The bool."""
@@ -136,7 +147,7 @@ class Choice(Kind):
         """One of the choices."""
         if value in self.choices:
             return None
-        return f"{value!r} is not valid; valid: {', '.join(self.choices)}"
+        return f"{shown(value)} is not valid; valid: {', '.join(self.choices)}"
 
     def convert(self, value: str) -> object:
         """The choice, or the bool it stands for."""
@@ -157,7 +168,7 @@ class Pattern(Kind):
 
     def check(self, value: str) -> str | None:
         """Matches the pattern."""
-        return None if self.regex.fullmatch(value) else f"{value!r} is not {self.what}"
+        return None if self.regex.fullmatch(value) else f"{shown(value)} is not {self.what}"
 
     def describe(self) -> str:
         """The form."""
@@ -178,7 +189,7 @@ class GuestAddr(Kind):
         """hex 0..1f[.f]."""
         m = _GUESTADDR.fullmatch(value)
         if not m or int(m.group(2), 16) > 0x1F:
-            return f"{value!r} is not a guest PCI slot (hex 0..1f, optionally .function)"
+            return f"{shown(value)} is not a guest PCI slot (hex 0..1f, optionally .function)"
         return None
 
 
@@ -194,7 +205,7 @@ class HostFwd(Kind):
         if m and ascii_int(m.group(3), 0, 65535) is not None and (
                 not m.group(5) or ascii_int(m.group(5), 1, 65535) is not None):
             return None
-        return (f"{value!r} is not [tcp|udp]:[hostaddr]:hostport-[guestaddr]:[guestport] "
+        return (f"{shown(value)} is not [tcp|udp]:[hostaddr]:hostport-[guestaddr]:[guestport] "
                 "(host port 0-65535, 0: any free one; guest port 1-65535)")
 
     def convert(self, value: str) -> object:
@@ -229,7 +240,7 @@ class Words(Kind):
         try:
             return None if shlex.split(value) else "empty command"
         except ValueError as exc:
-            return f"cannot split {value!r} into words: {exc}"
+            return f"cannot split {shown(value)} into words: {exc}"
 
     def convert(self, value: str) -> object:
         """The words."""
@@ -250,7 +261,7 @@ class IntList(Kind):
             return bad
         if all(ascii_int(w, self.lo, self.hi) is not None for w in value.split(" ") if w):
             return None
-        return f"{value!r} is not a space separated list of integers {self.lo}-{self.hi}"
+        return f"{shown(value)} is not a space separated list of integers {self.lo}-{self.hi}"
 
     def convert(self, value: str) -> object:
         """The ints."""
@@ -272,7 +283,7 @@ class Settings(Kind):
         if (bad := control_chars(value)) is not None:
             return bad
         if parse_settings(value) is None:
-            return f"{value!r} is not name=value pairs joined by ','"
+            return f"{shown(value)} is not name=value pairs joined by ','"
         return None
 
     def convert(self, value: str) -> object:

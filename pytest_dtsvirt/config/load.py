@@ -17,21 +17,25 @@ control NIC, not two.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pytest_dtsvirt.config import guestopt
+from pytest_dtsvirt import secret
+from pytest_dtsvirt.config import build, guestopt
 from pytest_dtsvirt.config.build import DEFAULT_CONTROL_PAIR
 from pytest_dtsvirt.config.cfgfile import CfgFile, Section, read_cfg
 from pytest_dtsvirt.config.model import CONTROL_ADDR, VmSpec
 from pytest_dtsvirt.config.schema import PARAMS, is_vm_key, valid_keys
 from pytest_dtsvirt.config.schema import params as schema_params
-from pytest_dtsvirt.config.validate import RawEntry, Report, check_entry
+from pytest_dtsvirt.config.table import Report
+from pytest_dtsvirt.config.validate import RawEntry, check_entry, option_text
 from pytest_dtsvirt.errors import ConfigError, ConfigWarning, Location
 
 GLOBAL_CFG = "virt_global.cfg"
+_VM_NAME = re.compile(r"vm[0-9]*")
 GLOBAL_SECTION = "KVM"
 
 
@@ -46,6 +50,7 @@ class VmParams:
     def __init__(self, name: str) -> None:
         self.name = name
         self._entries: dict[str, list[RawEntry]] = {}  # in first-written order
+        self._problems: list[ConfigError] = []  # found while adding (empty parameters)
 
     def add_param(self, key: str, entries: Sequence[RawEntry], *, replacing: bool = False
                   ) -> None:
@@ -54,19 +59,28 @@ class VmParams:
         appended."""
         schema = PARAMS.get(key)
         canon = schema.key if schema is not None else key
+        for entry in entries:  # a password never reaches an output
+            secret.register(entry.options.get("password") if canon == "login" else None)
         if schema is not None and schema.append and not replacing:
             self._entries.setdefault(canon, []).extend(entries)
         else:
             self._entries[canon] = list(entries)
 
     def add(self, key: str, options: Mapping[str, Any], origin: Location) -> None:
-        """One entry from a call or marker (``set_vm_device(**options)``): appended."""
-        self.add_param(key, [RawEntry({str(k): str(v) for k, v in options.items()},
-                                      origin)])
+        """One entry from a call or marker (``set_vm_device(**options)``): appended. Values
+        are str, int or bool (:func:`~pytest_dtsvirt.config.validate.option_text`)."""
+        self.add_param(key, [RawEntry(_texts(options, origin), origin)])
 
     def add_section(self, section: Section, file: str) -> None:
-        """Every parameter of a cfg section, as one layer: each replaces the earlier one."""
+        """Every parameter of a cfg section, as one layer: each replaces the earlier one.
+        A VM parameter without entries (``disk =`` and nothing, or only ``;``) is an error:
+        dropping it would silently change the VM (no disk: the test guest boots)."""
         for param in section.params:
+            if not param.entries and param.key in PARAMS:
+                self._problems.append(ConfigError(
+                    "no entry: the value is empty (or only ';'); write at least one entry "
+                    "(name=value,...;) or remove the key", param.location(file, section.name)))
+                continue
             self.add_param(param.key, [
                 RawEntry(dict(e.options), Location(file, e.line, section.name, param.key),
                          e.bare, e.repeated) for e in param.entries], replacing=True)
@@ -81,9 +95,11 @@ class VmParams:
     def check(self) -> tuple[VmSpec, list[ConfigError], list[ConfigWarning]]:
         """Like :meth:`build` but returns the problems instead of raising (the spec is
         only meaningful when there are none)."""
-        rep = Report([], [])
+        rep = Report(list(self._problems), [])
         checked: dict[str, list[tuple[dict[str, str], RawEntry]]] = {}
+        failed: set[str] = set()  # not built: their problems would only cascade
         for key in self._entries:
+            before = len(rep.problems)
             schema = PARAMS.get(key)
             entries = self._entries[key]
             if schema is not None and not schema.multi and len(entries) > 1:
@@ -93,18 +109,22 @@ class VmParams:
                 opts = check_entry(key, e, rep)
                 if opts is not None:
                     checked.setdefault(key, []).append((opts, e))
-        spec = _build_spec(self.name, checked, rep)
+            if len(rep.problems) > before:
+                failed.add(key)
+        spec = _build_spec(self.name, checked, failed, rep)
         return spec, rep.problems, sorted(
             rep.warnings, key=lambda w: (w.location.file, w.location.line or 0))
 
 
 def _build_spec(name: str, checked: Mapping[str, list[tuple[dict[str, str], RawEntry]]],
-                rep: Report) -> VmSpec:
-    """Each parameter's builder, in table order, on the spec so far."""
+                failed: set[str], rep: Report) -> VmSpec:
+    """Each parameter's builder, in table order, on the spec so far (skipping ``failed``)."""
     spec = VmSpec(name=name)
     for param in schema_params():
+        if param.key in failed:
+            continue
         items = [(o, replace(e.origin, key=param.key)) for o, e in checked.get(param.key, [])]
-        spec = param.build(param, items, spec, rep)
+        spec = (param.build or build.generic)(param, items, spec, rep)
     spec = guestopt.settle(spec, checked, rep)
     _cross_checks(spec, checked, rep)
     return spec
@@ -120,9 +140,15 @@ def _cross_checks(spec: VmSpec, checked: Mapping[str, list[tuple[dict[str, str],
                   "00:1f.0 (ICH9 LPC), where the control NIC must be; use machine=pc")
 
 
+def _texts(options: Mapping[Any, Any], origin: Location) -> dict[str, str]:
+    return {str(k): option_text(v, f"option {k}", origin) for k, v in options.items()}
+
+
 def vm_sections(cfg: CfgFile) -> list[Section]:
-    """The sections of ``cfg`` that carry at least one VM parameter."""
-    return [s for s in cfg.sections if any(is_vm_key(p.key) for p in s.params)]
+    """The sections of ``cfg`` that carry at least one VM parameter or are named like a VM
+    (``vm``, ``vm0``...: so a section whose keys are all misspelt is still checked)."""
+    return [s for s in cfg.sections
+            if _VM_NAME.fullmatch(s.name) or any(is_vm_key(p.key) for p in s.params)]
 
 
 def params_for_section(section: Section, file: str, *, global_section: Section | None = None,
@@ -183,8 +209,15 @@ def apply_overrides(params: VmParams, overrides: Mapping[str, Any], file: str) -
             problems.append(ConfigError(
                 "must be a dict of options or a list of such dicts", loc))
             continue
-        params.add_param(key, [RawEntry({str(k): str(v) for k, v in i.items()}, loc)
-                               for i in items])
+        try:
+            entries = [RawEntry(_texts(i, loc), loc) for i in items]
+        except ConfigError as exc:
+            problems.append(exc)
+            continue
+        if len(entries) > 1 and not PARAMS[key].multi:
+            problems.append(ConfigError(f"takes one entry; {len(entries)} given", loc))
+            continue
+        params.add_param(key, entries)
     if problems:
         raise ConfigError.collect(problems)
 

@@ -148,12 +148,19 @@ class Disk:
     snapshot: bool = True
 
 
+#: the password of a disk image's guest when the cfg names no ``login`` (the legacy default)
+LEGACY_PASSWORD = "tester"  # noqa: S105 (documented legacy default, not a secret of ours)
+
+
 @dataclass(frozen=True)
 class Login:
-    """``login``: SSH credentials of the guest (the password never appears in repr)."""
+    """``login``: SSH credentials of the guest (the password never appears in repr).
+
+    ``password`` None: the cfg named no login; the runtime generates a password for the
+    project's test guest and uses :data:`LEGACY_PASSWORD` for a disk image."""
 
     user: str = "root"
-    password: str = field(default="tester", repr=False)
+    password: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -243,6 +250,7 @@ class VmSpec:
 __all__ = [
     "CONTROL_ADDR",
     "DEFAULT_QEMU",
+    "LEGACY_PASSWORD",
     "Backend",
     "BootProfile",
     "Cpu",

@@ -1,13 +1,14 @@
-"""The table of every VM parameter and option: the single source of each option.
+"""The table of every VM parameter and option.
 
-An option's :class:`Opt` carries its kind (type and bounds, :mod:`~pytest_dtsvirt.config.kinds`),
-default, the model field it fills and, where it maps 1:1, the qemu property it becomes; a
-parameter's :class:`ParamSchema` names its model class, the VmSpec field and the builder
-(:mod:`~pytest_dtsvirt.config.build`). Validation (:mod:`~pytest_dtsvirt.config.validate`), the
-VmSpec (:mod:`~pytest_dtsvirt.config.load`), qemu properties (:mod:`pytest_dtsvirt.qemu.argv`),
-the "valid: ..." part of messages and ``docs/parameters.md`` (:func:`render_markdown`) all
-read this table. It is checked when imported (:func:`check_table`): an option with an unknown
-kind, a field its model lacks or a default that disagrees with the model's is a TypeError.
+The single source of each option: an option's :class:`Opt` carries its kind (type and
+bounds, :mod:`~pytest_dtsvirt.config.kinds`), default, the model field it fills and, where it
+maps 1:1, the qemu property it becomes; a parameter's :class:`ParamSchema` names its model
+class, the VmSpec field and the builder (:mod:`~pytest_dtsvirt.config.build`). Validation
+(:mod:`~pytest_dtsvirt.config.validate`), the VmSpec (:mod:`~pytest_dtsvirt.config.load`),
+qemu properties (:mod:`pytest_dtsvirt.qemu.argv`), the "valid: ..." part of messages and
+``docs/parameters.md`` (:func:`render_markdown`) all read this table. It is checked when
+imported (:func:`check_table`): an option with an unknown kind, a field its model lacks or a
+default that disagrees with the model's (unless that is None, "not given") is a TypeError.
 
 A parameter (``cpu = model=host,number=2;``) is a key whose value is a list of entries; each
 entry is a set of options. Parameters with a *selector* (``net`` by ``type``, ``device`` by
@@ -18,12 +19,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
 
 from pytest_dtsvirt.config import build, guestopt
-from pytest_dtsvirt.config.build import Builder
 from pytest_dtsvirt.config.kinds import (
     HOSTPCI,
     MAC,
@@ -32,7 +30,6 @@ from pytest_dtsvirt.config.kinds import (
     HostFwd,
     Int,
     IntList,
-    Kind,
     Path,
     Seconds,
     Settings,
@@ -58,99 +55,10 @@ from pytest_dtsvirt.config.model import (
     VmSpec,
     Vnc,
 )
+from pytest_dtsvirt.config.table import Opt, ParamSchema
 
-TEXT = Str()
 PATH = Path()
 YESNO = YesNo()
-_DERIVE = "<derive>"
-
-
-@dataclass(frozen=True)
-class Opt:
-    """One option of a parameter entry.
-
-    ``field``: the model attribute it fills (default: the name without ``opt_``; None: not a
-    model field, e.g. a selector). ``qemu``: the qemu property of the model's device/drive
-    it becomes, emitted by the argv builder in table order."""
-
-    name: str
-    doc: str
-    kind: Kind = TEXT
-    required: bool = False
-    default: str | None = None
-    field: str | None = _DERIVE
-    qemu: str | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.kind, Kind):
-            raise TypeError(f"option {self.name}: kind {self.kind!r} is not a config.kinds.Kind")
-        if self.field == _DERIVE:
-            object.__setattr__(self, "field", self.name.removeprefix("opt_"))
-        if self.default is not None and (bad := self.kind.check(self.default)) is not None:
-            raise TypeError(f"option {self.name}: default {bad}")
-
-    def convert(self, value: str) -> object:
-        """The model value of a checked ``value``."""
-        return self.kind.convert(value)
-
-
-@dataclass(frozen=True)
-class ParamSchema:
-    """One parameter (cfg key).
-
-    ``model``: the class one entry builds (per selector value for variant parameters), set as
-    ``VmSpec.<spec_field>``; None: the options fill VmSpec fields themselves. ``build``: the
-    builder (:func:`~pytest_dtsvirt.config.build.generic` unless the parameter needs more)."""
-
-    key: str
-    doc: str
-    options: tuple[Opt, ...] = ()
-    #: True: several entries allowed, and set_vm_<key>() / markers APPEND entries;
-    #: False: one entry, later layers REPLACE it.
-    append: bool = False
-    #: several entries allowed inside one layer (``qemu = path=a; path=b;``, disks)
-    multi: bool = False
-    selector: str | None = None
-    variants: Mapping[str, tuple[Opt, ...]] = field(default_factory=dict)
-    #: legacy options accepted with a warning: option name -> why it does nothing here
-    legacy: Mapping[str, str] = field(default_factory=dict)
-    aliases: tuple[str, ...] = ()
-    model: type | Mapping[str, type] | None = None
-    spec_field: str | None = None
-    build: Builder = build.generic
-
-    def options_for(self, variant: str | None) -> tuple[Opt, ...]:
-        """The options valid for an entry (selector included) of ``variant``."""
-        if self.selector is None or variant is None:
-            return self.options
-        return self.options + self.variants.get(variant, ())
-
-    def option_names(self, variant: str | None) -> tuple[str, ...]:
-        """Names of the valid options, for messages."""
-        return tuple(o.name for o in self.options_for(variant))
-
-    def model_for(self, variant: str | None) -> type:
-        """The class an entry of ``variant`` builds (VmSpec when the options fill it)."""
-        if self.model is None:
-            return VmSpec
-        if isinstance(self.model, Mapping):
-            assert variant is not None
-            return self.model[variant]
-        return self.model
-
-    def values(self, opts: Mapping[str, str]) -> dict[str, Any]:
-        """Checked option strings -> ``{model field: converted value}``; an empty text value
-        of an option without a default stands for "not given"."""
-        variant = opts.get(self.selector) if self.selector else None
-        out: dict[str, Any] = {}
-        for o in self.options_for(variant):
-            if o.field is None or o.name not in opts:
-                continue
-            value = opts[o.name]
-            if value == "" and o.default is None and isinstance(o.kind, Str):
-                continue
-            out[o.field] = o.convert(value)
-        return out
 
 
 _VLAN = Opt("opt_vlan", "pairs a nic with its backend (same number, in order)", Int(0, 4095),
@@ -282,12 +190,15 @@ _PARAMS: tuple[ParamSchema, ...] = (
                 multi=True,
                 legacy={"type": "doc-era spelling of opt_format"},
                 model=Disk, spec_field="disks"),
-    ParamSchema("login", "guest login for SSH",
+    ParamSchema("login", "guest login for SSH (without it the test guest gets a fresh random "
+                "password per VM, a disk image root/tester)",
                 (Opt("user", "user name", default="root"),
                  Opt("password", "password", default="tester")),
                 model=Login, spec_field="login"),
-    ParamSchema("vnc", "VNC display for debugging (bound to 127.0.0.1 unless listen is set)",
-                (Opt("displayNum", "display number (default: leased on the DUT)",
+    ParamSchema("vnc", "VNC display for debugging (off without this key; bound to 127.0.0.1 "
+                "unless listen is set; a random password per VM)",
+                (Opt("displayNum", "first display to try (default 0; qemu takes the first "
+                     "free one up, the log says which)",
                      Int(0, 65535 - 5900 - 100), field="display"),
                  Opt("listen", "listen address", default="127.0.0.1")),
                 legacy={"disable": "VNC is on when the vnc key is present"},
@@ -416,7 +327,8 @@ def qemu_props(obj: object) -> list[tuple[str, object | None]]:
 
 def check_table(table: tuple[ParamSchema, ...]) -> None:
     """TypeError unless every option of ``table`` fills a field its model has, with the
-    model's default, and every parameter with a model names a VmSpec field."""
+    model's default (a model default of None means "not given" and is not compared), and
+    every parameter with a model names a VmSpec field."""
     spec_fields = {f.name: f for f in dataclasses.fields(VmSpec)}
     for p in table:
         if p.model is not None and p.spec_field not in spec_fields:
@@ -434,8 +346,8 @@ def check_table(table: tuple[ParamSchema, ...]) -> None:
                     raise TypeError(f"parameter {p.key} option {o.name}: {cls.__name__} has "
                                     f"no field {o.field!r}")
                 model_default = f.default
-                if o.default is not None and model_default is not dataclasses.MISSING and \
-                        o.convert(o.default) != model_default:
+                if o.default is not None and model_default not in (dataclasses.MISSING, None) \
+                        and o.convert(o.default) != model_default:
                     raise TypeError(f"parameter {p.key} option {o.name}: default {o.default!r} "
                                     f"disagrees with {cls.__name__}.{o.field}="
                                     f"{model_default!r}")

@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
+from pytest_dtsvirt import secret
 from pytest_dtsvirt.config.schema import LEGACY_KEYS, PARAMS, SCENE_DEVICE_OPTIONS, Opt
 from pytest_dtsvirt.config.schema import valid_keys as _valid_keys
-from pytest_dtsvirt.errors import ConfigError, ConfigWarning, Location
+from pytest_dtsvirt.config.table import Report
+from pytest_dtsvirt.errors import ConfigError, Location
 
 
 @dataclass(frozen=True)
@@ -23,25 +25,34 @@ class RawEntry:
     bare: tuple[str, ...] = ()
     repeated: tuple[str, ...] = ()  # options written more than once in the entry
 
-
-@dataclass
-class Report:
-    """Problems and warnings collected while checking."""
-
-    problems: list[ConfigError]
-    warnings: list[ConfigWarning]
-
-    def error(self, loc: Location, message: str) -> None:
-        """Record a problem."""
-        self.problems.append(ConfigError(message, loc))
-
-    def warn(self, loc: Location, message: str) -> None:
-        """Record a warning."""
-        self.warnings.append(ConfigWarning(message, loc))
+    def __repr__(self) -> str:  # a login entry holds a password
+        return secret.mask(f"RawEntry(options={dict(self.options)!r}, origin={self.origin!r}, "
+                           f"bare={self.bare!r}, repeated={self.repeated!r})")
 
 
 def _names(names: tuple[str, ...] | list[str]) -> str:
     return ", ".join(names)
+
+
+#: the largest integer a call or marker may pass (far beyond any option's bounds)
+MAX_INT_BITS = 64
+
+
+def option_text(value: object, where: str, location: Location | None = None) -> str:
+    """An option value from Python (``set_vm_*`` call, marker) as the cfg would hold it:
+    bool -> yes/no, int -> decimal, str as is. ConfigError (``where`` names the option) for
+    an integer too large to be any option's value or any other type."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        if value.bit_length() > MAX_INT_BITS:
+            raise ConfigError(f"{where}: integer of {value.bit_length()} bits is too large "
+                              "for any option", location)
+        return str(value)
+    if isinstance(value, str):
+        return value
+    raise ConfigError(f"{where}: value {value!r} has type {type(value).__name__}; "
+                      "allowed: str, int, bool", location)
 
 
 def check_value(opt: Opt, value: str) -> str | None:
@@ -110,6 +121,10 @@ def check_entry(key: str, entry: RawEntry, rep: Report) -> dict[str, str] | None
     for name, value in opts.items():
         if name in schema.legacy:
             if key == "disk" and name == "type":
+                bad = check_value(valid["opt_format"], value) if value else "empty value"
+                if bad is not None:
+                    rep.error(loc, f"type (read as opt_format): {bad}")
+                    continue
                 rep.warn(loc, f"disk type={value} read as opt_format={value}")
                 out.setdefault("opt_format", value)
             else:
@@ -120,9 +135,10 @@ def check_entry(key: str, entry: RawEntry, rep: Report) -> dict[str, str] | None
             rep.error(loc, f"unknown option {name!r} for {what}; valid: "
                            f"{_names(list(valid))}")
             continue
-        if key == "monitor" and name == "path" and value == "":
-            continue
         bad = check_value(opt, value)
+        if bad is None and value == "":
+            bad = "empty value; leave the option out" + (
+                f" for its default ({opt.default})" if opt.default is not None else "")
         if bad is not None:
             rep.error(loc, f"{name}: {bad}")
             continue
@@ -137,4 +153,4 @@ def check_entry(key: str, entry: RawEntry, rep: Report) -> dict[str, str] | None
     return out
 
 
-__all__ = ["RawEntry", "Report", "check_entry", "check_value"]
+__all__ = ["MAX_INT_BITS", "RawEntry", "Report", "check_entry", "check_value", "option_text"]

@@ -10,7 +10,8 @@ byte-identical. Boot profiles (see ``GuestImage``): "fast" boots ``vmlinux`` (PV
 
 The guest: busybox init, the e1000 at PCI 00:1f.0 renamed ``host_connect`` and configured by
 DHCP, every other NIC's link up, ``/dev/virtio-ports/<name>`` links, qemu-ga on
-``org.qemu.guest_agent.0``, an SSH server on port 22 (root / tester), full iproute2 ``ip``
+``org.qemu.guest_agent.0``, an SSH server on port 22 (root; no password until the runtime sets
+one through the agent, see ``qemu/access.py``), full iproute2 ``ip``
 in root's shell, and modules for e1000, virtio (pci, net, console, blk, rng), vxlan, veth,
 tun, 8021q, bridge and ext4 loadable with ``modprobe``, hugetlbfs at ``/dev/hugepages``.
 

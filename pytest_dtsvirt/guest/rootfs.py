@@ -188,6 +188,7 @@ def base_tree(ssh: str, hostkeys: Mapping[str, bytes]) -> dict[str, Node]:
         "etc/passwd": Node.file(guest_file("passwd")),
         "etc/group": Node.file(guest_file("group")),
         "etc/shadow": Node.file(guest_file("shadow"), 0o600),
+        "usr/sbin/chpasswd": Node.file(guest_file("chpasswd"), 0o755),
         "etc/shells": Node.file(guest_file("shells")),
         "etc/hosts": Node.file(guest_file("hosts")),
         "etc/hostname": Node.file(b"dtsvirt-guest\n"),

@@ -221,23 +221,27 @@ def control_args(spec: VmSpec, p: Placement) -> list[str]:
 
 #: how far qemu may move up from the requested VNC display to find a free one
 VNC_DISPLAY_RANGE = 100
+#: the first display tried for ``vnc`` without ``displayNum`` (TCP port 5900 + display)
+VNC_BASE_DISPLAY = 0
 
 
 def display_args(spec: VmSpec, p: Placement) -> list[str]:
-    """VNC on 127.0.0.1 (or the configured listen address), else no display.
+    """No display unless the cfg asks for ``vnc``; then VNC on 127.0.0.1 (or the configured
+    listen address) with ``password=on``: no client gets in until the runtime sets a random
+    password through QMP ``set_password``.
 
-    ``to=`` lets qemu take the first free display from the requested one up: two VMs (or
-    two xdist workers) with the same ``displayNum`` never collide, and the display really
-    used is read back through QMP ``query-vnc``."""
+    ``to=`` lets qemu take the first free display from the requested one (``displayNum``,
+    else the placement's, else :data:`VNC_BASE_DISPLAY`) up: two VMs (or two xdist
+    workers) never collide. The runtime reads the display really used back through QMP
+    ``query-vnc`` and logs it, with a warning when it is not the requested one."""
     if spec.vnc is None:
         return ["-display", "none"]
-    display = spec.vnc.display if spec.vnc.display is not None else p.vnc_display
-    if display is None:
-        raise ConfigError("vnc without displayNum needs a display leased by the runtime",
-                          Location(key="vnc"))
+    display = next(d for d in (spec.vnc.display, p.vnc_display, VNC_BASE_DISPLAY)
+                   if d is not None)
     host = spec.vnc.listen
     host = f"[{host}]" if ":" in host else host
-    return ["-vga", "std", "-vnc", f"{host}:{display},to={display + VNC_DISPLAY_RANGE}"]
+    return ["-vga", "std",
+            "-vnc", f"{host}:{display},to={display + VNC_DISPLAY_RANGE},password=on"]
 
 
 def migration_args(spec: VmSpec, p: Placement) -> list[str]:
@@ -258,11 +262,12 @@ GROUPS: tuple[Callable[[VmSpec, Placement], list[str]], ...] = (
 
 def build_argv(spec: VmSpec, placement: Placement) -> list[str]:
     """The full qemu argv (binary first). ConfigError when the placement cannot serve the
-    spec (hugepages without hugetlbfs, vnc without a display)."""
+    spec (hugepages without hugetlbfs)."""
     argv = [placement.qemu]
     for group in GROUPS:
         argv += group(spec, placement)
     return argv
 
 
-__all__ = ["GROUPS", "QGA_PORT_NAME", "build_argv", "cpu_model", "drive", "notes", "q"]
+__all__ = ["GROUPS", "QGA_PORT_NAME", "VNC_BASE_DISPLAY", "VNC_DISPLAY_RANGE", "build_argv",
+           "cpu_model", "drive", "notes", "q"]

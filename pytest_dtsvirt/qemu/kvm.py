@@ -12,40 +12,45 @@
 accelerator, makes a private run dir on the DUT, starts qemu under a supervisor that ends it
 if we die, then climbs the readiness ladder: QMP -> agent -> ``host_connect`` address -> SSH.
 Any failure (or Ctrl-C) tears down what was started and raises ``VmStartError`` carrying the
-diagnostics. Teardown escalates: guest ``kill_all`` -> agent powerdown -> QMP ``quit`` ->
-SIGTERM -> SIGKILL, each step bounded.
+diagnostics. ``stop()`` works in stages (courtesy: guest ``kill_all``, agent powerdown;
+soft: QMP ``quit``, SIGTERM; hard: SIGKILL; post: close, remove the run dir), each step
+bounded. A VM whose qemu died, stopped or lost its DUT link while in use says so wherever it
+is touched (guest session, ``qmp``, ``agent``) and ``stop()`` raises :class:`VmDied`.
 """
 
 from __future__ import annotations
 
 import logging
 import shlex
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pytest_dtsvirt import hypervisor
+from pytest_dtsvirt import hypervisor, secret
 from pytest_dtsvirt.config.load import VmParams, call_origin, load_vm_params
 from pytest_dtsvirt.errors import (
+    AgentReplyError,
     ConfigError,
     DtsvirtError,
     Fatal,
     GuestAuthError,
     NotYet,
+    VmDied,
     VmError,
     VmStartError,
 )
 from pytest_dtsvirt.hypervisor import Hypervisor, VmOptions
 from pytest_dtsvirt.qemu import accel as accel_mod
 from pytest_dtsvirt.qemu import guestboot
+from pytest_dtsvirt.qemu.access import Access
 from pytest_dtsvirt.qemu.argv import build_argv
 from pytest_dtsvirt.qemu.placement import Placement
 from pytest_dtsvirt.qemu.qga import GuestAgent
 from pytest_dtsvirt.qemu.qmp import Qmp
-from pytest_dtsvirt.runtime import rundir
+from pytest_dtsvirt.qemu.teardown import StagedTeardown
+from pytest_dtsvirt.runtime import rundir, workdir
 from pytest_dtsvirt.runtime.ladder import Ladder
-from pytest_dtsvirt.runtime.supervisor import Supervised, start_supervised
+from pytest_dtsvirt.runtime.supervisor import Supervised, describe_status, start_supervised
 from pytest_dtsvirt.session.base import Session
 from pytest_dtsvirt.session.dut import Dut, VmDut
 
@@ -55,11 +60,9 @@ CONSOLE_TAIL_LINES = 60
 #: default bound of each QMP and guest agent call once the VM runs
 QMP_TIMEOUT_S = 10.0
 AGENT_TIMEOUT_S = 10.0
-#: how long teardown gives the guest's own kill_all before powering the VM down anyway
-GUEST_COURTESY_S = 10.0
 
 
-class QEMUKvm(Hypervisor):
+class QEMUKvm(StagedTeardown, Hypervisor):
     """A qemu/KVM (or TCG) VM of a suite on a DUT. See the module docstring."""
 
     def __init__(self, dut: Dut, vm_name: str, suite: str,
@@ -83,9 +86,12 @@ class QEMUKvm(Hypervisor):
         self._pt_hosts: dict[str, str] = {}  # pt_N -> host PCI address of passthrough N
         self.accel_reason = ""
         self._stopped = False
+        self._stopping = False  # teardown began: qemu ending is expected from now on
         self._kept = False
         #: this VM's own connection to the DUT for its long-lived channels (see _open_link)
         self._link: Dut | None = None
+        #: the guest login and VNC, with their secrets (in memory; see qemu/access.py)
+        self._access = Access(vm_name)
 
     # -- configuration ------------------------------------------------------------------
     def set_vm_param(self, key: str, **options: str) -> None:
@@ -107,15 +113,24 @@ class QEMUKvm(Hypervisor):
 
     @property
     def agent(self) -> GuestAgent:
+        """The guest agent client; VmDied when the VM died."""
+        self._raise_if_dead()
         if self._agent is None:
             raise VmError(f"{self.vm_name}: the guest agent is not connected")
         return self._agent
 
     @property
     def qmp(self) -> Qmp:
+        """The QMP client; VmDied when the VM died."""
+        self._raise_if_dead()
         if self._qmp is None:
             raise VmError(f"{self.vm_name}: QMP is not connected")
         return self._qmp
+
+    def _raise_if_dead(self) -> None:
+        cause = self.death_reason()
+        if cause is not None:
+            raise VmDied(f"{self.vm_name}: {cause}")
 
     @property
     def run_dir(self) -> str | None:
@@ -125,6 +140,11 @@ class QEMUKvm(Hypervisor):
     def hostfwd_port(self) -> int | None:
         """The DUT-loopback port forwarded to the guest's SSH port."""
         return self._hostfwd_port
+
+    @property
+    def vnc_display(self) -> int | None:
+        """The VNC display qemu took (None: no VNC); its password is set per VM."""
+        return self._access.vnc_display
 
     @property
     def monitor_socket(self) -> str | None:
@@ -171,11 +191,16 @@ class QEMUKvm(Hypervisor):
         if self.accel_reason:
             log.info("%s: %s", self.vm_name, self.accel_reason)
         if spec.uses_default_guest:
+            if not self.dut.config.is_local:  # the guest is staged in the work dir: ours?
+                workdir.ensure_workdir(session, self.dut.config.workdir)
             spec = guestboot.with_default_guest(spec, self.dut, self.options.cache_dir,
                                                 self.options.guest_ssh)
         hugepage_dir = guestboot.hugepage_dir(session, spec) if spec.mem.hugepage else None
         self._run_dir = rundir.make_run_dir(session, self.dut.config.workdir, self.vm_name,
                                             self.options.run_id or rundir.current_run_id())
+        full = rundir.space_problem(session, self._run_dir)
+        if full is not None:
+            raise VmStartError(f"{self.vm_name}: {full}")
         self._placement = placement = Placement(
             run_dir=self._run_dir, accel=accel, hostfwd_port=0,
             vnc_display=spec.vnc.display if spec.vnc else None,
@@ -188,7 +213,8 @@ class QEMUKvm(Hypervisor):
         self._argv = argv
         log.info("%s: starting qemu on %s (%s): %s", self.vm_name, session.name, accel,
                  shlex.join(argv))
-        ladder = Ladder(self.vm_name, budget, self._qemu_exit_reason)
+        ladder = Ladder(self.vm_name, budget, self._qemu_exit_reason,
+                        console=lambda: self._read_run_file(lambda p: p.console_log))
         link = self._open_link()
         self._proc = start_supervised(link, argv, self._run_dir)
         proc = self._proc
@@ -196,17 +222,21 @@ class QEMUKvm(Hypervisor):
         self._qmp = ladder.phase("qmp", lambda: Qmp(link.open_unix(
             placement.qmp_socket, ladder.attempt_timeout(2)), timeout=ladder.attempt_timeout(5)))
         self._qmp.timeout = QMP_TIMEOUT_S  # the handshake had the boot budget; calls get this
+        if spec.vnc is not None:
+            self._access.setup_vnc(self._qmp.command, spec.vnc.display)
         if pins:
             self._pin_vcpus(pins)
             self._qmp.cont()
         self._hostfwd_port = self._read_hostfwd_port()
         self._agent = ladder.phase("agent", lambda: self._agent_probe(ladder))
         self._agent.timeout = AGENT_TIMEOUT_S
+        self._set_guest_password(spec, ladder)
         ladder.phase("host_connect", lambda: self._host_connect_probe(ladder))
         self.pci_maps = self._qmp.pci_map()
         guest_session = ladder.phase("ssh", lambda: self._ssh_probe(spec, ladder))
         self._timings = dict(ladder.timings)
         self._timings["total"] = round(time.monotonic() - ladder.started, 3)
+        guest_session.fault_hint = self.fault
         self._vm_dut = VmDut(guest_session, self._guest_config(spec), vm=self)
         log.info("%s: ready in %.2f s (%s)", self.vm_name, self._timings["total"],
                  ", ".join(f"{k} {v:.2f}" for k, v in ladder.timings.items()))
@@ -230,7 +260,10 @@ class QEMUKvm(Hypervisor):
     def _qemu_exit_reason(self) -> str | None:
         if self._proc is None or not self._proc.exited:
             return None
-        return f"exit status {self._proc.exit_status}; qemu said: {self._qemu_log_tail(20)}"
+        why = f"exit status {self._proc.exit_status}; qemu said: {self._qemu_log_tail(20)}"
+        full = None if self._run_dir is None else rundir.space_problem(self.dut.session,
+                                                                        self._run_dir)
+        return why if full is None else f"{why}; {full}"
 
     def _pin_vcpus(self, pins: tuple[int, ...]) -> None:
         threads = self.qmp.vcpu_threads()
@@ -251,7 +284,8 @@ class QEMUKvm(Hypervisor):
     def _agent_probe(self, ladder: Ladder) -> GuestAgent:
         sock = self._open_link().open_unix(self._placement.qga_socket if self._placement else "",
                                           ladder.attempt_timeout(2))
-        agent = GuestAgent(sock, timeout=ladder.attempt_timeout(5))
+        agent = GuestAgent(sock, timeout=ladder.attempt_timeout(5),
+                           label=f"{self.vm_name} on DUT {self.dut.config.name}: guest agent")
         try:
             agent.sync(timeout=ladder.attempt_timeout(1.0))
             agent.ping(timeout=ladder.attempt_timeout(2.0))
@@ -259,6 +293,24 @@ class QEMUKvm(Hypervisor):
             agent.close()
             raise
         return agent
+
+    def _set_guest_password(self, spec: Any, ladder: Ladder) -> None:
+        """Choose the login password (see qemu/access.py); the test guest gets it through
+        the agent, whose socket only the DUT user can reach."""
+        password = self._access.choose_login(spec)
+        if not spec.uses_default_guest:
+            return
+
+        def set_password() -> None:
+            try:
+                self.agent.set_user_password(spec.login.user, password,
+                                             timeout=ladder.attempt_timeout(AGENT_TIMEOUT_S))
+            except AgentReplyError as exc:
+                raise Fatal(f"{self.vm_name}: setting the password of {spec.login.user!r} "
+                            f"in the guest failed ({exc.desc}); the test guest has the user "
+                            "root only (check the cfg's 'login = user=...')") from exc
+
+        ladder.phase("password", set_password)
 
     def _host_connect_probe(self, ladder: Ladder) -> str:
         address = self.agent.ipv4_of("host_connect", timeout=ladder.attempt_timeout(2.0))
@@ -275,7 +327,7 @@ class QEMUKvm(Hypervisor):
         try:
             return SshSession.for_guest(
                 name=f"{self.vm_name}@{self.dut.config.name}", sock=sock,
-                user=spec.login.user, password=spec.login.password,
+                user=spec.login.user, password=self._access.password,
                 timeout=ladder.attempt_timeout(10))
         except GuestAuthError as exc:
             raise Fatal(f"{self.vm_name}: SSH login as {spec.login.user!r} refused: {exc} "
@@ -291,6 +343,8 @@ class QEMUKvm(Hypervisor):
         """Leave the VM running after this process ends; returns how to reach it."""
         if self._proc is not None:
             self._proc.keep()
+        if self._run_dir is not None:
+            self._access.write_files(self.dut.session.write_file, self._run_dir)
         self._kept = True
         self._stopped = True
         self._close_clients()
@@ -299,109 +353,17 @@ class QEMUKvm(Hypervisor):
         return reach
 
     def reach(self) -> str:
-        """How a human reaches this VM (SSH command, HMP socket, console log)."""
+        """How a human reaches this VM (SSH command, HMP socket, console log); never the
+        password itself."""
         host = self.dut.config.name
-        lines = []
-        if self._hostfwd_port:
-            via = "" if self.dut.config.is_local else f" (on the DUT {host})"
-            lines.append(f"ssh -p {self._hostfwd_port} -o StrictHostKeyChecking=no "
-                         f"-o UserKnownHostsFile=/dev/null root@127.0.0.1{via}")
+        via = "" if self.dut.config.is_local else f" (on the DUT {host})"
+        lines = self._access.reach_lines(self._hostfwd_port, via)
         if self._placement:
             lines.append(f"nc -U {self._placement.monitor_socket}   # HMP monitor")
             lines.append(f"tail -f {self._placement.console_log}   # serial console")
         if self._proc and self._proc.pid:
             lines.append(f"kill {self._proc.pid}   # qemu PID, when done")
         return "\n".join(lines)
-
-    def stop(self) -> None:
-        """Tear down: each step bounded, every step attempted; idempotent.
-
-        Guest-side steps (``kill_all``, agent powerdown) are courtesy: when they fail the
-        escalation goes on. Only a qemu that survives SIGKILL or a run dir that cannot be
-        removed is reported as a teardown error.
-        """
-        if self._stopped:
-            return
-        self._stopped = True
-        errors: list[str] = []
-        proc, session = self._proc, self.dut.session
-
-        def attempt(name: str, fn: Any) -> bool:
-            try:
-                fn()
-                return True
-            except Exception as exc:
-                log.info("%s: teardown: %s failed (%s); escalating", self.vm_name, name, exc)
-                return False
-
-        alive = proc is not None and proc.pid is not None and not proc.exited
-        if self._vm_dut is not None:
-            if alive:
-                self._bounded("guest kill_all", self._vm_dut.kill_all, GUEST_COURTESY_S)
-            # the session, not Dut.close(): that would run kill_all once more
-            attempt("closing the guest session", self._vm_dut.session.close)
-        if alive and proc is not None:
-            begin = time.monotonic()
-            if self._agent is not None and attempt("agent powerdown", self.agent.shutdown):
-                proc.wait_exit(5.0)
-            if not proc.exited and self._qmp is not None and attempt("QMP quit", self.qmp.quit):
-                proc.wait_exit(3.0)
-            for sig, grace in (("TERM", 3.0), ("KILL", 5.0)):
-                if proc.exited:
-                    break
-                attempt(f"SIG{sig}", lambda sig=sig: session.run(
-                    ["kill", f"-{sig}", str(proc.pid)], timeout=10))
-                proc.wait_exit(grace)
-            if not proc.exited:
-                errors.append(f"qemu PID {proc.pid} still running after SIGKILL")
-            log.info("%s: qemu stopped in %.2f s", self.vm_name, time.monotonic() - begin)
-        self._close_clients()
-        if proc is not None:
-            proc.release()
-        self._close_link()
-        if self._run_dir is not None and not errors:
-            try:
-                rundir.remove_run_dir(session, self._run_dir)
-            except DtsvirtError as exc:
-                errors.append(f"removing the run dir {self._run_dir}: {exc}")
-        if errors:
-            raise VmError(f"{self.vm_name}: teardown problems: " + "; ".join(errors))
-
-    def _bounded(self, name: str, fn: Any, seconds: float) -> None:
-        """Run a courtesy step for at most ``seconds``: a hung guest (its SSH link still up
-        through slirp) must not hold up the teardown. Closing the guest session afterwards
-        unblocks a step left behind."""
-        done = threading.Event()
-
-        def run() -> None:
-            try:
-                fn()
-            except Exception as exc:
-                log.info("%s: teardown: %s failed (%s); escalating", self.vm_name, name, exc)
-            finally:
-                done.set()
-
-        threading.Thread(target=run, daemon=True, name=f"dtsvirt-{name}").start()
-        if not done.wait(seconds):
-            log.info("%s: teardown: %s did not finish in %g s; escalating", self.vm_name,
-                     name, seconds)
-
-    def _close_link(self) -> None:
-        if self._link is not None:
-            try:
-                self._link.session.close()
-            except Exception as exc:  # closing is best effort
-                log.debug("%s: closing the VM's DUT connection: %s", self.vm_name, exc)
-            self._link = None
-
-    def _close_clients(self) -> None:
-        for client in (self._agent, self._qmp):
-            if client is not None:
-                try:
-                    client.close()
-                except Exception as exc:  # closing is best effort
-                    log.debug("%s: close: %s", self.vm_name, exc)
-        self._agent = self._qmp = None
 
     # -- diagnostics --------------------------------------------------------------------
     def _read_run_file(self, path_of: Callable[[Placement], str]) -> str:
@@ -412,6 +374,10 @@ class QEMUKvm(Hypervisor):
             return self.dut.session.read_file(path_of(self._placement)).decode(errors="replace")
         except DtsvirtError:
             return ""
+
+    def _console_tail(self, lines: int) -> str:
+        text = self._read_run_file(lambda p: p.console_log).strip()
+        return "\n".join(text.splitlines()[-lines:]) or "(empty)"
 
     def _qemu_log_tail(self, lines: int) -> str:
         text = self._read_run_file(lambda p: p.qemu_log).strip()
@@ -427,8 +393,10 @@ class QEMUKvm(Hypervisor):
             console = self._read_run_file(lambda p: p.console_log).splitlines()
             diag["console tail"] = "\n".join(console[-CONSOLE_TAIL_LINES:]) or "(empty)"
         if self._proc is not None and self._proc.exited:
-            diag["qemu exit status"] = str(self._proc.exit_status)
-        if self._qmp is not None:
+            diag["qemu exit status"] = (
+                f"{self._proc.exit_status} ({describe_status(self._proc.exit_status)})"
+                if not self._proc.link_lost else "unknown: the link to the DUT dropped")
+        elif self._qmp is not None:
             try:
                 diag["qmp status"] = self._qmp.query_status()
             except Exception as exc:
@@ -441,7 +409,7 @@ class QEMUKvm(Hypervisor):
             diag["accelerator"] = self.accel_reason
         if self._kept or (self._proc is not None and not self._proc.exited):
             diag["reach"] = self.reach()
-        return diag
+        return {title: secret.mask(text) for title, text in diag.items()}
 
 
     def _guest_state(self) -> str:

@@ -23,7 +23,7 @@ class Placement:
     accel: Accel
     hostfwd_port: int  # host port forwarded to guest port 22 of the control pair
     qemu: str = DEFAULT_QEMU  # the qemu binary chosen from spec.qemu_paths
-    vnc_display: int | None = None  # leased display when the spec has vnc without displayNum
+    vnc_display: int | None = None  # first display tried when the spec's vnc has no displayNum
     hugepage_dir: str | None = None  # hugetlbfs mount on the DUT (needed for mem hugepage=yes)
 
     def _path(self, name: str) -> str:

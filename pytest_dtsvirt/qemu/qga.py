@@ -106,9 +106,12 @@ class GuestAgent(SocketClient):
     connect_error = AgentError
     connect_what = "guest agent socket"
 
-    def __init__(self, sock: socket.socket, timeout: float = 10.0) -> None:
+    def __init__(self, sock: socket.socket, timeout: float = 10.0,
+                 label: str = "guest agent") -> None:
         self._sock = sock
         self.timeout = timeout
+        #: starts every error message: which agent (e.g. ``vm0 on DUT local: guest agent``)
+        self.label = label
         self._buf = b""
         self._synced = False
         self._closed = False
@@ -126,34 +129,34 @@ class GuestAgent(SocketClient):
             self._sock.sendall(data)
         except TimeoutError as exc:
             self._synced = False
-            raise AgentTimeout("guest agent: timed out sending a request") from exc
+            raise AgentTimeout(f"{self.label}: timed out sending a request") from exc
         except OSError as exc:
             self._synced = False
-            raise AgentError(f"guest agent: connection lost while sending: {exc}") from exc
+            raise AgentError(f"{self.label}: connection lost while sending: {exc}") from exc
 
     def _fill(self, deadline: float, what: str) -> None:
         """Read one chunk into the buffer, bounded by ``deadline``."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             self._synced = False
-            raise AgentTimeout(f"guest agent: no answer to {what}")
+            raise AgentTimeout(f"{self.label}: no answer to {what}")
         self._sock.settimeout(remaining)
         try:
             chunk = self._sock.recv(65536)
         except TimeoutError as exc:
             self._synced = False
-            raise AgentTimeout(f"guest agent: no answer to {what}") from exc
+            raise AgentTimeout(f"{self.label}: no answer to {what}") from exc
         except OSError as exc:
             self._synced = False
-            raise AgentError(f"guest agent: connection lost waiting for {what}: {exc}") from exc
+            raise AgentError(f"{self.label}: connection lost waiting for {what}: {exc}") from exc
         if not chunk:
             self._synced = False
-            raise AgentError(f"guest agent: connection closed (EOF) waiting for {what}")
+            raise AgentError(f"{self.label}: connection closed (EOF) waiting for {what}")
         self._buf += chunk
         if len(self._buf) > _MAX_LINE:
             self._buf = b""
             self._synced = False
-            raise AgentError(f"guest agent: reply to {what} exceeds {_MAX_LINE} bytes")
+            raise AgentError(f"{self.label}: reply to {what} exceeds {_MAX_LINE} bytes")
 
     def _readline(self, deadline: float, what: str) -> bytes:
         while b"\n" not in self._buf:
@@ -210,7 +213,7 @@ class GuestAgent(SocketClient):
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AgentTimeout(f"guest agent: not answering after {timeout:g} s")
+                raise AgentTimeout(f"{self.label}: not answering after {timeout:g} s")
             try:
                 self.sync(min(attempt, remaining))
                 return time.monotonic() - start
@@ -236,7 +239,7 @@ class GuestAgent(SocketClient):
             reply = None
         if not isinstance(reply, dict) or not ("return" in reply or "error" in reply):
             self._synced = False
-            raise AgentError(f"guest agent: unexpected reply to {name}: {line[:300]!r}")
+            raise AgentError(f"{self.label}: unexpected reply to {name}: {line[:300]!r}")
         if "error" in reply:
             err = reply["error"] if isinstance(reply["error"], dict) else {}
             raise AgentReplyError(name, str(err.get("class", "?")), str(err.get("desc", "")))
@@ -263,6 +266,15 @@ class GuestAgent(SocketClient):
                 return iface.ipv4[0]
         return None
 
+    def set_user_password(self, user: str, password: str,
+                          timeout: float | None = None) -> None:
+        """``guest-set-user-password``: the guest runs ``chpasswd`` for ``user``. The
+        password travels base64-encoded over the private agent socket, never logged."""
+        encoded = base64.b64encode(password.encode()).decode()
+        self.command("guest-set-user-password",
+                     {"username": user, "password": encoded, "crypted": False},
+                     timeout=timeout)
+
     def shutdown(self, mode: str = "powerdown", timeout: float | None = None) -> None:
         """``guest-shutdown``; returns once the request is sent (the agent never answers).
 
@@ -285,7 +297,7 @@ class GuestAgent(SocketClient):
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AgentTimeout(f"guest agent: connection still open after {timeout:g} s")
+                raise AgentTimeout(f"{self.label}: connection still open after {timeout:g} s")
             self._sock.settimeout(remaining)
             try:
                 if not self._sock.recv(65536):
@@ -310,8 +322,8 @@ class GuestAgent(SocketClient):
         status = self._wait_exited(pid, deadline)
         if status is None:
             outcome = self._kill(pid)
-            raise AgentTimeout(f"guest-exec {list(argv)!r}: still running after {limit:g} s "
-                               f"(pid {pid}); {outcome}")
+            raise AgentTimeout(f"{self.label}: guest-exec {list(argv)!r}: still running "
+                               f"after {limit:g} s (pid {pid}); {outcome}")
         return _exec_result(status)
 
     def _start(self, argv: Sequence[str], input: bytes | None, deadline: float) -> int:

@@ -1,7 +1,8 @@
 """Private per-VM run directories on a DUT, and the reaper of crashed runs' leftovers.
 
-Every VM gets ``<workdir>/dtsvirt-<run id>-<vm>-XXXXXX`` (mode 0700, made by ``mktemp -d``)
-for its sockets, pidfile, logs and console. The supervisor (see ``supervisor.py``) writes
+Every VM gets ``<workdir>/dtsvirt-<run id>-<vm>-XXXXXX`` (mode 0700, made by ``mktemp -d``
+in a work dir checked to be ours alone, see ``workdir.py``) for its sockets, pidfile, logs
+and console. The supervisor (see ``supervisor.py``) writes
 ``supervisor.pid`` there. A run dir whose supervisor is gone belongs to a crashed run: the
 reaper kills its qemu, but only after checking that the PID's command line names that very
 run dir (PIDs get reused), and removes the directory. Nothing else is ever touched.
@@ -16,6 +17,7 @@ import time
 import uuid
 
 from pytest_dtsvirt.errors import SessionError
+from pytest_dtsvirt.runtime.workdir import check_workdir, make_run_dir_in
 from pytest_dtsvirt.session.base import Session
 
 log = logging.getLogger("pytest_dtsvirt")
@@ -40,17 +42,53 @@ _RUN_ID: str | None = None
 
 
 def make_run_dir(session: Session, workdir: str, vm_name: str, run_id: str) -> str:
-    """Create a private run dir for one VM on the session's host; return its path."""
+    """Create a private run dir for one VM on the session's host; return its path.
+
+    The work dir is created or accepted only when it is ours alone (see
+    :mod:`pytest_dtsvirt.runtime.workdir`; :class:`UnsafeWorkdir` otherwise), then the run
+    dir is made in it atomically by ``mktemp -d`` (mode 0700)."""
     safe_vm = _SAFE_NAME.sub("_", vm_name)[:20]
-    session.run(["mkdir", "-p", "-m", "0700", workdir], check=True, timeout=20)
-    template = f"{workdir.rstrip('/')}/{RUN_DIR_PREFIX}{run_id}-{safe_vm}-XXXXXX"
-    result = session.run(["mktemp", "-d", template], check=True, timeout=20)
-    path = result.stdout.strip()
+    safe_run = _SAFE_NAME.sub("_", run_id)[:32]
+    path = make_run_dir_in(session, workdir, f"{RUN_DIR_PREFIX}{safe_run}-{safe_vm}-XXXXXX")
     if len(path) > 80:  # unix socket paths are limited to 107 bytes
         session.run(["rm", "-rf", "--", path], timeout=20)
         raise SessionError(f"DUT workdir {workdir!r} is too long for unix socket paths; "
                            "choose a shorter 'workdir' in the DUT config")
     return path
+
+
+#: below this much free space (or with no free inode) a run dir's filesystem counts as full:
+#: qemu needs room for its sockets, logs and the console log
+MIN_FREE_BYTES = 256 * 1024
+
+
+def parse_statfs(text: str) -> tuple[int, int] | None:
+    """``stat -f -c '%a %S %d %c'`` output -> (free bytes, free inodes) (pure); None if it
+    does not parse. A filesystem without inode counts (0 in total) gives -1 free inodes."""
+    words = text.split()
+    if len(words) != 4 or not all(w.isdigit() for w in words):
+        return None
+    avail, bsize, ffree, files = (int(w) for w in words)
+    return avail * bsize, (ffree if files else -1)
+
+
+def space_problem(session: Session, path: str) -> str | None:
+    """A sentence naming a full filesystem at ``path`` (no space or no inode left), else
+    None (also when it cannot be checked)."""
+    try:
+        res = session.run(["stat", "-f", "-c", "%a %S %d %c", "--", path], timeout=10)
+    except SessionError:
+        return None
+    parsed = parse_statfs(res.stdout) if res.ok else None
+    if parsed is None:
+        return None
+    free, inodes = parsed
+    if free < MIN_FREE_BYTES or inodes == 0:
+        inode_note = ", no inode free" if inodes == 0 else ""
+        return (f"no space left on the DUT work dir's filesystem ({path}: {free // 1024} KiB "
+                f"free{inode_note}); free space there or choose another 'workdir' in the DUT "
+                "config")
+    return None
 
 
 def remove_run_dir(session: Session, path: str) -> None:
@@ -100,6 +138,8 @@ def reap(session: Session, workdir: str) -> list[str]:
     names that run dir; a user's ``tail -f`` of the console log is never touched. Live runs
     (other workers, other sessions, kept VMs) are left alone.
     """
+    if check_workdir(session, workdir) is None:  # UnsafeWorkdir if another user owns it
+        return []
     listing = session.run(["ls", "-1", "--", workdir], timeout=20)
     if not listing.ok:
         return []

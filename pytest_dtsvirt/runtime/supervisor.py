@@ -9,25 +9,19 @@ when this process dies or the DUT connection drops, and the supervisor then ends
 SSH link never leaves a qemu, a socket or a pidfile behind. Writing ``keep`` detaches qemu
 from that watch (``--keep``, keep-on-failure).
 When qemu exits the supervisor records its status and prints ``exit N``.
+
+The transport is the session's business (:meth:`Session.start_piped`): this module never
+asks which kind of session it got, so it is tested against a fake session too.
 """
 
 from __future__ import annotations
 
-import abc
-import contextlib
-import os
-import shlex
-import subprocess
+import signal
 import threading
 from collections.abc import Sequence
-from typing import Any
 
 from pytest_dtsvirt.errors import SessionError
-from pytest_dtsvirt.session.base import Session
-from pytest_dtsvirt.session.channel import start_channel
-
-#: bound on opening the supervisor's SSH channel
-OPEN_TIMEOUT_S = 30.0
+from pytest_dtsvirt.session.base import PipedProcess, Session
 
 SUPERVISOR_SCRIPT = r"""
 exec 3<&0
@@ -50,19 +44,37 @@ echo "exit $st"
 """
 
 
-class Supervised(abc.ABC):
-    """A qemu started under the supervisor. Thread-safe status; ``pid`` is qemu's PID."""
+class Supervised:
+    """A qemu started under the supervisor. Thread-safe status; ``pid`` is qemu's PID.
 
-    def __init__(self, argv: Sequence[str], run_dir: str) -> None:
+    ``exit_status`` is qemu's status as the shell's ``wait`` gives it (``128 + N`` for a
+    signal N); ``link_lost`` is True when the supervisor's pipe ended without an ``exit``
+    line and without an exit status: the link to the DUT dropped (the supervisor then ends
+    qemu and removes the run dir on its own)."""
+
+    def __init__(self, process: PipedProcess, argv: Sequence[str], run_dir: str) -> None:
         self.argv = list(argv)
         self.run_dir = run_dir
         self.pid: int | None = None
         self.exit_status: int | None = None
+        self.link_lost = False
+        self._process = process
         self._started = threading.Event()
         self._exited = threading.Event()
         self._lock = threading.Lock()
+        threading.Thread(target=self._read, daemon=True, name="dtsvirt-supervisor").start()
 
-    # -- fed by the transport's reader thread -------------------------------------------
+    def _read(self) -> None:
+        for line in self._process.lines():
+            self._feed(line)
+        if self.exit_status is None:
+            status = self._process.exit_status()
+            if status is None:
+                self.link_lost = True
+            self._set_exit(-1 if status is None else status)
+        else:
+            self._set_exit(self.exit_status)
+
     def _feed(self, line: str) -> None:
         word, _, value = line.strip().partition(" ")
         if word == "pid" and value.isdigit():
@@ -95,105 +107,28 @@ class Supervised(abc.ABC):
 
     def keep(self) -> None:
         """Detach qemu from the watch: it keeps running after we are gone."""
-        self._write(b"keep\n")
-        self._close_stdin()
+        self._process.write(b"keep\n")
+        self._process.close_stdin()
 
     def release(self) -> None:
         """Close our end: the supervisor ends qemu if it is still running."""
-        self._close_stdin()
-
-    @abc.abstractmethod
-    def _write(self, data: bytes) -> None:
-        """Write to the supervisor's stdin (best effort)."""
-
-    @abc.abstractmethod
-    def _close_stdin(self) -> None:
-        """Close our end of the supervisor's stdin (best effort)."""
-
-
-class _LocalSupervised(Supervised):
-    def __init__(self, argv: Sequence[str], run_dir: str) -> None:
-        super().__init__(argv, run_dir)
-        self._proc = subprocess.Popen(
-            ["sh", "-c", SUPERVISOR_SCRIPT, run_dir, *argv],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            start_new_session=True,  # Ctrl-C in the terminal must not hit qemu directly
-        )
-        threading.Thread(target=self._read, daemon=True, name="dtsvirt-supervisor").start()
-
-    def _read(self) -> None:
-        assert self._proc.stdout is not None
-        for raw in self._proc.stdout:
-            self._feed(raw.decode(errors="replace"))
-        self._proc.stdout.close()
-        status = self._proc.wait()
-        self._set_exit(self.exit_status if self.exit_status is not None else status)
-
-    def _write(self, data: bytes) -> None:
-        try:
-            assert self._proc.stdin is not None
-            self._proc.stdin.write(data)
-            self._proc.stdin.flush()
-        except (BrokenPipeError, ValueError, OSError):
-            pass
-
-    def _close_stdin(self) -> None:
-        try:
-            if self._proc.stdin is not None:
-                self._proc.stdin.close()
-        except OSError:
-            pass
-
-
-class _ChannelSupervised(Supervised):
-    """Over SSH: the supervisor runs in an exec channel; its stdin is the channel."""
-
-    def __init__(self, argv: Sequence[str], run_dir: str, transport: Any) -> None:
-        super().__init__(argv, run_dir)
-        command = shlex.join(["sh", "-c", SUPERVISOR_SCRIPT, run_dir, *argv])
-        try:
-            self._chan = start_channel(transport, command, name="DUT", timeout=OPEN_TIMEOUT_S)
-        except SessionError:
-            raise
-        except Exception as exc:  # paramiko raises several unrelated types here
-            raise SessionError(f"cannot start qemu over SSH: {exc}") from exc
-        threading.Thread(target=self._read, daemon=True, name="dtsvirt-supervisor").start()
-
-    def _read(self) -> None:
-        buf = b""
-        while True:
-            try:
-                data = self._chan.recv(4096)
-            except Exception:
-                data = b""
-            if not data:
-                break
-            buf += data
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                self._feed(line.decode(errors="replace"))
-        # channel closed: either qemu exited (we saw "exit N") or the link dropped
-        self._set_exit(self.exit_status if self.exit_status is not None else -1)
-
-    # a closed or dropped channel needs no more writes: the supervisor is ending qemu
-    def _write(self, data: bytes) -> None:
-        with contextlib.suppress(Exception):
-            self._chan.sendall(data)
-
-    def _close_stdin(self) -> None:
-        with contextlib.suppress(Exception):
-            self._chan.shutdown_write()
+        self._process.close_stdin()
 
 
 def start_supervised(session: Session, argv: Sequence[str], run_dir: str) -> Supervised:
     """Start ``argv`` on the session's host under the supervisor (see module docstring)."""
-    from pytest_dtsvirt.session.local import LocalSession
-    from pytest_dtsvirt.session.ssh import SshSession
+    process = session.start_piped(["sh", "-c", SUPERVISOR_SCRIPT, run_dir, *argv])
+    return Supervised(process, argv, run_dir)
 
-    if isinstance(session, SshSession):
-        return _ChannelSupervised(argv, run_dir, session.transport)
-    if isinstance(session, LocalSession):
-        if not os.path.isdir(run_dir):
-            raise SessionError(f"run dir {run_dir} does not exist")
-        return _LocalSupervised(argv, run_dir)
-    raise SessionError(f"cannot supervise qemu over a {type(session).__name__}")
+
+def describe_status(status: int | None) -> str:
+    """``exit status 1`` or ``killed by signal 9 (SIGKILL)`` for a shell ``wait`` status."""
+    if status is None or status < 0:
+        return "exit status unknown"
+    if status > 128:
+        try:
+            name = signal.Signals(status - 128).name
+        except ValueError:
+            name = "?"
+        return f"killed by signal {status - 128} ({name})"
+    return f"exit status {status}"

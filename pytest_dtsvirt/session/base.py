@@ -17,7 +17,7 @@ import secrets
 import signal
 import socket
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Self
 
@@ -235,6 +235,30 @@ class BufferedShell(Shell):
         self._close()
 
 
+class PipedProcess(abc.ABC):
+    """A process started by :meth:`Session.start_piped` (added API): our end of its stdin
+    and its stdout as lines. Closing stdin (or this process dying, or the link to the host
+    dropping) gives the process EOF on its stdin; that is how a supervisor learns we are
+    gone. The transport (a local pipe, an SSH exec channel) is hidden behind this class."""
+
+    @abc.abstractmethod
+    def lines(self) -> Iterator[str]:
+        """The process's stdout, line by line (without the newline), until it ends."""
+
+    @abc.abstractmethod
+    def write(self, data: bytes) -> None:
+        """Write to the process's stdin (best effort: a gone process is no error)."""
+
+    @abc.abstractmethod
+    def close_stdin(self) -> None:
+        """Close our end of its stdin (best effort, idempotent)."""
+
+    @abc.abstractmethod
+    def exit_status(self) -> int | None:
+        """Once :meth:`lines` ended: the exit status, or None when it is unknown because the
+        link to the host dropped."""
+
+
 class Session(abc.ABC):
     """Commands, processes, streams and files on one host."""
 
@@ -278,6 +302,11 @@ class Session(abc.ABC):
     @abc.abstractmethod
     def shell(self) -> Shell:
         """A new interactive shell on this host."""
+
+    @abc.abstractmethod
+    def start_piped(self, argv: Sequence[str]) -> PipedProcess:
+        """Start ``argv`` on this host with its stdin and stdout piped to us (stderr is
+        dropped); no shell parses any element. SessionError if it cannot be started."""
 
     @abc.abstractmethod
     def close(self) -> None:

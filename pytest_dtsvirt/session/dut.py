@@ -106,7 +106,7 @@ class DutShell:
         try:
             out = clean_output(self._shell.expect(expected, timeout), cmd)
         except CommandTimeout as exc:
-            raise CommandTimeout(cmd, expected, timeout, exc.output) from None
+            raise CommandTimeout(cmd, expected, timeout, exc.output, exc.hint) from None
         log.debug("%s: %r -> %r", self.name, cmd, out[-2000:])
         if verify:
             status = self.send_expect("echo $?", expected, timeout).strip()

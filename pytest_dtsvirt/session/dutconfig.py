@@ -28,6 +28,8 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from pytest_dtsvirt import secret
+from pytest_dtsvirt.config.kinds import ascii_int, control_chars, shown
 from pytest_dtsvirt.config.model import DEFAULT_QEMU
 from pytest_dtsvirt.errors import ConfigError, Location
 
@@ -45,6 +47,8 @@ IGNORED_LEGACY = frozenset({
     "os", "dut_arch", "dut_cores", "bypass_core0", "tester_ip", "tester_passwd",
     "pktgen_group", "ixia_group", "snapshot_load_side", "dut_port_ctl",
 })
+MAX_MEMORY_CHANNELS = 64
+_INLINE_COMMENT = re.compile(r"\s[;#]")
 _TRUE = {"yes", "true", "on", "1"}
 _FALSE = {"no", "false", "off", "0"}
 
@@ -66,6 +70,7 @@ class DutConfig:
     memory_channels: int = DEFAULT_MEMORY_CHANNELS
 
     def __post_init__(self) -> None:
+        secret.register(self.password)
         if not self.workdir:
             object.__setattr__(self, "workdir", f"/tmp/dtsvirt-{self.login}")
 
@@ -96,40 +101,61 @@ def guest_dut_config(name: str, user: str, password: str | None = None,
 
 
 def _convert(key: str, value: str, loc: Location) -> object:
+    if (bad := control_chars(value)) is not None:
+        raise ConfigError(bad, loc)
+    if key != "password" and _INLINE_COMMENT.search(value):
+        raise ConfigError(f"{shown(value)}: inline comments are not supported (a ';' or '#' after "
+                          "a space would be part of the value); put the comment on a line "
+                          "of its own", loc)
     if key == "port":
-        if not value.isdigit() or not 0 < int(value) < 65536:
-            raise ConfigError(f"must be a number 1-65535, not {value!r}", loc)
-        return int(value)
+        port = ascii_int(value, 1, 65535)
+        if port is None:
+            raise ConfigError(f"must be a number 1-65535, not {shown(value)}", loc)
+        return port
     if key == "memory_channels":
-        if not value.isdigit() or int(value) < 1:
-            raise ConfigError(f"must be a positive number, not {value!r}", loc)
-        return int(value)
+        channels = ascii_int(value, 1, MAX_MEMORY_CHANNELS)
+        if channels is None:
+            raise ConfigError(f"must be a positive number up to {MAX_MEMORY_CHANNELS}, "
+                              f"not {shown(value)}", loc)
+        return channels
     if key == "host_key_check":
         if value.lower() in _TRUE:
             return True
         if value.lower() in _FALSE:
             return False
-        raise ConfigError(f"must be yes or no, not {value!r}", loc)
-    if key in ("key", "known_hosts"):
-        return os.path.expanduser(value)
+        raise ConfigError(f"must be yes or no, not {shown(value)}", loc)
     if not value and key not in ("password",):
         raise ConfigError("empty value", loc)
+    if key in ("host", "user") and any(c.isspace() for c in value):
+        raise ConfigError(f"{shown(value)}: a {key} name has no spaces", loc)
+    if key in ("key", "known_hosts"):
+        return os.path.expanduser(value)
     return value
 
 
 def parse_dut_configs(text: str, filename: str = "<string>") -> list[DutConfig]:
-    """Parse DUT config text (pure); ConfigError with file:line for every problem."""
+    """Parse DUT config text (pure); ConfigError with file:line for every problem.
+
+    As in ConfigParser, a comment is a whole line starting with ``#`` or ``;``; there are no
+    inline comments, so a value with `` ;`` or `` #`` after a space is refused (a comment
+    written after a value would otherwise become part of it), except for ``password``, which
+    is the rest of the line verbatim. Control characters are refused; a leading UTF-8
+    byte-order mark is skipped."""
     problems: list[ConfigError] = []
     sections: list[tuple[str, int, dict[str, object]]] = []
     seen_sections: dict[str, int] = {}
     seen_keys: dict[str, int] = {}
     current: dict[str, object] | None = None
     section = None
-    for lineno, raw in enumerate(text.splitlines(), 1):
+    lines = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    for lineno, raw in enumerate(lines, 1):
         line = raw.strip()
         if not line or line[0] in "#;":
             continue
         loc = Location(filename, lineno, section)
+        if (bad := control_chars(raw.replace("\t", " "))) is not None:
+            problems.append(ConfigError(bad, loc))
+            continue
         header = re.fullmatch(r"\[([^\]]+)\]", line)
         if header:
             section = header.group(1).strip()
@@ -162,6 +188,8 @@ def parse_dut_configs(text: str, filename: str = "<string>") -> list[DutConfig]:
             problems.append(ConfigError(f"duplicate key (first at line {seen_keys[name]})", loc))
             continue
         seen_keys[name] = lineno
+        if name == "password":
+            secret.register(value)
         try:
             current[name] = _convert(name, value, loc)
         except ConfigError as exc:
@@ -181,10 +209,17 @@ def parse_dut_configs(text: str, filename: str = "<string>") -> list[DutConfig]:
 def load_dut_configs(path: str) -> list[DutConfig]:
     """Read and parse a DUT config file; ConfigError if it cannot be read or is wrong."""
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
+        with open(path, "rb") as f:
+            data = f.read()
     except OSError as exc:
         raise ConfigError(f"cannot read DUT config: {exc.strerror}", Location(path))
+    except ValueError as exc:  # a NUL in the path
+        raise ConfigError(f"cannot read DUT config: {exc}", Location(repr(path)))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"not UTF-8 text (byte {exc.start})", Location(path, line))
     return parse_dut_configs(text, path)
 
 

@@ -8,7 +8,7 @@ import shutil
 import signal
 import socket
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import pexpect
 
@@ -16,6 +16,7 @@ from pytest_dtsvirt.errors import SessionError
 from pytest_dtsvirt.session.base import (
     BufferedShell,
     CommandResult,
+    PipedProcess,
     Session,
     Shell,
     raise_on_failure,
@@ -60,6 +61,38 @@ class LocalShell(BufferedShell):
     def _close(self) -> None:
         with contextlib.suppress(Exception):
             self._child.close(force=True)
+
+
+class LocalPiped(PipedProcess):
+    """A local child in its own session (a Ctrl-C in the terminal must not reach it)."""
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        try:
+            self._proc = subprocess.Popen(
+                list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL, start_new_session=True)
+        except OSError as exc:
+            raise SessionError(f"local: cannot start {list(argv)!r}: {exc}") from None
+
+    def lines(self) -> Iterator[str]:
+        assert self._proc.stdout is not None
+        with self._proc.stdout:
+            for raw in self._proc.stdout:
+                yield raw.decode(errors="replace").rstrip("\n")
+
+    def write(self, data: bytes) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            assert self._proc.stdin is not None
+            self._proc.stdin.write(data)
+            self._proc.stdin.flush()
+
+    def close_stdin(self) -> None:
+        with contextlib.suppress(OSError):
+            if self._proc.stdin is not None:
+                self._proc.stdin.close()
+
+    def exit_status(self) -> int | None:
+        return self._proc.wait()
 
 
 class LocalSession(Session):
@@ -133,6 +166,9 @@ class LocalSession(Session):
             shutil.copyfile(remote_path, local_path)
         except OSError as exc:
             raise SessionError(f"{self.name}: cannot copy {remote_path} to {local_path}: {exc}")
+
+    def start_piped(self, argv: Sequence[str]) -> PipedProcess:
+        return LocalPiped([str(a) for a in argv])
 
     def shell(self) -> Shell:
         shell = LocalShell()

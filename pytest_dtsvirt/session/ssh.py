@@ -25,14 +25,15 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import paramiko
 
-from pytest_dtsvirt.errors import GuestAuthError, SessionError
+from pytest_dtsvirt.errors import CommandTimeout, GuestAuthError, SessionError
 from pytest_dtsvirt.session.base import (
     BufferedShell,
     CommandResult,
+    PipedProcess,
     Session,
     Shell,
     raise_on_failure,
@@ -41,6 +42,8 @@ from pytest_dtsvirt.session.channel import Pty, start_channel
 from pytest_dtsvirt.session.relay import Relay
 
 log = logging.getLogger(__name__)
+#: a bound on opening the channel of start_piped
+PIPED_OPEN_TIMEOUT_S = 30.0
 #: a bound on each SFTP request (read_file, write_file, put, get)
 SFTP_TIMEOUT_S = 60.0
 
@@ -56,7 +59,10 @@ _RUN_WRAPPER = 'IFS= read -r _ || exit 0; echo "$$" >&2; exec "$@"'
 # the go line, so a shell request dropbear did not confirm never prints. (Socket relays use
 # _RUN_WRAPPER with socat.)
 _SHELL_WRAPPER = shlex.join(["sh", "-c", 'IFS= read -r _ || exit 0; exec "${SHELL:-/bin/sh}" -l'])
-# Characters with a meaning in socat address syntax; such paths are refused, not escaped.
+# Relays stdin/stdout to the unix socket "$2" in directory "$1" (both positional: no shell
+# parses them; socat sees the file name only).
+_SOCAT_IN_DIR = 'cd -- "$1" || exit 1; exec socat -d -d - "UNIX-CONNECT:$2"'
+# Characters with a meaning in socat address syntax; a socket *name* with one is refused.
 _SOCAT_UNSAFE = re.compile(r"[\s,:!\"'\\(){}\[\]]")
 
 
@@ -75,6 +81,16 @@ class SshShell(BufferedShell):
         except Exception:
             self.close()
             raise
+
+    def expect(self, pattern: str, timeout: float) -> str:
+        try:
+            return super().expect(pattern, timeout)
+        except CommandTimeout as exc:
+            hint = self._session.fault(wait=0.0)
+            if not hint:
+                raise
+            raise CommandTimeout(exc.command, exc.expected, exc.timeout, exc.output,
+                                 hint) from None
 
     def _write(self, data: bytes) -> None:
         with self._session._errors("write to the shell"):
@@ -109,6 +125,45 @@ class SshShell(BufferedShell):
             self._chan.close()
 
 
+class SshPiped(PipedProcess):
+    """A process in an exec channel: the channel is its stdin and stdout; a dropped link
+    closes the channel, which the process on the host reads as EOF."""
+
+    def __init__(self, chan: paramiko.Channel) -> None:
+        self._chan = chan
+
+    def lines(self) -> Iterator[str]:
+        buf = b""
+        while True:
+            try:
+                data = self._chan.recv(4096)
+            except Exception:  # paramiko raises several unrelated types on a dead link
+                data = b""
+            if not data:
+                break
+            buf += data
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                yield line.decode(errors="replace")
+        if buf:
+            yield buf.decode(errors="replace")
+
+    def write(self, data: bytes) -> None:
+        with contextlib.suppress(Exception):
+            self._chan.sendall(data)
+
+    def close_stdin(self) -> None:
+        with contextlib.suppress(Exception):
+            self._chan.shutdown_write()
+
+    def exit_status(self) -> int | None:
+        # paramiko sets -1 on every channel of a dropped connection: no status came
+        if not self._chan.status_event.wait(2.0):
+            return None
+        status = self._chan.exit_status
+        return None if status == -1 else int(status)
+
+
 class SshSession(Session):
     """A host reached over SSH with key or password authentication.
 
@@ -124,6 +179,9 @@ class SshSession(Session):
                  name: str | None = None, _guest: bool = False) -> None:
         self.host, self.port, self.user = host, port, user
         self.name = name or f"{user}@{host}:{port}"
+        #: says why the host cannot answer (``hint(wait_seconds)``), e.g. that a guest's
+        #: qemu died; appended to "connection lost" and timeout errors
+        self.fault_hint: Callable[[float], str | None] | None = None
         self._closed = False
         self._relays: list[Relay] = []
         self._shells: list[SshShell] = []
@@ -210,11 +268,28 @@ class SshSession(Session):
         SessionError when the connection is closed or lost."""
         return self._transport_ok()
 
+    def fault(self, wait: float = 1.5) -> str | None:
+        """What :attr:`fault_hint` says about the host (e.g. "qemu died: ..."), or None."""
+        if self.fault_hint is None:
+            return None
+        try:
+            return self.fault_hint(wait)
+        except Exception as exc:  # a hint must never hide the error it explains
+            log.debug("%s: fault hint failed: %s", self.name, exc)
+            return None
+
+    def _lost(self, what: str = "") -> SessionError:
+        """The error for a dropped connection, with the cause when the hint knows it."""
+        during = f" (while trying to {what})" if what else ""
+        hint = self.fault()
+        return SessionError(f"connection to DUT {self.name} lost{during}"
+                            + (f": {hint}" if hint else ""))
+
     def _transport_ok(self) -> paramiko.Transport:
         if self._closed:
             raise SessionError(f"{self.name}: the session is closed")
         if not self._transport.is_active():
-            raise SessionError(f"connection to DUT {self.name} lost")
+            raise self._lost()
         return self._transport
 
     def _start(self, command: str | None, timeout: float,
@@ -236,9 +311,10 @@ class SshSession(Session):
                 # marks the transport inactive; give it that moment (errno errors are SFTP's)
                 self._transport.join(0.5)
             if self._closed or not self._transport.is_active():
-                raise SessionError(f"connection to DUT {self.name} lost (while trying to "
-                                   f"{what})") from None
-            raise SessionError(f"{self.name}: cannot {what}: {exc}") from None
+                raise self._lost(what) from None
+            hint = self.fault(wait=0.0)
+            raise SessionError(f"{self.name}: cannot {what}: {exc}"
+                               + (f" ({hint})" if hint else "")) from None
 
     def _exec(self, argv: Sequence[str], timeout: float | None,
               input: bytes | None = None) -> tuple[int, bytes, bytes]:
@@ -265,9 +341,11 @@ class SshSession(Session):
                                                     and chan.eof_received)):
                         break
                     if deadline is not None and time.monotonic() > deadline:
-                        self._kill_timed_out(bytes(err), argv)
+                        hint = self.fault(wait=0.0)
+                        if not hint:  # a host that cannot answer cannot kill either
+                            self._kill_timed_out(bytes(err), argv)
                         raise SessionError(f"{self.name}: {list(argv)!r} timed out after "
-                                           f"{timeout} s")
+                                           f"{timeout} s" + (f" ({hint})" if hint else ""))
                     if not busy:
                         time.sleep(pause)
                         pause = min(pause * 2, 0.02)
@@ -324,16 +402,20 @@ class SshSession(Session):
         return self._relay(chan, f"tcp {host}:{port}")
 
     def open_unix(self, path: str, timeout: float = 10.0) -> socket.socket:
-        if _SOCAT_UNSAFE.search(path):
-            raise SessionError(f"{self.name}: unix socket path {path!r} has characters socat "
+        # socat parses its address (",", ":", "!", quotes, spaces...): it gets only the
+        # socket's file name, and the shell changes into its directory, which may hold any
+        # character (a DUT work dir such as "/tmp/my dir,1")
+        directory, _, base = path.rpartition("/")
+        if not base or _SOCAT_UNSAFE.search(base):
+            raise SessionError(f"{self.name}: unix socket name {base!r} has characters socat "
                                "cannot take in an address")
         if self._has_socat is None:
             self._has_socat = self.run(["sh", "-c", "command -v socat"], timeout=30.0).ok
         if not self._has_socat:
             raise SessionError(f"{self.name}: socat is not installed on that host; it is "
                                "needed to reach unix sockets (QMP, QGA) there over SSH")
-        command = shlex.join(["sh", "-c", _RUN_WRAPPER, "sh",
-                              "socat", "-d", "-d", "-", f"UNIX-CONNECT:{path}"])
+        command = shlex.join(["sh", "-c", _RUN_WRAPPER, "sh", "sh", "-c", _SOCAT_IN_DIR, "sh",
+                              directory or "/", base])
         err = b""
         with self._errors(f"connect to unix socket {path}"):
             chan = self._start(command, timeout)
@@ -420,6 +502,18 @@ class SshSession(Session):
         data = self.read_file(remote_path)
         with open(local_path, "wb") as f:
             f.write(data)
+
+    def start_piped(self, argv: Sequence[str]) -> PipedProcess:
+        try:
+            chan = start_channel(self._transport_ok(), shlex.join([str(a) for a in argv]),
+                                 name=self.name, timeout=PIPED_OPEN_TIMEOUT_S)
+        except SessionError:
+            raise
+        except Exception as exc:  # paramiko raises several unrelated types here
+            self._transport_ok()
+            raise SessionError(f"{self.name}: cannot start {list(argv)[:3]!r}...: {exc}") \
+                from None
+        return SshPiped(chan)
 
     def shell(self) -> Shell:
         shell = SshShell(self)

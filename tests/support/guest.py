@@ -6,10 +6,12 @@ guest image itself. Every qemu started here is ended by PID.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
 import random
+import secrets
 import shutil
 import signal
 import socket
@@ -97,6 +99,9 @@ class Vm:
     argv: list[str]
     t0: float
     clients: list[paramiko.SSHClient] = field(default_factory=list)
+    #: root's password, set through the agent by set_password() (the image has none)
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
+    password_set: bool = False
 
     @property
     def qga_path(self) -> str:
@@ -235,9 +240,32 @@ def wait_host_connect(vm: Vm, timeout: float = 60.0) -> dict[str, Any]:
         time.sleep(0.05)
 
 
+def set_password(vm: Vm, timeout: float = 60.0) -> str:
+    """Set root's password (``vm.password``) through the agent, as the framework does: the
+    image has no usable root password. Returns it."""
+    if not vm.password_set:
+        deadline = time.monotonic() + timeout
+        while True:
+            vm.check_alive()
+            try:
+                qga(vm.qga_path, "guest-set-user-password",
+                    {"username": "root", "crypted": False,
+                     "password": base64.b64encode(vm.password.encode()).decode()},
+                    timeout=max(1.0, min(5.0, deadline - time.monotonic())))
+                break
+            except (OSError, EOFError):  # the agent is not up yet
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        vm.password_set = True
+    return vm.password
+
+
 def ssh(vm: Vm, timeout: float = 60.0) -> paramiko.SSHClient:
-    """Log in as root/tester through the hostfwd port, retrying until the server answers."""
+    """Log in as root through the hostfwd port (after setting its password through the
+    agent), retrying until the server answers."""
     deadline = time.monotonic() + timeout
+    set_password(vm, timeout)
     while True:
         vm.check_alive()
         client = paramiko.SSHClient()
@@ -245,7 +273,7 @@ def ssh(vm: Vm, timeout: float = 60.0) -> paramiko.SSHClient:
         try:
             # short timeouts: a connection made before the guest has its address stalls in
             # slirp's SYN retransmits; a fresh one gets through at once
-            client.connect("127.0.0.1", vm.ssh_port, "root", "tester", timeout=2,
+            client.connect("127.0.0.1", vm.ssh_port, "root", vm.password, timeout=2,
                            banner_timeout=2, auth_timeout=5, allow_agent=False,
                            look_for_keys=False)
         except (OSError, paramiko.SSHException, EOFError):

@@ -1,0 +1,152 @@
+"""The qemu supervisor: its protocol against a fake session (no qemu, no transport), and
+its script with a real local session and a stand-in for qemu."""
+
+from __future__ import annotations
+
+import os
+import queue
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pytest
+
+from pytest_dtsvirt.errors import SessionError
+from pytest_dtsvirt.runtime.supervisor import (
+    SUPERVISOR_SCRIPT,
+    describe_status,
+    start_supervised,
+)
+from pytest_dtsvirt.session.base import PipedProcess, Session
+from pytest_dtsvirt.session.local import LocalSession
+
+
+class FakePiped(PipedProcess):
+    def __init__(self, status: int | None) -> None:
+        self.out: queue.Queue[str | None] = queue.Queue()
+        self.written = b""
+        self.stdin_closed = False
+        self.status = status
+
+    def lines(self) -> Iterator[str]:
+        while (line := self.out.get()) is not None:
+            yield line
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def close_stdin(self) -> None:
+        self.stdin_closed = True
+
+    def exit_status(self) -> int | None:
+        return self.status
+
+
+class FakeSession(Session):
+    """Only start_piped works: that is all the supervisor may use."""
+
+    name = "fake"
+
+    def __init__(self, status: int | None = None) -> None:
+        self.started: list[list[str]] = []
+        self.piped = FakePiped(status)
+
+    def start_piped(self, argv: Sequence[str]) -> PipedProcess:
+        self.started.append(list(argv))
+        return self.piped
+
+    def _unused(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the supervisor used more than start_piped")
+
+    run = open_unix = open_tcp = read_file = write_file = put = get = shell = _unused
+    close = _unused
+
+
+def test_start_passes_argv_as_positional_parameters() -> None:
+    session = FakeSession()
+    proc = start_supervised(session, ["qemu", "-name", "a b;rm -rf /"], "/run/dir")
+    assert session.started == [["sh", "-c", SUPERVISOR_SCRIPT, "/run/dir", "qemu", "-name",
+                                "a b;rm -rf /"]]
+    session.piped.out.put("pid 42")
+    assert proc.wait_started(5) == 42
+    assert not proc.exited
+    session.piped.out.put("exit 137")
+    assert proc.wait_exit(5)
+    assert proc.exit_status == 137 and not proc.link_lost
+    session.piped.out.put(None)
+
+
+def test_a_pipe_that_ends_without_exit_line_or_status_is_a_lost_link() -> None:
+    session = FakeSession(status=None)
+    proc = start_supervised(session, ["qemu"], "/run/dir")
+    session.piped.out.put("pid 7")
+    session.piped.out.put(None)
+    assert proc.wait_exit(5)
+    assert proc.link_lost and proc.exit_status == -1
+
+
+def test_a_pipe_that_ends_with_a_status_is_no_lost_link() -> None:
+    session = FakeSession(status=2)
+    proc = start_supervised(session, ["qemu"], "/run/dir")
+    session.piped.out.put(None)
+    assert proc.wait_exit(5)
+    assert proc.exit_status == 2 and not proc.link_lost
+    with pytest.raises(SessionError, match="did not start"):
+        proc.wait_started(0.1)
+
+
+def test_keep_and_release_talk_through_stdin() -> None:
+    session = FakeSession()
+    proc = start_supervised(session, ["qemu"], "/run/dir")
+    proc.keep()
+    assert session.piped.written == b"keep\n" and session.piped.stdin_closed
+    session.piped.stdin_closed = False
+    proc.release()
+    assert session.piped.stdin_closed
+    session.piped.out.put(None)
+
+
+def test_no_start_without_pid_line() -> None:
+    session = FakeSession()
+    proc = start_supervised(session, ["qemu"], "/run/dir")
+    with pytest.raises(SessionError, match=r"did not start within 0\.1 s"):
+        proc.wait_started(0.1)
+    session.piped.out.put(None)
+
+
+@pytest.mark.parametrize("status, text", [(0, "exit status 0"), (1, "exit status 1"),
+                                          (137, "killed by signal 9 (SIGKILL)"),
+                                          (143, "killed by signal 15 (SIGTERM)"),
+                                          (None, "exit status unknown")])
+def test_describe_status(status: int | None, text: str) -> None:
+    assert describe_status(status) == text
+
+
+def test_the_script_ends_its_process_and_run_dir_when_we_let_go() -> None:
+    """The real script on a local session with ``sleep`` standing in for qemu."""
+    run_dir = tempfile.mkdtemp(prefix="dtsvirt-sup-")
+    proc = start_supervised(LocalSession(), ["sleep", "300"], run_dir)
+    pid = proc.wait_started(10)
+    assert os.path.exists(f"/proc/{pid}")
+    proc.release()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and os.path.exists(run_dir):
+        time.sleep(0.05)
+    assert not os.path.exists(run_dir)
+    assert not LocalSession().pid_alive(pid)
+
+
+def test_the_script_reports_the_exit_status() -> None:
+    run_dir = tempfile.mkdtemp(prefix="dtsvirt-sup-")
+    try:
+        proc = start_supervised(LocalSession(), ["sh", "-c", "exit 3"], run_dir)
+        assert proc.wait_exit(10)
+        assert proc.exit_status == 3 and not proc.link_lost
+        with open(f"{run_dir}/exit-status") as f:
+            assert f.read().strip() == "3"
+    finally:
+        proc.release()
+        for name in os.listdir(run_dir):
+            os.unlink(os.path.join(run_dir, name))
+        os.rmdir(run_dir)
