@@ -62,7 +62,8 @@ def test_vhost_user_pmd_binds_its_sockets(dut: Dut) -> None:
     assert "net_vhost0,iface=vhost-net0,queues=2,tso=1" in pmd.command
     assert (Path(dut.base_dir) / "vhost-net0").is_socket()
     assert (Path(dut.base_dir) / "vhost-net1").is_socket()
-    assert "vhost-net1" in out
+    assert "--log-level=lib.vhost.config:notice" in pmd.command  # see start_testpmd
+    assert "Configuring Port 1" in out
     pmd.quit()
     # client=1: testpmd connects later (qemu is the server); nothing to wait for
     client = VhostUserPmd(dut)

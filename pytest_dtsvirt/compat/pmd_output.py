@@ -43,6 +43,8 @@ log = logging.getLogger("pytest_dtsvirt.compat")
 STATS_KEYS = ("RX-packets", "RX-missed", "RX-bytes", "RX-badcrc", "RX-badlen", "RX-errors",
               "RX-nombuf", "TX-packets", "TX-errors", "TX-bytes", "Bad-ipcsum", "Bad-l4csum")
 NO_HUGE_ARGS = ("--no-huge", "-m", "1024")
+#: added to a vhost-user testpmd (see start_testpmd)
+VHOST_QUIET = ("--log-level=lib.vhost.config:notice",)
 _TESTPMD_PROMPTS = ("testpmd> ", "testpmd>", PROMPT_RE)
 _SHELL_PROMPT = re.escape(SHELL_PROMPT)
 
@@ -147,6 +149,12 @@ class PmdOutput:
             log.info("%s: no free hugepages: testpmd runs with %s", self.dut.name,
                      " ".join(NO_HUGE_ARGS))
             argv += NO_HUGE_ARGS
+        if any(re.match(r"(--vdev[= ]?)?'?(net|eth)_vhost", a) for a in argv) and \
+                not any(a.startswith("--log-level") for a in argv):
+            # Nobody reads the session while a suite waits elsewhere: vhost's per-message
+            # INFO lines would fill the pty, block testpmd's vhost thread and with it every
+            # qemu waiting for a vhost-user reply (a second VM's DPDK hangs at probe).
+            argv += list(VHOST_QUIET)
         argv += ["--", "-i", *shlex.split(param)]
         self.command = shlex.join(argv)
         self._send(f"cd {shlex.quote(self.dut.base_dir)}", "# ", 10)
@@ -270,9 +278,10 @@ class VhostUserPmd(PmdOutput):
                                  prefix=prefix, timeout=timeout)
         clients = devargs if isinstance(devargs, Sequence) else [devargs or {}] * len(ifaces)
         for iface, extra in zip(ifaces, clients, strict=True):
+            path = iface if iface.startswith("/") else f"{self.dut.base_dir}/{iface}"
             if str(extra.get("client", "0")) not in ("1", "True") and \
-                    f"({iface})" not in out and iface not in out:
-                raise SessionError(f"{self.dut.name}: testpmd did not bind {iface}:\n"
+                    not self.dut.run(["test", "-S", path], timeout=30).ok:
+                raise SessionError(f"{self.dut.name}: testpmd did not bind {path}:\n"
                                    f"{out[-2000:]}")
         return out
 
