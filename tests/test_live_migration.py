@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.runtime import assert_nothing_left, make_vm, write_cfg
@@ -15,7 +16,7 @@ from support.runtime import assert_nothing_left, make_vm, write_cfg
 from pytest_dtsvirt.dpdk.vhost import TestpmdBackend
 from pytest_dtsvirt.errors import ConfigError, MigrationError
 from pytest_dtsvirt.qemu.kvm import QEMUKvm
-from pytest_dtsvirt.qemu.livemig import listening_port
+from pytest_dtsvirt.qemu.livemig import LiveMigration, listening_port
 from pytest_dtsvirt.session.dut import Dut, VmDut
 
 MAC = "00:00:20:00:00:40"
@@ -130,9 +131,11 @@ def test_a_target_started_like_a_normal_vm_is_a_clear_error(dut: Dut, tmp_path: 
 
 def test_a_target_that_cannot_load_the_stream_is_stopped_with_qemus_reason(
         dut: Dut, tmp_path: Path) -> None:
-    """The target's memory differs from the source's: its qemu refuses the stream; the
-    source's migration fails (the guest runs on there), migrated_start() raises the
-    target's failure with what qemu said, and the target is gone."""
+    """The target's memory differs from the source's: its qemu refuses the stream. The
+    source's qemu may report the migration failed (the target hung up) or completed (all
+    sent before the target read it); either way wait_migration_done() raises with the
+    target's reason in qemu's words, the source guest runs on, migrated_start() raises the
+    same, and the target is gone."""
     source, target = _pair(dut, tmp_path)
     target.set_vm_param("mem", size="384")
     try:
@@ -142,7 +145,10 @@ def test_a_target_that_cannot_load_the_stream_is_stopped_with_qemus_reason(
         with pytest.raises(MigrationError) as src:
             source.start_migration("127.0.0.1", target.migrate_port)
             source.wait_migration_done(timeout=60)
-        assert src.value.status == "failed" and str(src.value).strip(), src.value
+        assert src.value.status == "failed", src.value
+        assert "the target backup could not load it" in str(src.value), src.value
+        assert "Size mismatch: pc.ram" in str(src.value), src.value
+        assert source.qmp.query_status() == "running"
         with pytest.raises(Exception) as dst:
             target.migrated_start(timeout=120)
         text = str(dst.value)
@@ -154,3 +160,53 @@ def test_a_target_that_cannot_load_the_stream_is_stopped_with_qemus_reason(
         target.stop()
     assert_nothing_left(source)
     assert_nothing_left(target)
+
+
+class _FakeQmp:
+    """query-migrate answers ``status``; records the other commands."""
+
+    def __init__(self, status: str) -> None:
+        self.status, self.calls = status, []  # type: list[str]
+
+    def execute(self, name: str, args: object = None, timeout: float | None = None) -> object:
+        self.calls.append(name)
+        return {"status": self.status} if name == "query-migrate" else {}
+
+    def cont(self) -> None:
+        self.calls.append("cont")
+
+
+class _Vm(LiveMigration):
+    def __init__(self, name: str, qmp: _FakeQmp) -> None:
+        self.vm_name, self._fake = name, qmp
+        self._vm_dut = self._agent = self._qmp = self._proc = None
+
+    @property
+    def qmp(self) -> Any:
+        return self._fake
+
+
+def test_a_completed_send_to_a_target_that_failed_resumes_the_source() -> None:
+    """qemu's "completed" on the source only means all was sent: when the target of this
+    process failed to load it, the source guest is resumed and the error names why."""
+    import threading
+
+    from pytest_dtsvirt.qemu import livemig
+
+    source, target = _Vm("host", _FakeQmp("completed")), _Vm("backup", _FakeQmp("setup"))
+    target._loaded = threading.Event()
+    target._loaded.set()
+    target._load_error = "incoming migration: qemu said: Size mismatch"
+    livemig._TARGETS[45000] = target
+    try:
+        assert source.start_migration("127.0.0.1", 45000) is True
+    finally:
+        livemig._TARGETS.pop(45000)
+    with pytest.raises(MigrationError) as info:
+        source.wait_migration_done(timeout=1)
+    assert str(info.value) == ("host: migration: the target backup could not load it: "
+                               "incoming migration: qemu said: Size mismatch; this VM's guest "
+                               "runs on")
+    assert source.qmp.calls[-1] == "cont" and not source.migration_done
+    target._load_error = None  # loaded: the migration is done
+    assert source.wait_migration_done(timeout=1) is True and source.migration_done

@@ -65,6 +65,9 @@ class LiveMigration:
     _incoming: threading.Thread | None = None
     _incoming_error: BaseException | None = None
     _listening: threading.Event | None = None
+    _loaded: threading.Event | None = None  # target: the stream loaded, or failed to
+    _load_error: str | None = None
+    _target: LiveMigration | None = None  # source: the target of this process it feeds
 
     def start(self) -> VmDut:
         raise NotImplementedError
@@ -116,14 +119,19 @@ class LiveMigration:
         self.migrate_port = spec.migration.port or listening_port(migration.query(qmp))
         log.info("%s: waiting for an incoming migration on %s", self.vm_name,
                  migration.tcp_uri(spec.migration.host, self.migrate_port))
+        self._loaded = threading.Event()
+        _TARGETS[self.migrate_port] = self
         self._listening.set()
         began = time.monotonic()
         try:
             state = migration.wait_incoming(qmp, INCOMING_WAIT_S, poll=0.2)
         except MigrationError as exc:  # qemu says why on its stderr, then exits
             said = self._qemu_said()
-            raise MigrationError(f"{exc}{'; ' + said if said else ''}", exc.status,
-                                 exc.desc) from exc
+            self._load_error = f"{exc}{'; ' + said if said else ''}"
+            raise MigrationError(self._load_error, exc.status, exc.desc) from exc
+        finally:
+            self._loaded.set()
+            _TARGETS.pop(self.migrate_port, None)
         log.info("%s: incoming migration loaded after %.1f s (run state %s)", self.vm_name,
                  time.monotonic() - began, state)
         if state == "paused":  # the source was paused, or -S for vCPU pinning
@@ -165,6 +173,7 @@ class LiveMigration:
         migration.set_parameters(qmp, {"max-bandwidth": MAX_BANDWIDTH})
         uri = migration.tcp_uri(remote_ip, remote_port)
         log.info("%s: migrating to %s", self.vm_name, uri)
+        self._target = _TARGETS.get(remote_port) if _is_loopback(remote_ip) else None
         migration.start(qmp, uri)
         info = migration.query(qmp)
         status = str(info.get("status", ""))
@@ -183,15 +192,35 @@ class LiveMigration:
         qmp = self.qmp
         try:
             migration.wait(qmp, timeout, f"{self.vm_name}: migration", poll=0.2)
-        except MigrationError:
+        except MigrationError as exc:
             if migration.query(qmp).get("status") not in migration.DONE_STATES:
                 qmp.execute("migrate_cancel")
-            raise
+            why = self._target_failure(5.0)
+            if why is None:
+                raise
+            raise MigrationError(f"{exc}; the target {why}", exc.status, exc.desc) from exc
+        # qemu's "completed" means sent: a target of this process must also have loaded it
+        why = self._target_failure(timeout)
+        if why is not None:
+            qmp.cont()  # the stream went nowhere: this guest runs on
+            raise MigrationError(f"{self.vm_name}: migration: the target {why}; this VM's "
+                                 "guest runs on", "failed")
         self.migration_done = True
         self._retire_guest()
         log.info("%s: migration completed; this VM's guest now runs on the target",
                  self.vm_name)
         return True
+
+    def _target_failure(self, timeout: float) -> str | None:
+        """Why the target this process started could not load the stream (None: it did,
+        or it is not ours)."""
+        target = self._target
+        if target is None or target._loaded is None:
+            return None
+        if not target._loaded.wait(timeout):
+            return f"{target.vm_name} did not load the stream within {timeout:g} s"
+        return None if target._load_error is None else \
+            f"{target.vm_name} could not load it: {target._load_error}"
 
     def _retire_guest(self) -> None:
         vm_dut, agent = self._vm_dut, self._agent
@@ -205,6 +234,14 @@ class LiveMigration:
                 close()
             except Exception as exc:  # the guest is gone from here; nothing to save
                 log.debug("%s: closing the migrated-away %s: %s", self.vm_name, what, exc)
+
+
+#: targets of this process waiting for a stream, by port (a source finds its target here)
+_TARGETS: dict[int, LiveMigration] = {}
+
+
+def _is_loopback(host: str) -> bool:
+    return host.startswith("127.") or host in ("::1", "localhost")
 
 
 def listening_port(info: dict[str, Any]) -> int:
