@@ -1,0 +1,82 @@
+"""The shape of a VM: what must match for a snapshot of one VM to restore as another (pure).
+
+A snapshot (see ``runtime/snapshot.py``) may be restored by a new qemu only with the same
+binary and version, the same argv apart from per-instance host-side values (the run dir's
+sockets and logs, the hostfwd port, the VNC display), the same kernel/initrd/disk contents
+and the same guest image. :func:`fingerprint` hashes exactly that; :func:`restore_blocker`
+names what makes a VM unsafe to restore at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from collections.abc import Mapping, Sequence
+
+#: the device that gives every start a new VM generation id: a restored Linux guest
+#: reseeds its RNG when the id changes (drivers/virt/vmgenid.c)
+VMGENID = ["-device", "vmgenid,guid=auto"]
+
+_VNC = re.compile(r"^(?:[^,]*):\d+(,|$)")
+_HOSTFWD_PORT = re.compile(r"(hostfwd=tcp:[^:]*:)\d+-")
+
+
+def normalize_argv(argv: Sequence[str], run_dir: str) -> list[str]:
+    """``argv`` with per-instance values replaced: the run dir by ``<run>``, a hostfwd
+    host port by ``<port>``, a VNC display by ``<vnc>``."""
+    out: list[str] = []
+    prev = ""
+    run = run_dir.rstrip("/")
+    for arg in argv:
+        a = arg.replace(run, "<run>") if run else arg
+        a = _HOSTFWD_PORT.sub(r"\1<port>-", a)
+        if prev == "-vnc":
+            a = _VNC.sub(r"<vnc>\1", a)
+        out.append(a)
+        prev = arg
+    return out
+
+
+def image_paths(argv: Sequence[str]) -> list[str]:
+    """The kernel, initrd and disk image files ``argv`` reads (``-kernel``, ``-initrd``,
+    ``-drive file=...``, ``-hda``...)."""
+    paths: list[str] = []
+    for flag, value in itertools.pairwise(argv):
+        if flag in ("-kernel", "-initrd", "-hda", "-hdb", "-cdrom", "-bios"):
+            paths.append(value)
+        elif flag in ("-drive", "-blockdev"):
+            for part in value.split(","):
+                key, _, val = part.partition("=")
+                if key in ("file", "filename") and val:
+                    paths.append(val)
+    return paths
+
+
+def restore_blocker(argv: Sequence[str], usercmd: Sequence[str] = ()) -> str | None:
+    """Why a VM with ``argv`` must boot cold instead of restoring, or None."""
+    joined = " ".join(argv)
+    if "vfio-pci" in joined:
+        return "it passes a host device through (vfio-pci): device state cannot be restored"
+    if "vhost-cuse" in joined or re.search(r"\bscript=(?!no\b)", joined):
+        return "it uses a tap/vhost-cuse device with a host script the runtime cannot replay"
+    if "-daemonize" in argv:
+        return "qemu daemonizes ('daemon' in the cfg)"
+    if usercmd:
+        return "the cfg adds 'usercmd' words the runtime cannot reason about"
+    if re.search(r"(^|,)snapshot=on(,|$)", joined) or "-snapshot" in argv:
+        return ("a disk is opened with snapshot=on: its temporary overlay is not part of "
+                "the migration stream")
+    return None
+
+
+def fingerprint(qemu_version: str, argv: Sequence[str], run_dir: str,
+                image_hashes: Mapping[str, str], image_key: str = "") -> str:
+    """A short hex digest of everything that must match for a restore."""
+    doc = {"qemu": qemu_version.strip(), "argv": normalize_argv(argv, run_dir),
+           "images": dict(sorted(image_hashes.items())), "image_key": image_key}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
+__all__ = ["VMGENID", "fingerprint", "image_paths", "normalize_argv", "restore_blocker"]
