@@ -403,7 +403,8 @@ def load_duts(settings: Settings) -> list[DutConfig]:
 def reap_leftovers(dut: Dut) -> None:
     """Remove leftovers of crashed runs on the DUT (never live runs of other workers)."""
     try:
-        for path in rundir.reap(dut.session, dut.config.workdir):
+        for path in rundir.reap(dut.session, dut.config.workdir,
+                                local=dut.config.is_local):
             log.warning("removed a leftover of a crashed run on %s: %s", dut.config.name, path)
     except DtsvirtError as err:
         log.warning("reaping leftovers on %s failed: %s", getattr(dut, "name", dut), err)
