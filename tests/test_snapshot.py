@@ -25,14 +25,16 @@ def test_normalize_drops_per_instance_values() -> None:
     other = [a.replace("AAA", "BBB") for a in ARGV]
     other[other.index("-vnc") + 1] = ":7,password=on"
     other[other.index("-netdev") + 1] = "user,id=n0,hostfwd=tcp:127.0.0.1:40000-:22"
-    assert (shape.normalize_argv(ARGV, "/w/dtsvirt-r-vm0-AAA")
+    other.extend(["-chardev", "socket,id=char0,path=/tmp/dtsvirt-vhost.B/vhost0"])
+    argv = [*ARGV, "-chardev", "socket,id=char0,path=/tmp/dtsvirt-vhost.A/vhost0"]
+    assert (shape.normalize_argv(argv, "/w/dtsvirt-r-vm0-AAA")
             == shape.normalize_argv(other, "/w/dtsvirt-r-vm0-BBB"))
     assert "<vnc>,password=on" in shape.normalize_argv(ARGV, "/w/dtsvirt-r-vm0-AAA")
-    fp = shape.fingerprint("QEMU 7.2", ARGV, "/w/dtsvirt-r-vm0-AAA", {"/k": "1"})
+    fp = shape.fingerprint("QEMU 7.2", argv, "/w/dtsvirt-r-vm0-AAA", {"/k": "1"})
     assert fp == shape.fingerprint("QEMU 7.2", other, "/w/dtsvirt-r-vm0-BBB", {"/k": "1"})
-    assert fp != shape.fingerprint("QEMU 8.0", ARGV, "/w/dtsvirt-r-vm0-AAA", {"/k": "1"})
-    assert fp != shape.fingerprint("QEMU 7.2", ARGV, "/w/dtsvirt-r-vm0-AAA", {"/k": "2"})
-    bigger = [*ARGV, "-m", "768"]
+    assert fp != shape.fingerprint("QEMU 8.0", argv, "/w/dtsvirt-r-vm0-AAA", {"/k": "1"})
+    assert fp != shape.fingerprint("QEMU 7.2", argv, "/w/dtsvirt-r-vm0-AAA", {"/k": "2"})
+    bigger = [*argv, "-m", "768"]
     assert fp != shape.fingerprint("QEMU 7.2", bigger, "/w/dtsvirt-r-vm0-AAA", {"/k": "1"})
 
 

@@ -21,11 +21,14 @@ VMGENID = ["-device", "vmgenid,guid=auto"]
 
 _VNC = re.compile(r"^(?:[^,]*):\d+(,|$)")
 _HOSTFWD_PORT = re.compile(r"(hostfwd=tcp:[^:]*:)\d+-")
+_SOCKET_PATH = re.compile(r"(^|,)path=[^,]*")
 
 
 def normalize_argv(argv: Sequence[str], run_dir: str) -> list[str]:
     """``argv`` with per-instance values replaced: the run dir by ``<run>``, a hostfwd
-    host port by ``<port>``, a VNC display by ``<vnc>``."""
+    host port by ``<port>``, a VNC display by ``<vnc>``, the path of a socket chardev by
+    ``<sock>`` (host side only: a vhost-user backend restarted per test on a new socket
+    serves a restored guest as well)."""
     out: list[str] = []
     prev = ""
     run = run_dir.rstrip("/")
@@ -34,6 +37,8 @@ def normalize_argv(argv: Sequence[str], run_dir: str) -> list[str]:
         a = _HOSTFWD_PORT.sub(r"\1<port>-", a)
         if prev == "-vnc":
             a = _VNC.sub(r"<vnc>\1", a)
+        elif prev == "-chardev" and a.startswith("socket,"):
+            a = _SOCKET_PATH.sub(r"\1path=<sock>", a)  # host side: a backend's new socket
         out.append(a)
         prev = arg
     return out
