@@ -159,3 +159,62 @@ def test_b(vm, vm_dut):
     text = result.stdout.str()
     assert f"restoring from snapshot {a['fp']} failed" in text
     assert "booting cold" in text
+
+
+def _processes_naming(text: str) -> list[str]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in cmdline and "pytest" not in cmdline:
+            found.append(f"{pid}: {cmdline[:200]}")
+    return found
+
+
+def test_ctrl_c_during_a_restore_leaves_nothing(pytester: pytest.Pytester, out: Path) -> None:
+    """A real SIGINT while the restored qemu loads its stream: no qemu, run dir or snapshot
+    of the run is left."""
+    result = _run(pytester, out, """
+import signal
+from pytest_dtsvirt.qemu import migration
+
+def test_a(vm, vm_dut):
+    record("a", vm, vm_dut, run_id=vm.options.run_id, snapdir=vm.options.snapshots.dir)
+
+def test_b(function_vm_factory, monkeypatch):
+    original = migration.wait_incoming
+    def interrupted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        return original(*args, **kwargs)
+    monkeypatch.setattr(migration, "wait_incoming", interrupted)
+    function_vm_factory.start("vm0")
+
+def test_c(vm):
+    record("c", vm, vm.dut)
+""")
+    a = _load(out, "a")
+    assert "KeyboardInterrupt" in result.stdout.str()
+    assert not (out / "c.json").exists()
+    run_id = str(a["run_id"])
+    assert not os.path.exists(str(a["snapdir"]))
+    workdir = os.path.dirname(str(a["snapdir"]))
+    assert [n for n in os.listdir(workdir) if run_id in n] == []
+    assert _processes_naming(run_id) == []
+
+
+def test_two_workers_share_snapshots(pytester: pytest.Pytester, out: Path) -> None:
+    """pytest -n 2: the workers share the run's snapshot; one saves, the other boots cold
+    meanwhile or restores; every VM is fresh."""
+    result = _run(pytester, out, """
+@pytest.mark.parametrize("i", range(6))
+def test_x(vm, vm_dut, i):
+    record(f"x{i}", vm, vm_dut, snapdir=vm.options.snapshots.dir)
+""", "-n", "2")
+    result.assert_outcomes(passed=6)
+    xs = [_load(out, f"x{i}") for i in range(6)]
+    assert sum(1 for x in xs if x["restored"]) >= 2
+    assert len({x["rand"] for x in xs}) == 6 and len({x["port"] for x in xs}) == 6
+    assert len({x["fp"] for x in xs}) == 1
+    assert not os.path.exists(str(xs[0]["snapdir"]))
