@@ -77,8 +77,8 @@ def test_five_fresh_guests_in_a_row_then_two_at_once_and_a_marker(
 def test_row(vm, vm_dut, i):
     def rc(cmd):
         return vm_dut.send_expect(f"{cmd}; echo rc=$?", "# ", 30).split("rc=")[-1][:1]
-    assert rc(f"test -e /root/mark-{i - 1}") == "1"  # the previous test's file is absent
-    assert rc(f"echo {i} > /root/mark-{i} && test -s /root/mark-{i}") == "0"
+    assert rc(f"test -e /var/mark-{i - 1}") == "1"  # the previous test's file is absent
+    assert rc(f"echo {i} > /var/mark-{i} && test -s /var/mark-{i}") == "0"
     record(f"row{i}", vm, vm_dut)
 
 def test_two_at_once(function_vm_factory):
