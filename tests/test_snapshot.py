@@ -52,6 +52,12 @@ def test_image_paths_and_blockers() -> None:
         [*ARGV, "-drive", "file=/x.img,snapshot=on"]))
 
 
+def test_version_blocker() -> None:
+    assert shape.version_blocker("QEMU emulator version 7.2.22 (Debian)") is None
+    assert "older than 5.0" in str(shape.version_blocker("QEMU emulator version 4.2.1"))
+    assert "unknown" in str(shape.version_blocker("?"))
+
+
 def test_lru_evictions() -> None:
     files = snapshot.parse_sizes("a.snap 100 5\nb.snap 100 1\nbad line\nc.snap 100 9\n")
     assert [f[0] for f in files] == ["a.snap", "b.snap", "c.snap"]

@@ -83,8 +83,9 @@ class Restorable:
                     run_dir: str, qemu: str, usercmd: tuple[str, ...]) -> FreshPlan | None:
         if store is None:
             return None
-        blocker = shape.restore_blocker(argv, usercmd)
-        fp = shape.fingerprint(qemu_version(session, qemu), argv, run_dir,
+        version = qemu_version(session, qemu)
+        blocker = shape.restore_blocker(argv, usercmd) or shape.version_blocker(version)
+        fp = shape.fingerprint(version, argv, run_dir,
                                image_hashes(session, shape.image_paths(argv)))
         if blocker is not None:
             self.cold_reason = blocker

@@ -76,6 +76,21 @@ def restore_blocker(argv: Sequence[str], usercmd: Sequence[str] = ()) -> str | N
     return None
 
 
+#: oldest qemu whose file migration and ``vmgenid`` this runtime relies on
+MIN_QEMU = (5, 0)
+
+
+def version_blocker(version_line: str) -> str | None:
+    """Why a qemu (its ``--version`` first line) is too old to restore, or None."""
+    found = re.search(r"version (\d+)\.(\d+)", version_line)
+    if found is None:
+        return f"the qemu version is unknown ({version_line.strip()!r})"
+    if (int(found.group(1)), int(found.group(2))) < MIN_QEMU:
+        return (f"qemu {found.group(1)}.{found.group(2)} is older than "
+                f"{MIN_QEMU[0]}.{MIN_QEMU[1]}, which snapshots need")
+    return None
+
+
 def fingerprint(qemu_version: str, argv: Sequence[str], run_dir: str,
                 image_hashes: Mapping[str, str], image_key: str = "") -> str:
     """A short hex digest of everything that must match for a restore."""
@@ -84,4 +99,5 @@ def fingerprint(qemu_version: str, argv: Sequence[str], run_dir: str,
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
-__all__ = ["VMGENID", "fingerprint", "image_paths", "normalize_argv", "restore_blocker"]
+__all__ = ["MIN_QEMU", "VMGENID", "fingerprint", "image_paths", "normalize_argv", "restore_blocker",
+           "version_blocker"]
