@@ -282,13 +282,16 @@ class QEMUKvm(Restorable, StagedTeardown, Hypervisor):
         agent = self._agent
         if restore is not None:
             ladder.phase("clock", lambda: self._set_clock(agent, ladder))
-        ladder.phase("host_connect", lambda: self._host_connect_probe(ladder))
-        if plan is not None and plan.save_tmp is not None:
+        if plan is not None and plan.save_tmp is not None:  # saved before any password
+            ladder.phase("host_connect", lambda: self._host_connect_probe(ladder))
             port = self._hostfwd_port
             ladder.phase("sshd", lambda: self._sshd_greets(link, port, ladder.attempt_timeout(3)))
             ladder.phase("save", lambda: self._save_snapshot(qmp, plan))
             ladder.phase("clock", lambda: self._set_clock(agent, ladder))
-        self._set_guest_password(spec, ladder)
+            self._set_guest_password(spec, ladder)
+        else:
+            self._set_guest_password(spec, ladder)
+            ladder.phase("host_connect", lambda: self._host_connect_probe(ladder))
         self.pci_maps = self._qmp.pci_map()
         guest_session = ladder.phase("ssh", lambda: self._ssh_probe(spec, ladder))
         self._timings = dict(ladder.timings)
