@@ -41,11 +41,14 @@ def test_normalize_drops_per_instance_values() -> None:
 def test_image_paths_and_blockers() -> None:
     assert shape.image_paths(ARGV) == ["/c/guest-1/vmlinuz", "/c/guest-1/initrd",
                                        "/img/a.qcow2"]
-    assert shape.restore_blocker(ARGV) is None
+    assert "writable" in str(shape.restore_blocker(ARGV))
+    assert shape.restore_blocker([a.replace("if=virtio", "if=virtio,readonly=on")
+                                  for a in ARGV]) is None
     assert "vfio-pci" in str(shape.restore_blocker([*ARGV, "-device", "vfio-pci,host=1:0.0"]))
     assert "script" in str(shape.restore_blocker(
         [*ARGV, "-netdev", "tap,id=t,script=/etc/qemu-ifup"]))
-    assert shape.restore_blocker([*ARGV, "-netdev", "tap,id=t,script=no"]) is None
+    ro = [a.replace("if=virtio", "if=virtio,readonly=on") for a in ARGV]
+    assert shape.restore_blocker([*ro, "-netdev", "tap,id=t,script=no"]) is None
     assert "daemonizes" in str(shape.restore_blocker([*ARGV, "-daemonize"]))
     assert "usercmd" in str(shape.restore_blocker(ARGV, ("-foo",)))
     assert "snapshot=on" in str(shape.restore_blocker(

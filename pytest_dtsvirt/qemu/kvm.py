@@ -307,6 +307,13 @@ class QEMUKvm(Restorable, StagedTeardown, Hypervisor):
                  ", ".join(f"{k} {v:.2f}" for k, v in ladder.timings.items()))
         return self._vm_dut
 
+    def _stop_courtesy(self) -> None:
+        """A VM of a restorable shape keeps nothing past qemu (no writable disk): no
+        guest kill_all or powerdown, qemu is told to quit at once (saves 1-2 s per test)."""
+        if self.fingerprint:
+            return
+        super()._stop_courtesy()
+
     def _open_link(self) -> Session:
         """The session for this VM's long-lived channels (supervisor, QMP, agent, guest SSH).
 

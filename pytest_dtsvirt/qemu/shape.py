@@ -70,6 +70,10 @@ def restore_blocker(argv: Sequence[str], usercmd: Sequence[str] = ()) -> str | N
         return "qemu daemonizes ('daemon' in the cfg)"
     if usercmd:
         return "the cfg adds 'usercmd' words the runtime cannot reason about"
+    for flag, value in itertools.pairwise(argv):
+        if flag == "-drive" and not re.search(r"(^|,)(snapshot|readonly)=on(,|$)", value):
+            return ("a disk is writable (no snapshot=on): a restored guest's page cache "
+                    "would not match what earlier tests wrote to it")
     if re.search(r"(^|,)snapshot=on(,|$)", joined) or "-snapshot" in argv:
         return ("a disk is opened with snapshot=on: its temporary overlay is not part of "
                 "the migration stream")
