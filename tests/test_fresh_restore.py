@@ -152,13 +152,24 @@ def test_a(vm, vm_dut):
 
 def test_b(vm, vm_dut):
     record("b", vm, vm_dut)
+
+@pytest.mark.vm(mem={"size": 576})
+def test_c(vm, vm_dut):
+    record("c", vm, vm_dut)
+    os.unlink(_snap(vm))
+
+@pytest.mark.vm(mem={"size": 576})
+def test_d(vm, vm_dut):
+    record("d", vm, vm_dut)
 """)
-    result.assert_outcomes(passed=2)
-    a, b = _load(out, "a"), _load(out, "b")
+    result.assert_outcomes(passed=4)
+    a, b, c, d = (_load(out, n) for n in "abcd")
     assert a["restored"] is False and b["restored"] is False
     text = result.stdout.str()
     assert f"restoring from snapshot {a['fp']} failed" in text
-    assert "booting cold" in text
+    assert "booting cold, and this shape boots cold for the rest of the run" in text
+    assert c["restored"] is False and d["restored"] is False and c["fp"] == d["fp"]
+    assert f"the snapshot {c['fp']} is gone (deleted or evicted); booting cold" in text
 
 
 def _processes_naming(text: str) -> list[str]:

@@ -97,7 +97,12 @@ class Restorable:
         store.ensure_dir()
         path = store.available(fp)
         if path is not None:
+            store.seen.add(fp)
             return FreshPlan(store, fp, restore=path)
+        if fp in store.seen and not store.is_bad(fp):
+            log.warning("%s: the snapshot %s is gone (deleted or evicted); booting cold",
+                        self.vm_name, fp)
+            store.seen.discard(fp)
         tmp = store.claim(fp)
         if tmp is None:
             self.cold_reason = ("the snapshot of this shape is marked bad" if store.is_bad(fp)

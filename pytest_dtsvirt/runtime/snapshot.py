@@ -64,6 +64,7 @@ class SnapshotStore:
     run_id: str
     cap_bytes: int = DEFAULT_CAP_BYTES
     saved: set[str] = field(default_factory=set)
+    seen: set[str] = field(default_factory=set)  # restored from (to warn when one vanishes)
     told: set[str] = field(default_factory=set)
     _ready: bool = False
 
@@ -121,6 +122,7 @@ class SnapshotStore:
             self.abandon(fp, tmp)
             raise SessionError(f"{self.session.name}: publishing snapshot {fp}: {out.strip()}")
         self.saved.add(fp)
+        self.seen.add(fp)
         self.enforce_cap()
         return self.path(fp)
 
