@@ -9,6 +9,7 @@ plugin print it without a traceback.
 
     DtsvirtError
      +-- ConfigError            a config, marker or option the user wrote is wrong
+     +-- VerifyError            a legacy self.verify() failed (also an AssertionError)
      +-- SessionError           a DUT session failed (command, transport, copy)
      |    +-- CommandTimeout    send_expect did not see the expected output in time
      |    +-- GuestAuthError    the SSH server refused the login (retrying will not help)
@@ -229,3 +230,12 @@ class VmDied(VmError):
     """A VM that was running died (qemu exited or was killed), stopped responding (qemu
     stopped), or the link to its DUT dropped; the message says which, with qemu's exit
     status or signal and the console tail."""
+
+
+class VerifyError(DtsvirtError, AssertionError):
+    """A failed legacy ``self.verify(passed, description)`` (legacy ``VerifyFailure``); an
+    AssertionError, so pytest reports it as a test failure."""
+
+
+class CompatWarning(DtsvirtError, UserWarning):
+    """A legacy argument or idiom the compat layer accepts but cannot honour (says why)."""

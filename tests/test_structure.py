@@ -29,7 +29,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("qemu", "runtime"),
     ("hypervisor", "qemu.kvm", "vhost", "testing", "backends"),
     ("vmfactory",),
-    ("fixtures", "plugin"),
+    ("fixtures", "plugin", "compat"),
     ("cli", "__main__", ""),
 )
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
+import shlex
 import signal
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, Self
+from typing import Any, Literal, Self, overload
 
 from pytest_dtsvirt.dpdk.guest import DpdkGuestMixin
 from pytest_dtsvirt.errors import CommandTimeout, SessionError
@@ -29,6 +30,7 @@ from pytest_dtsvirt.session.base import (
     Shell,
     descendants_of,
 )
+from pytest_dtsvirt.session.dtsapi import DtsDutApi
 from pytest_dtsvirt.session.dutconfig import DutConfig
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,15 @@ log = logging.getLogger(__name__)
 TAG_VARIABLE = "DTSVIRT_DUT_TAG"
 
 _PROMPT_STEM = PROMPT.rstrip("# ")  # what is left of the prompt when "# " is the match
+_NEVER = r"(?!)"  # a regex that never matches: wait out a timeout, collecting output
+
+
+def control_char(cmd: str) -> str | None:
+    """The control character a legacy ``"^c"``/``"^C"``-style command stands for (pure):
+    ``"^c"`` -> ``"\\x03"``; None for any other command."""
+    if len(cmd) == 2 and cmd[0] == "^" and ("@" <= cmd[1].upper() <= "_"):
+        return chr(ord(cmd[1].upper()) & 0x1F)
+    return None
 
 
 def clean_output(before: str, command: str) -> str:
@@ -55,30 +66,69 @@ class DutShell:
     """One interactive shell on a DUT with the DTS ``send_expect`` API (what
     :meth:`Dut.alt_session` returns)."""
 
-    def __init__(self, shell: Shell, name: str) -> None:
+    def __init__(self, shell: Shell, name: str, timeout_scale: float = 1.0) -> None:
         self._shell = shell
         self.name = name
         self.closed = False
+        #: factor on every ``send_expect`` timeout (see :meth:`Dut.set_timeout_scale`)
+        self.timeout_scale = timeout_scale
 
     @property
     def pid(self) -> int:
         """The PID of the shell process on its host."""
         return self._shell.pid
 
-    def send_expect(self, cmd: str, expected: str, timeout: float = 15) -> str:
+    @overload
+    def send_expect(self, cmd: str, expected: str, timeout: float = 15,
+                    verify: Literal[False] = False) -> str: ...
+
+    @overload
+    def send_expect(self, cmd: str, expected: str, timeout: float = 15,
+                    verify: bool = False) -> str | int: ...
+
+    def send_expect(self, cmd: str, expected: str, timeout: float = 15,
+                    verify: bool = False) -> str | int:
         """Type ``cmd`` and a newline, wait for regex ``expected``; return the output before
-        the match. CommandTimeout (with the output so far) if it does not appear.
+        the match. CommandTimeout (with the output so far) if it does not appear; that
+        output stays readable with :meth:`get_session_before`.
 
         As in DTS, output still pending from earlier commands (text after an earlier match,
-        job notices, stale prompts) is discarded before ``cmd`` is sent."""
+        job notices, stale prompts) is discarded before ``cmd`` is sent. A two-character
+        ``cmd`` ``"^X"`` is sent as the control character Ctrl-X (``"^c"`` interrupts the
+        running program), without a newline. ``verify=True`` also asks the shell for the
+        exit status (``echo $?``) and returns it as an int when it is not 0 (legacy)."""
         if self.closed:
             raise SessionError(f"{self.name}: the shell is closed")
         self._shell.flush()
-        self._shell.send(cmd + "\n")
+        control = control_char(cmd)
+        self._shell.send(control if control is not None else cmd + "\n")
+        timeout *= self.timeout_scale
         try:
-            return clean_output(self._shell.expect(expected, timeout), cmd)
+            out = clean_output(self._shell.expect(expected, timeout), cmd)
         except CommandTimeout as exc:
             raise CommandTimeout(cmd, expected, timeout, exc.output, exc.hint) from None
+        log.debug("%s: %r -> %r", self.name, cmd, out[-2000:])
+        if verify:
+            status = self.send_expect("echo $?", expected, timeout).strip()
+            if status != "0":
+                log.error("%s: %r failed (status %s): %s", self.name, cmd, status, out)
+                return int(status) if status.isdigit() else 1
+        return out
+
+    def get_session_before(self, timeout: float = 15) -> str:
+        """Everything the shell printed that no ``send_expect`` consumed, after waiting
+        ``timeout`` seconds for more (legacy: output of a timed-out command, of a program
+        still running); the buffer is emptied."""
+        if self.closed:
+            raise SessionError(f"{self.name}: the shell is closed")
+        if timeout > 0:
+            with contextlib.suppress(CommandTimeout):
+                self._shell.expect(_NEVER, timeout)
+        return self._shell.flush().replace("\r\n", "\n")
+
+    def get_session_output(self, timeout: float = 1) -> str:
+        """Legacy name of :meth:`get_session_before` with a 1 s default."""
+        return self.get_session_before(timeout)
 
     def send_command(self, cmd: str, timeout: float = 1.0) -> str:
         """Type ``cmd``; return its output once the prompt is back, or whatever arrived
@@ -103,8 +153,9 @@ class DutShell:
         self._shell.close()
 
 
-class Dut:
-    """A device under test reached through ``session``; the API of DTS's ``Dut``."""
+class Dut(DtsDutApi):
+    """A device under test reached through ``session``; the API of DTS's ``Dut`` (the
+    legacy CPU/EAL/app names: :class:`~pytest_dtsvirt.session.dtsapi.DtsDutApi`)."""
 
     def __init__(self, session: Session, config: DutConfig) -> None:
         self.session = session
@@ -112,13 +163,16 @@ class Dut:
         self.name = config.name
         self._shells: list[DutShell] = []
         self._main: DutShell | None = None
+        self._alt: DutShell | None = None  # send_expect(..., alt_session=True)
+        self.timeout_scale = 1.0
+        self._base_dir: str | None = None  # see DtsDutApi.base_dir
         self._spawned: dict[int, int] = {}  # pid -> start time (tells a reused PID apart)
         self._tag = f"{TAG_VARIABLE}={secrets.token_hex(8)}"  # in what its shells start
 
     # -- shells ----------------------------------------------------------------------------
 
     def _new_shell(self) -> DutShell:
-        shell = DutShell(self.session.shell(), self.name)
+        shell = DutShell(self.session.shell(), self.name, self.timeout_scale)
         self._shells.append(shell)
         shell.send_expect(f"export {self._tag}", PROMPT_RE, timeout=10)
         return shell
@@ -130,9 +184,52 @@ class Dut:
             self._main = self._new_shell()
         return self._main
 
-    def send_expect(self, cmd: str, expected: str, timeout: float = 15) -> str:
-        """``send_expect`` in the main shell; see :meth:`DutShell.send_expect`."""
-        return self.shell.send_expect(cmd, expected, timeout)
+    @overload
+    def send_expect(self, cmd: str, expected: str, timeout: float = 15,
+                    alt_session: bool = False, verify: Literal[False] = False) -> str: ...
+
+    @overload
+    def send_expect(self, cmd: str, expected: str, timeout: float = 15,
+                    alt_session: bool = False, verify: bool = False) -> str | int: ...
+
+    def send_expect(self, cmd: str, expected: str, timeout: float = 15,
+                    alt_session: bool = False, verify: bool = False) -> str | int:
+        """``send_expect`` in the main shell (``alt_session=True``: in a second shell
+        kept for that, as the legacy DUT's ``alt_session``); see
+        :meth:`DutShell.send_expect` for ``"^c"`` and ``verify``."""
+        shell = self.shell
+        if alt_session:
+            if self._alt is None or self._alt.closed:
+                self._alt = self._new_shell()
+            shell = self._alt
+        return shell.send_expect(cmd, expected, timeout, verify=verify)
+
+    def set_timeout_scale(self, factor: float) -> None:
+        """Multiply every later ``send_expect`` timeout of this DUT's shells by ``factor``
+        (the compat layer sets it for guests under TCG, whose programs start several times
+        slower than the legacy timeouts assume)."""
+        self.timeout_scale = factor
+        for shell in self._shells:
+            shell.timeout_scale = factor
+
+    def get_session_before(self, timeout: float = 15) -> str:
+        """:meth:`DutShell.get_session_before` of the main shell."""
+        return self.shell.get_session_before(timeout)
+
+    def get_session_output(self, timeout: float = 1) -> str:
+        """:meth:`DutShell.get_session_output` of the main shell."""
+        return self.shell.get_session_output(timeout)
+
+    def new_session(self, suite: str = "") -> DutShell:
+        """Legacy name: a new shell on this DUT (see :meth:`alt_session`), in
+        :attr:`base_dir`; close it with :meth:`close_session`."""
+        shell = self._new_shell()
+        shell.send_expect(f"cd {shlex.quote(self.base_dir)}", PROMPT_RE, timeout=10)
+        return shell
+
+    def close_session(self, session: DutShell) -> None:
+        """Legacy name: close a shell from :meth:`new_session`."""
+        session.close()
 
     def send_command(self, cmd: str, timeout: float = 1.0) -> str:
         """``send_command`` in the main shell; see :meth:`DutShell.send_command`."""
@@ -235,9 +332,11 @@ class Dut:
         with contextlib.suppress(SessionError):
             if self._shells or self._spawned:  # a daemon may outlive a closed shell
                 self.kill_all()
+        with contextlib.suppress(SessionError):
+            self._remove_base_dir()
         for shell in self._shells:
             shell.close()
-        self._shells, self._main = [], None
+        self._shells, self._main, self._alt = [], None, None
         self.session.close()
 
     def __enter__(self) -> Self:

@@ -1,0 +1,52 @@
+"""Which :class:`~pytest_dtsvirt.vmfactory.VmFactory` a legacy ``VM(dut, name, suite)``
+uses inside a pytest run.
+
+The innermost one wins: a :class:`~pytest_dtsvirt.compat.testcase.TestCase`'s own factories
+(one per class for ``set_up_all``, the test's ``function_vm_factory`` for ``set_up``, the
+test and ``tear_down``), else the running test's ``function_vm_factory`` (asked for lazily,
+through the request :mod:`pytest_dtsvirt.compat.plugin` records; a test that never makes a
+VM never connects to the DUT for it). Outside pytest there is none and ``VM`` builds a VM
+from ``conf/`` itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pytest_dtsvirt.vmfactory import VmFactory
+
+_FACTORIES: list[VmFactory] = []
+_REQUEST: list[Any] = []  # the running test's pytest.FixtureRequest (at most one)
+
+
+@contextlib.contextmanager
+def using(factory: VmFactory) -> Iterator[VmFactory]:
+    """Make ``factory`` the one legacy ``VM()`` calls use while the block runs."""
+    _FACTORIES.append(factory)
+    try:
+        yield factory
+    finally:
+        _FACTORIES.remove(factory)
+
+
+@contextlib.contextmanager
+def test_request(request: Any) -> Iterator[None]:
+    """Record the running test's fixture request (see the module docstring)."""
+    _REQUEST.append(request)
+    try:
+        yield
+    finally:
+        _REQUEST.remove(request)
+
+
+def current_factory() -> VmFactory | None:
+    """The factory a ``VM()`` made now belongs to, or None outside pytest."""
+    if _FACTORIES:
+        return _FACTORIES[-1]
+    if _REQUEST:
+        factory: VmFactory = _REQUEST[-1].getfixturevalue("function_vm_factory")
+        return factory
+    return None
