@@ -92,8 +92,9 @@ def test_two_at_once(function_vm_factory):
 def test_marked(vm, vm_dut, i):
     mem = vm_dut.send_expect("grep MemTotal /proc/meminfo", "# ", 30)
     record(f"marked{i}", vm, vm_dut, mem=mem)
-""")
+""", f"--junitxml={out / 'junit.xml'}")
     text = result.stdout.str()
+    junit = (out / "junit.xml").read_text()
     result.assert_outcomes(passed=8)
     rows = [_load(out, f"row{i}") for i in range(5)]
     two = [_load(out, "twoA"), _load(out, "twoB")]
@@ -120,6 +121,9 @@ def test_marked(vm, vm_dut, i):
     for r in every:
         _left(r["run_dir"])
     assert f"restored from {fp} in" in text and "booted in" in text
+    assert junit.count('name="dtsvirt.vm0.fresh" value="booted"') == 2  # row0, marked0
+    assert junit.count(f'name="dtsvirt.vm0.fresh" value="restored:{fp}"') == 6
+    assert 'name="dtsvirt.vm0.boot.load"' in junit
     assert not list(Path("/tmp").glob(f"dtsvirt-{os.environ.get('USER', 'root')}/dtsnap-*"))
 
 
