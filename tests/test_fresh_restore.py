@@ -233,3 +233,21 @@ def test_x(vm, vm_dut, i):
     assert len({x["rand"] for x in xs}) == 6 and len({x["port"] for x in xs}) == 6
     assert len({x["fp"] for x in xs}) == 1
     assert not os.path.exists(str(xs[0]["snapdir"]))
+
+
+def test_restored_vcpus_are_pinned_before_they_run(pytester: pytest.Pytester,
+                                                    out: Path) -> None:
+    """cpupin applies to the restored qemu's own vCPU threads (it starts paused)."""
+    result = _run(pytester, out, """
+@pytest.mark.parametrize("i", range(2))
+@pytest.mark.vm(cpu={"number": 2, "cpupin": "1 0"})
+def test_pinned(vm, vm_dut, i):
+    threads = vm.qmp.vcpu_threads()
+    masks = [os.sched_getaffinity(t) for t in threads]
+    record(f"pin{i}", vm, vm_dut, masks=[sorted(m) for m in masks])
+""")
+    result.assert_outcomes(passed=2)
+    first, second = _load(out, "pin0"), _load(out, "pin1")
+    assert first["restored"] is False and second["restored"] is True
+    for r in (first, second):
+        assert r["masks"] == [[1], [0]], r
