@@ -99,6 +99,11 @@ def test_claim_commit_bad_and_cap(store: SnapshotStore) -> None:
     assert store.available(fp) is None and store.available(fp2) is not None
     store.mark_bad(fp2)
     assert store.available(fp2) is None and store.claim(fp2) is None
+    stale = os.path.join(store.dir, "bbbbbbbbbbbbbbbb.saving")
+    os.mkdir(stale)
+    assert store.claim("bbbbbbbbbbbbbbbb") is None  # a live claim of another saver
+    os.utime(stale, (1, 1))
+    assert store.claim("bbbbbbbbbbbbbbbb") is not None  # its saver died long ago
     abandoned = store.claim("aaaaaaaaaaaaaaaa")
     store.abandon("aaaaaaaaaaaaaaaa", abandoned)
     assert store.claim("aaaaaaaaaaaaaaaa") is not None

@@ -28,6 +28,8 @@ SNAP_DIR_PREFIX = "dtsnap-"
 DEFAULT_CAP_BYTES = 2 * 1024**3
 #: a snapshot dir untouched this long, with no live owner we can check, is a leftover
 STALE_S = 3600
+#: a save claim this old belongs to a process that died while saving
+STALE_CLAIM_S = 600
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _FP = re.compile(r"^[0-9a-f]{8,64}$")
 
@@ -111,7 +113,11 @@ class SnapshotStore:
         self.ensure_dir()
         if self.is_bad(fp):
             return None
-        ok, _ = self._sh('mkdir -m 0700 -- "$1"', f"{self.dir}/{fp}.saving", timeout=10)
+        # a claim older than STALE_CLAIM_S is a saver that died: take it over
+        ok, _ = self._sh('mkdir -m 0700 -- "$1" 2>/dev/null || { '
+                         'test -n "$(find "$1" -maxdepth 0 -mmin +"$2" 2>/dev/null)" && '
+                         'touch -- "$1"; }', f"{self.dir}/{fp}.saving",
+                         str(STALE_CLAIM_S // 60), timeout=10)
         return f"{self.path(fp)}.tmp-{os.getpid()}" if ok else None
 
     def commit(self, fp: str, tmp: str) -> str:
