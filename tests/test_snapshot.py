@@ -123,3 +123,19 @@ def test_reaper_removes_snapshot_dirs_of_dead_runs() -> None:
         assert rundir.reap(LocalSession(), workdir) == [dead]
         assert os.path.isdir(live.dir) and not os.path.exists(dead)
         live.close()
+
+
+def test_overlay_rewrite_is_pure_and_keeps_other_drives() -> None:
+    from pytest_dtsvirt.qemu import overlay
+
+    argv = ["-drive", "file=/img/a.raw,if=virtio,snapshot=on", "-drive", "file=/img/b.raw",
+            "-drive", "file=/img/c.raw,snapshot=on"]
+    assert overlay.bases(argv) == ["/img/a.raw", "/img/c.raw"]
+    out, disks = overlay.rewrite(argv, "/w/run/", {"/img/a.raw": "raw"})
+    assert out == ["-drive", "file=/w/run/disk0.qcow2,format=qcow2,if=virtio",
+                   "-drive", "file=/img/b.raw", "-drive", "file=/img/c.raw,snapshot=on"]
+    assert disks == [overlay.Overlay("/w/run/disk0.qcow2", "/img/a.raw", "raw")]
+    assert overlay.saved_name("/s/0123.snap", 1) == "/s/0123.disk1.qcow2"
+    # the overlay is the VM's own: not "writable" for the restore check
+    assert shape.restore_blocker(out[:2], (), "/w/run") is None
+    assert "writable" in str(shape.restore_blocker(out[2:4], (), "/w/run"))

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pytest_dtsvirt.errors import AgentReplyError, DtsvirtError, NotYet
-from pytest_dtsvirt.qemu import migration, shape
+from pytest_dtsvirt.qemu import migration, overlay, shape
+from pytest_dtsvirt.qemu.overlay import Overlay
 
 if TYPE_CHECKING:
     from pytest_dtsvirt.runtime.ladder import Ladder
@@ -44,6 +45,7 @@ class FreshPlan:
     fingerprint: str
     restore: str | None = None  # the snapshot to restore from
     save_tmp: str | None = None  # the claimed temp path to save to after the cold boot
+    disks: list[Overlay] = field(default_factory=list)  # saved and restored with the stream
 
 
 def qemu_version(session: Session, qemu: str) -> str:
@@ -80,13 +82,15 @@ class Restorable:
     cold_reason: str = ""
 
     def _fresh_plan(self, store: SnapshotStore | None, session: Session, argv: list[str],
-                    run_dir: str, qemu: str, usercmd: tuple[str, ...]) -> FreshPlan | None:
+                    run_dir: str, qemu: str, usercmd: tuple[str, ...],
+                    bases: list[str]) -> FreshPlan | None:
         if store is None:
             return None
         version = qemu_version(session, qemu)
-        blocker = shape.restore_blocker(argv, usercmd) or shape.version_blocker(version)
-        fp = shape.fingerprint(version, argv, run_dir,
-                               image_hashes(session, shape.image_paths(argv)))
+        blocker = (shape.restore_blocker(argv, usercmd, run_dir)
+                   or shape.version_blocker(version))
+        images = [p for p in shape.image_paths(argv) if not p.startswith(run_dir)] + bases
+        fp = shape.fingerprint(version, argv, run_dir, image_hashes(session, images))
         if blocker is not None:
             self.cold_reason = blocker
             if fp not in store.told:
@@ -128,6 +132,10 @@ class Restorable:
         try:
             migration.stop(qmp)
             migration.migrate(qmp, migration.save_uri(plan.save_tmp), SAVE_TIMEOUT_S)
+            # paused, block devices flushed: the overlays match the stream
+            overlay.copy(plan.store.session, [
+                (d.path, overlay.saved_name(plan.store.path(plan.fingerprint), i))
+                for i, d in enumerate(plan.disks)])
             plan.store.commit(plan.fingerprint, plan.save_tmp)
         except BaseException as exc:
             plan.store.abandon(plan.fingerprint, plan.save_tmp)

@@ -41,7 +41,7 @@ from pytest_dtsvirt.errors import (
 )
 from pytest_dtsvirt.hypervisor import Hypervisor, VmOptions
 from pytest_dtsvirt.qemu import accel as accel_mod
-from pytest_dtsvirt.qemu import guestboot, migration, shape
+from pytest_dtsvirt.qemu import guestboot, migration, overlay, shape
 from pytest_dtsvirt.qemu.access import Access
 from pytest_dtsvirt.qemu.argv import build_argv
 from pytest_dtsvirt.qemu.fresh import RESTORE_BUDGET_S, FreshPlan, Restorable
@@ -209,14 +209,23 @@ class QEMUKvm(Restorable, StagedTeardown, Hypervisor):
             hugepage_dir=hugepage_dir,
             qemu=spec.qemu_paths[0] if spec.qemu_paths else self.dut.config.qemu)
         argv = build_argv(spec, placement) + shape.VMGENID
-        plan = None if self._no_restore else self._fresh_plan(
-            self.options.snapshots, session, argv, self._run_dir, placement.qemu,
-            tuple(spec.usercmd))
+        store = None if self._no_restore else self.options.snapshots
+        disks: list[overlay.Overlay] = []
+        if store is not None and overlay.bases(argv):  # snapshot=on -> explicit overlays
+            argv, disks = overlay.rewrite(argv, self._run_dir, overlay.probe_formats(
+                session, overlay.bases(argv)))
+        plan = self._fresh_plan(store, session, argv, self._run_dir, placement.qemu,
+                                tuple(spec.usercmd), [d.base for d in disks])
+        if plan is not None:
+            plan.disks = disks
         if plan is not None and plan.restore is not None:
             try:
+                overlay.copy(session, [(overlay.saved_name(plan.restore, i), d.path)
+                                       for i, d in enumerate(disks)])
                 return self._launch(spec, placement, argv, min(budget, RESTORE_BUDGET_S), plan)
             except (DtsvirtError, OSError) as exc:
                 return self._boot_cold_after(plan, exc)
+        overlay.create(session, disks)
         try:
             return self._launch(spec, placement, argv, budget, plan)
         finally:

@@ -59,8 +59,10 @@ def image_paths(argv: Sequence[str]) -> list[str]:
     return paths
 
 
-def restore_blocker(argv: Sequence[str], usercmd: Sequence[str] = ()) -> str | None:
-    """Why a VM with ``argv`` must boot cold instead of restoring, or None."""
+def restore_blocker(argv: Sequence[str], usercmd: Sequence[str] = (),
+                    run_dir: str = "") -> str | None:
+    """Why a VM with ``argv`` must boot cold instead of restoring, or None. A disk in
+    ``run_dir`` is the VM's own overlay (see ``qemu/overlay.py``)."""
     joined = " ".join(argv)
     if "vfio-pci" in joined:
         return "it passes a host device through (vfio-pci): device state cannot be restored"
@@ -71,7 +73,9 @@ def restore_blocker(argv: Sequence[str], usercmd: Sequence[str] = ()) -> str | N
     if usercmd:
         return "the cfg adds 'usercmd' words the runtime cannot reason about"
     for flag, value in itertools.pairwise(argv):
-        if flag == "-drive" and not re.search(r"(^|,)(snapshot|readonly)=on(,|$)", value):
+        private = bool(run_dir) and value.startswith(f"file={run_dir.rstrip('/')}/")
+        if flag == "-drive" and not private and not re.search(
+                r"(^|,)(snapshot|readonly)=on(,|$)", value):
             return ("a disk is writable (no snapshot=on): a restored guest's page cache "
                     "would not match what earlier tests wrote to it")
     if re.search(r"(^|,)snapshot=on(,|$)", joined) or "-snapshot" in argv:

@@ -1,7 +1,8 @@
 """Snapshots of ready guests on a DUT, shared by the xdist workers of one run.
 
 They live in ``<workdir>/dtsnap-<run id>/`` (mode 0700, in a work dir checked to be ours):
-``<fingerprint>.snap`` is a complete migration stream, ``<fingerprint>.snap.tmp-<pid>`` one
+``<fingerprint>.snap`` is a complete migration stream (``<fingerprint>.disk<N>.qcow2``
+the disk overlays saved with it), ``<fingerprint>.snap.tmp-<pid>`` one
 being written (renamed when complete, so a half-written stream is never read),
 ``<fingerprint>.saving`` a claim (``mkdir`` is atomic: one worker saves, the others boot cold
 meanwhile), ``<fingerprint>.bad`` a mark that a restore failed (the shape boots cold for the
@@ -148,18 +149,19 @@ class SnapshotStore:
         for name in gone:
             log.warning("snapshot cap of %d MiB reached: removing the least recently used "
                         "snapshot %s", self.cap_bytes >> 20, name)
-            self._sh('rm -f -- "$1"', f"{self.dir}/{name}")
+            self._sh('rm -f -- "$1" "${1%.snap}".disk*.qcow2', f"{self.dir}/{name}")
         return gone
 
     def close(self) -> None:
         """Remove what this process saved and its owner mark; the dir once empty."""
         if not self._ready:
             return
-        paths = [self.path(fp) for fp in sorted(self.saved)]
-        script = ('d=$1; o=$2; shift 2; rm -f -- "$@" "$d/owner-$o"; '
+        fps = sorted(self.saved)
+        script = ('d=$1; o=$2; shift 2; for f in "$@"; do '
+                  'rm -f -- "$d/$f.snap" "$d/$f".disk*.qcow2; done; rm -f -- "$d/owner-$o"; '
                   'if [ -z "$(ls -A -- "$d" | grep owner-)" ]; then rm -rf -- "$d"; fi; true')
         try:
-            self._sh(script, self.dir, str(os.getpid()), *paths)
+            self._sh(script, self.dir, str(os.getpid()), *fps)
         except SessionError as exc:
             log.warning("removing the snapshots in %s: %s", self.dir, exc)
         self.saved.clear()
