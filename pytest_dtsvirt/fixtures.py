@@ -141,6 +141,9 @@ def _use(node: pytest.Item) -> Callable[[Hypervisor], None]:
         used = node.stash.setdefault(USED_KEY, [])
         if vm not in used:
             used.append(vm)
+            origin = getattr(vm, "restored_from", None)
+            node.user_properties.append(
+                (f"dtsvirt.{vm.vm_name}.fresh", f"restored:{origin}" if origin else "booted"))
             for phase, seconds in vm.phase_timings.items():
                 node.user_properties.append(
                     (f"dtsvirt.{vm.vm_name}.boot.{phase}", f"{seconds:.3f}"))

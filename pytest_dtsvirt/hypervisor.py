@@ -37,6 +37,9 @@ class VmOptions:
     cache_dir: str | None = None  # test guest cache
     guest_ssh: str = DEFAULT_SSH  # SSH server of the default test guest (SSH_SERVERS)
     run_id: str | None = None  # tags run dirs so the reaper knows what is ours
+    #: the run's snapshot store (runtime/snapshot.py): fresh guests restore from it; None
+    #: boots cold (session VMs, ``--dtsvirt-fresh boot``)
+    snapshots: Any = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 

@@ -42,6 +42,7 @@ log = logging.getLogger("pytest_dtsvirt")
 
 ACCELS = ("auto", "kvm", "tcg")
 KEEP = ("never", "failed", "always")
+FRESH = ("restore", "boot")
 #: (option, ini key, help, choices)
 _OPTIONS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("--dtsvirt-conf-dir", "dtsvirt_conf_dir",
@@ -67,6 +68,10 @@ _OPTIONS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
      "SSH server of the default test guest: dropbear (reaches SSH about 0.7 s sooner) or openssh "
      "(with SFTP; for many commands at once on one guest session) (default: dropbear)",
      SSH_SERVERS),
+    ("--dtsvirt-fresh", "dtsvirt_fresh",
+     "how a test's fresh VM (vm, vm_dut, function_vm_factory) starts: restore (the first VM "
+     "of a shape boots and is saved as a snapshot, later ones restore from it in about a "
+     "second) or boot (always a cold boot) (default: restore)", FRESH),
 )
 
 __all__ = ["dut", "dut_config", "function_vm_factory", "session_vm", "session_vm_dut", "vm",
@@ -130,6 +135,7 @@ def settings_from(config: pytest.Config) -> Settings:
         hypervisor=_value(config, "dtsvirt_hypervisor")[0] or "kvm",
         cache_dir=_path(config, "dtsvirt_cache_dir"),
         guest_ssh=_choice(config, "dtsvirt_guest_ssh", SSH_SERVERS, DEFAULT_SSH),
+        fresh=_choice(config, "dtsvirt_fresh", FRESH, "restore"),
         run_id=str(run_id),
         worker=workerinput.get("workerid") or worker_id(),
     )

@@ -37,6 +37,7 @@ from pytest_dtsvirt.marker import VmRequest, merge, parse_marker
 from pytest_dtsvirt.runtime import parallel, rundir
 
 if TYPE_CHECKING:
+    from pytest_dtsvirt.runtime.snapshot import SnapshotStore
     from pytest_dtsvirt.session.dut import Dut, VmDut
     from pytest_dtsvirt.session.dutconfig import DutConfig
 
@@ -58,12 +59,14 @@ class Settings:
 
     conf_dir_given: bool = False  # --dtsvirt-conf-dir / ini set: no lookup near the test
     guest_ssh: str = DEFAULT_SSH  # SSH server of the default test guest
+    fresh: str = "restore"  # restore | boot: how a fresh (not session) VM starts
 
-    def vm_options(self, suite: str, test_dir: str | None = None) -> VmOptions:
+    def vm_options(self, suite: str, test_dir: str | None = None,
+                   snapshots: Any = None) -> VmOptions:
         return VmOptions(conf_dir=self.conf_dir_for(suite, test_dir), accel=self.accel,
                          boot_timeout=self.boot_timeout, cache_dir=self.cache_dir,
                          guest_ssh=self.guest_ssh,
-                         run_id=self.run_id)
+                         run_id=self.run_id, snapshots=snapshots)
 
     def conf_dir_for(self, suite: str, test_dir: str | None) -> str:
         """The configured conf dir; without one, ``conf/`` next to the test module when it
@@ -91,6 +94,18 @@ class _Root:
     requests: dict[int, tuple[str, VmRequest]] = field(default_factory=dict)
     keep: set[int] = field(default_factory=set)
     session: VmFactory | None = None
+    snapshots: SnapshotStore | None = None
+
+    def snapshot_store(self) -> SnapshotStore | None:
+        """The run's snapshot store on this DUT (``--dtsvirt-fresh restore``, kvm only)."""
+        if self.settings.fresh != "restore" or self.settings.hypervisor != "kvm":
+            return None
+        if self.snapshots is None:
+            from pytest_dtsvirt.runtime.snapshot import SnapshotStore
+
+            self.snapshots = SnapshotStore(self.dut.session, self.dut.config.workdir,
+                                           self.settings.run_id)
+        return self.snapshots
 
 
 class VmFactory:
@@ -162,10 +177,12 @@ class VmFactory:
         suite_name, req = self.request_for(name, suite, **params)
         return self._create(suite_name, req)
 
-    def _create(self, suite: str, req: VmRequest, test_dir: str | None = None) -> Hypervisor:
+    def _create(self, suite: str, req: VmRequest, test_dir: str | None = None, *,
+                fresh: bool = True) -> Hypervisor:
         settings = self._root.settings
+        store = self._root.snapshot_store() if fresh else None
         vm = backends.create(settings.hypervisor, self._root.dut, req.name, suite,
-                             settings.vm_options(suite, test_dir or self.test_dir))
+                             settings.vm_options(suite, test_dir or self.test_dir, store))
         for key, options in req.calls():
             vm.set_vm_param(key, **options)
         self._root.requests[id(vm)] = (suite, req)
@@ -200,7 +217,9 @@ class VmFactory:
             raise
         self._root.guests[id(vm)] = guest
         timings = ", ".join(f"{k} {v:.2f}" for k, v in vm.phase_timings.items())
-        log.info("%s of suite %s ready in %.2f s (%s)", req.name, suite,
+        origin = getattr(vm, "restored_from", None)
+        how = f"restored from {origin} in" if origin else "booted in"
+        log.info("%s of suite %s %s %.2f s (%s)", req.name, suite, how,
                  time.monotonic() - began, timings)
         if self._on_use is not None:
             self._on_use(vm)
@@ -261,7 +280,7 @@ class VmFactory:
                 vm = None
         if vm is None:
             session = self._root.session or self
-            vm = session._create(suite_name, VmRequest(name=name), self.test_dir)
+            vm = session._create(suite_name, VmRequest(name=name), self.test_dir, fresh=False)
             session.boot(vm, where=self.label)
             self._root.shared[key] = vm
         if self._on_use is not None:
@@ -335,6 +354,9 @@ class VmFactory:
                 log.error("stopping %s failed: %s", _key(vm), err)
                 errors.append(err)
         self._vms.clear()
+        if self._root.session is self and self._root.snapshots is not None:
+            self._root.snapshots.close()
+            self._root.snapshots = None
         if interrupted is not None:
             raise interrupted
         if len(errors) == 1:
@@ -409,7 +431,8 @@ def load_duts(settings: Settings) -> list[DutConfig]:
 def reap_leftovers(dut: Dut) -> None:
     """Remove leftovers of crashed runs on the DUT (never live runs of other workers)."""
     try:
-        for path in rundir.reap(dut.session, dut.config.workdir):
+        for path in rundir.reap(dut.session, dut.config.workdir,
+                                local=dut.config.is_local):
             log.warning("removed a leftover of a crashed run on %s: %s", dut.config.name, path)
     except DtsvirtError as err:
         log.warning("reaping leftovers on %s failed: %s", getattr(dut, "name", dut), err)

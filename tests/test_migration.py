@@ -157,13 +157,15 @@ def test_wait_incoming(peer: Any) -> None:
 # -- real qemu ------------------------------------------------------------------------------
 
 def _qemu(tmp: str, name: str, extra: list[str]) -> tuple[subprocess.Popen[bytes], str]:
+    """qemu without a guest; its stdout (where HMP qemu-io prints) goes to <name>.out."""
     qmp_path = os.path.join(tmp, f"{name}.sock")
     argv = ["qemu-system-x86_64", "-accel", "tcg", "-nodefaults", "-display", "none",
             "-machine", "pc", "-m", "64", "-device", "e1000,id=pt_0",
             "-chardev", f"socket,id=qmp,path={qmp_path},server=on,wait=off",
             "-mon", "chardev=qmp,mode=control", *extra]
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    with open(os.path.join(tmp, f"{name}.out"), "wb") as out:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.PIPE)
     deadline = time.monotonic() + 10
     while not os.path.exists(qmp_path):
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else b""
@@ -227,3 +229,68 @@ def test_real_qemu_save_restore_and_a_bad_stream() -> None:
             assert bad.stderr is not None and b"load" in bad.stderr.read()
         finally:
             _end(bad)
+
+
+def test_real_qemu_disk_overlay_travels_with_the_snapshot() -> None:
+    """A snapshot=on disk opened through an explicit overlay (qemu/overlay.py): what was
+    written before the save is in every restore, what a restored VM writes is not in the
+    next one, and the base image is never written."""
+    from pytest_dtsvirt.qemu import overlay
+    from pytest_dtsvirt.session.local import LocalSession
+
+    session = LocalSession()
+    with tempfile.TemporaryDirectory(prefix="dtsvirt-mig-") as tmp:
+        base = os.path.join(tmp, "base.raw")
+        with open(base, "wb") as f:
+            f.truncate(1 << 20)
+        snap = os.path.join(tmp, "s.snap")
+
+        def vm(name: str, run: str, extra: list[str], copy_from: str | None
+               ) -> tuple[subprocess.Popen[bytes], str]:
+            os.makedirs(run)
+            argv = ["-drive", f"file={base},if=none,id=d0,snapshot=on"]
+            argv, disks = overlay.rewrite(argv, run, overlay.probe_formats(
+                session, overlay.bases(argv)))
+            assert disks and "snapshot=on" not in argv[1] and argv[1].startswith(f"file={run}/")
+            if copy_from is None:
+                overlay.create(session, disks)
+            else:
+                overlay.copy(session, [(overlay.saved_name(copy_from, 0), disks[0].path)])
+            return _qemu(tmp, name, [*argv, *extra])
+
+        def io(qmp: Qmp, cmd: str) -> None:
+            qmp.execute("human-monitor-command", {"command-line": f"qemu-io d0 \"{cmd}\""})
+
+        def printed(name: str) -> str:
+            with open(os.path.join(tmp, f"{name}.out")) as f:
+                return f.read()
+
+        src, sock = vm("src", os.path.join(tmp, "run1"), [], None)
+        try:
+            with _open(sock) as qmp:
+                io(qmp, "write -P 0xab 0 4k")
+                migration.stop(qmp)
+                migration.migrate(qmp, migration.save_uri(snap), timeout=30)
+                overlay.copy(session, [(os.path.join(tmp, "run1", "disk0.qcow2"),
+                                        overlay.saved_name(snap, 0))])
+        finally:
+            _end(src)
+        restore = migration.incoming_argv(migration.restore_uri(snap))
+        for i in (2, 3):
+            dst, sock = vm(f"dst{i}", os.path.join(tmp, f"run{i}"), restore, snap)
+            try:
+                with _open(sock) as qmp:
+                    assert migration.wait_incoming(qmp, 30) == "paused"
+                    migration.cont(qmp)
+                    io(qmp, "read -P 0xab 0 4k")  # written before the save
+                    io(qmp, "read -P 0 8k 4k")  # written by restore 2 only, after it
+                    io(qmp, "write -P 0xcd 8k 4k")
+                    io(qmp, "read -P 0xcd 8k 4k")
+            finally:
+                _end(dst)
+            text = printed(f"dst{i}")
+            assert text.count("read 4096/4096") == 3 and "wrote 4096/4096" in text, text
+            assert "verification failed" not in text, text
+        assert "wrote 4096/4096" in printed("src")
+        with open(base, "rb") as f:
+            assert f.read() == bytes(1 << 20)  # the base was never written

@@ -41,9 +41,10 @@ from pytest_dtsvirt.errors import (
 )
 from pytest_dtsvirt.hypervisor import Hypervisor, VmOptions
 from pytest_dtsvirt.qemu import accel as accel_mod
-from pytest_dtsvirt.qemu import dutfacts, guestboot
+from pytest_dtsvirt.qemu import dutfacts, guestboot, migration, overlay, shape
 from pytest_dtsvirt.qemu.access import Access
 from pytest_dtsvirt.qemu.argv import build_argv, notes
+from pytest_dtsvirt.qemu.fresh import RESTORE_BUDGET_S, FreshPlan, Restorable
 from pytest_dtsvirt.qemu.livemig import LiveMigration
 from pytest_dtsvirt.qemu.placement import Placement
 from pytest_dtsvirt.qemu.qga import GuestAgent
@@ -63,7 +64,7 @@ QMP_TIMEOUT_S = 10.0
 AGENT_TIMEOUT_S = 10.0
 
 
-class QEMUKvm(LiveMigration, StagedTeardown, Hypervisor):
+class QEMUKvm(LiveMigration, Restorable, StagedTeardown, Hypervisor):
     """A qemu/KVM (or TCG) VM of a suite on a DUT. See the module docstring."""
 
     def __init__(self, dut: Dut, vm_name: str, suite: str,
@@ -93,6 +94,7 @@ class QEMUKvm(LiveMigration, StagedTeardown, Hypervisor):
         self._link: Dut | None = None
         #: the guest login and VNC, with their secrets (in memory; see qemu/access.py)
         self._access = Access(vm_name)
+        self._no_restore = False  # a restore failed: this VM boots cold
 
     # -- configuration ------------------------------------------------------------------
     def set_vm_param(self, key: str, **options: str) -> None:
@@ -208,15 +210,67 @@ class QEMUKvm(LiveMigration, StagedTeardown, Hypervisor):
             vnc_display=spec.vnc.display if spec.vnc else None,
             hugepage_dir=hugepage_dir,
             qemu=spec.qemu_paths[0] if spec.qemu_paths else self.dut.config.qemu)
-        argv = build_argv(spec, placement)
+        argv = build_argv(spec, placement) + shape.VMGENID
         for note in notes(spec, placement):
             log.warning("%s: %s", self.vm_name, note)
+        store = None if self._no_restore else self.options.snapshots
+        disks: list[overlay.Overlay] = []
+        if store is not None and overlay.bases(argv):  # snapshot=on -> explicit overlays
+            argv, disks = overlay.rewrite(argv, self._run_dir, overlay.probe_formats(
+                session, overlay.bases(argv)))
+        plan = self._fresh_plan(store, session, argv, self._run_dir, placement.qemu,
+                                tuple(spec.usercmd), [d.base for d in disks])
+        if plan is not None:
+            plan.disks = disks
+        if plan is not None and plan.restore is not None:
+            try:
+                overlay.copy(session, [(overlay.saved_name(plan.restore, i), d.path)
+                                       for i, d in enumerate(disks)])
+                return self._launch(spec, placement, argv, min(budget, RESTORE_BUDGET_S), plan)
+            except (DtsvirtError, OSError) as exc:
+                return self._boot_cold_after(plan, exc)
+        overlay.create(session, disks)
+        try:
+            return self._launch(spec, placement, argv, budget, plan)
+        finally:
+            if plan is not None and plan.save_tmp is not None:  # failed before the save
+                plan.store.abandon(plan.fingerprint, plan.save_tmp)
+
+    def _boot_cold_after(self, plan: FreshPlan, exc: BaseException) -> VmDut:
+        """A restore failed: say why, mark the snapshot bad, clean up, boot cold."""
+        log.warning("%s: restoring from snapshot %s failed (%s); booting cold, and this "
+                    "shape boots cold for the rest of the run", self.vm_name,
+                    plan.fingerprint, secret.mask(str(exc)))
+        plan.store.mark_bad(plan.fingerprint)
+        try:
+            self.stop()
+        except DtsvirtError as td:
+            log.warning("%s: cleaning up the failed restore: %s", self.vm_name, td)
+        self._stopped = self._stopping = False
+        self._proc = self._qmp = self._agent = None  # type: ignore[assignment]
+        self._run_dir = self._placement = self._hostfwd_port = None  # type: ignore[assignment]
+        self._link = None
+        self._no_restore = True
+        self.restored, self.restored_from = False, None
+        self.cold_reason = f"restore failed: {exc}"
+        self._access = Access(self.vm_name)
+        return self._boot()
+
+    def _launch(self, spec: Any, placement: Placement, argv: list[str], budget: float,
+                plan: FreshPlan | None) -> VmDut:
+        """Start qemu (cold, or restoring ``plan.restore``) and climb the ladder."""
+        assert self._run_dir is not None
+        restore = plan.restore if plan is not None else None
         pins = spec.cpu.pins
         if pins:
-            argv.append("-S")  # pin vCPU threads before the guest runs
+            argv = [*argv, "-S"]  # pin vCPU threads before the guest runs
+        if restore is not None:  # a snapshot of a paused guest loads paused
+            argv = [*argv, *migration.incoming_argv(migration.restore_uri(restore))]
         self._argv = argv
-        log.info("%s: starting qemu on %s (%s): %s", self.vm_name, session.name, accel,
-                 shlex.join(argv))
+        session = self.dut.session
+        log.info("%s: starting qemu on %s (%s)%s: %s", self.vm_name, session.name,
+                 placement.accel, f", restoring snapshot {plan.fingerprint}" if restore
+                 and plan else "", shlex.join(argv))
         ladder = Ladder(self.vm_name, budget, self._qemu_exit_reason,
                         console=lambda: self._read_run_file(lambda p: p.console_log))
         link = self._open_link()
@@ -226,26 +280,53 @@ class QEMUKvm(LiveMigration, StagedTeardown, Hypervisor):
         self._qmp = ladder.phase("qmp", lambda: Qmp(link.open_unix(
             placement.qmp_socket, ladder.attempt_timeout(2)), timeout=ladder.attempt_timeout(5)))
         self._qmp.timeout = QMP_TIMEOUT_S  # the handshake had the boot budget; calls get this
+        qmp = self._qmp
+        if restore is not None:
+            ladder.phase("load", lambda: migration.wait_incoming(qmp, ladder.left()))
         if spec.vnc is not None:
             self._access.setup_vnc(self._qmp.command, spec.vnc.display)
         if pins:
             self._pin_vcpus(pins)
+        if pins or restore is not None:
             self._qmp.cont()
         self._hostfwd_port = self._read_hostfwd_port()
         self._await_incoming(spec, ladder)  # a live migration target waits here
         self._agent = ladder.phase("agent", lambda: self._agent_probe(ladder))
         self._agent.timeout = AGENT_TIMEOUT_S
-        self._set_guest_password(spec, ladder)
-        ladder.phase("host_connect", lambda: self._host_connect_probe(ladder))
+        agent = self._agent
+        if restore is not None:
+            ladder.phase("clock", lambda: self._set_clock(agent, ladder))
+        if plan is not None and plan.save_tmp is not None:  # saved before any password
+            ladder.phase("host_connect", lambda: self._host_connect_probe(ladder))
+            port = self._hostfwd_port
+            ladder.phase("sshd", lambda: self._sshd_greets(link, port, ladder.attempt_timeout(3)))
+            ladder.phase("save", lambda: self._save_snapshot(qmp, plan))
+            ladder.phase("clock", lambda: self._set_clock(agent, ladder))
+            self._set_guest_password(spec, ladder)
+        else:
+            self._set_guest_password(spec, ladder)
+            ladder.phase("host_connect", lambda: self._host_connect_probe(ladder))
         self.pci_maps = self._qmp.pci_map()
         guest_session = ladder.phase("ssh", lambda: self._ssh_probe(spec, ladder))
         self._timings = dict(ladder.timings)
         self._timings["total"] = round(time.monotonic() - ladder.started, 3)
         guest_session.fault_hint = self.fault
         self._vm_dut = VmDut(guest_session, self._guest_config(spec), vm=self)
-        log.info("%s: ready in %.2f s (%s)", self.vm_name, self._timings["total"],
+        if restore is not None and plan is not None:
+            self.restored, self.restored_from = True, plan.fingerprint
+            how = f"restored from {plan.fingerprint} in"
+        else:
+            how = "booted in"
+        log.info("%s: %s %.2f s (%s)", self.vm_name, how, self._timings["total"],
                  ", ".join(f"{k} {v:.2f}" for k, v in ladder.timings.items()))
         return self._vm_dut
+
+    def _stop_courtesy(self) -> None:
+        """A VM of a restorable shape keeps nothing past qemu (no writable disk): no
+        guest kill_all or powerdown, qemu is told to quit at once (saves 1-2 s per test)."""
+        if self.fingerprint:
+            return
+        super()._stop_courtesy()
 
     def _open_link(self) -> Session:
         """The session for this VM's long-lived channels (supervisor, QMP, agent, guest SSH).

@@ -17,6 +17,7 @@ import time
 import uuid
 
 from pytest_dtsvirt.errors import SessionError
+from pytest_dtsvirt.runtime import snapshot
 from pytest_dtsvirt.runtime.workdir import check_workdir, make_run_dir_in
 from pytest_dtsvirt.session.base import Session
 
@@ -129,14 +130,16 @@ def _age_seconds(session: Session, path: str) -> float:
         return 0.0
 
 
-def reap(session: Session, workdir: str) -> list[str]:
+def reap(session: Session, workdir: str, *, local: bool = True) -> list[str]:
     """Remove leftovers of crashed dtsvirt runs under ``workdir``; return what was reaped.
 
     A run dir is a leftover when its supervisor is dead (or, with no supervisor pidfile,
     when it is older than a few minutes). Only the PIDs the supervisor recorded (qemu and
     the supervisor's watcher) are killed, each after checking that its command line still
     names that run dir; a user's ``tail -f`` of the console log is never touched. Live runs
-    (other workers, other sessions, kept VMs) are left alone.
+    (other workers, other sessions, kept VMs) are left alone. Snapshot dirs of crashed runs
+    go too (:func:`pytest_dtsvirt.runtime.snapshot.reap`; ``local``: the DUT is this host,
+    so their owners' PIDs can be checked).
     """
     if check_workdir(session, workdir) is None:  # UnsafeWorkdir if another user owns it
         return []
@@ -166,4 +169,4 @@ def reap(session: Session, workdir: str) -> list[str]:
             continue
         remove_run_dir(session, run_dir)
         reaped.append(run_dir)
-    return reaped
+    return reaped + snapshot.reap(session, workdir, listing.stdout.split(), local)

@@ -1,0 +1,165 @@
+"""Fresh guests from a snapshot: the restore half of ``QEMUKvm`` (a mixin, like teardown).
+
+The first VM of a shape (see ``qemu/shape.py``) boots cold; once its agent answers, its
+``host_connect`` address is up and sshd greets, and before any login or password, it is
+paused and saved to the run's snapshot store (``runtime/snapshot.py``), then continues:
+the test that booted it sees the very state every later restore starts from. Later VMs of
+the same shape start the same argv plus ``-incoming "exec:cat SNAPSHOT"``, get pinned, run,
+get the host's wall clock through the agent and a fresh login password. The kernel RNG is
+reseeded by the new VM generation id (``vmgenid``) of each start. ``boot_id`` and the SSH
+host keys are the snapshot's (the same for every VM of a shape in a run).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pytest_dtsvirt.errors import AgentReplyError, DtsvirtError, NotYet
+from pytest_dtsvirt.qemu import migration, overlay, shape
+from pytest_dtsvirt.qemu.overlay import Overlay
+
+if TYPE_CHECKING:
+    from pytest_dtsvirt.runtime.ladder import Ladder
+    from pytest_dtsvirt.runtime.snapshot import SnapshotStore
+    from pytest_dtsvirt.session.base import Session
+
+log = logging.getLogger("pytest_dtsvirt")
+
+#: bound of writing a snapshot (an 88 MB stream takes well under a second)
+SAVE_TIMEOUT_S = 60.0
+#: budget of a restore before it falls back to a cold boot
+RESTORE_BUDGET_S = 45.0
+
+_version_memo: dict[tuple[str, str], str] = {}
+_hash_memo: dict[tuple[str, str, str], str] = {}
+
+
+@dataclass
+class FreshPlan:
+    """What this start does about snapshots."""
+
+    store: SnapshotStore
+    fingerprint: str
+    restore: str | None = None  # the snapshot to restore from
+    save_tmp: str | None = None  # the claimed temp path to save to after the cold boot
+    disks: list[Overlay] = field(default_factory=list)  # saved and restored with the stream
+
+
+def qemu_version(session: Session, qemu: str) -> str:
+    key = (session.name, qemu)
+    if key not in _version_memo:
+        res = session.run([qemu, "--version"], timeout=20)
+        _version_memo[key] = res.stdout.splitlines()[0] if res.ok and res.stdout else "?"
+    return _version_memo[key]
+
+
+def image_hashes(session: Session, paths: list[str]) -> dict[str, str]:
+    """Content hashes of the image files (memoized by path, size and mtime)."""
+    out: dict[str, str] = {}
+    for path in paths:
+        st = session.run(["stat", "-L", "-c", "%s %Y %i", "--", path], timeout=20)
+        key = (session.name, path, st.stdout.strip())
+        if key not in _hash_memo:
+            res = session.run(["sha256sum", "--", path], timeout=300)
+            _hash_memo[key] = res.stdout.split()[0] if res.ok and res.stdout else "?"
+        out[path] = _hash_memo[key]
+    return out
+
+
+class Restorable:
+    """Mixin for QEMUKvm: planning, saving and the restored guest's fix-ups."""
+
+    vm_name: str
+    #: whether this VM was restored from a snapshot, and which (its fingerprint)
+    restored: bool = False
+    restored_from: str | None = None
+    #: the fingerprint of this VM's shape ("" when it cannot be restored)
+    fingerprint: str = ""
+    #: why this VM booted cold although restore is on ("" if not)
+    cold_reason: str = ""
+
+    def _fresh_plan(self, store: SnapshotStore | None, session: Session, argv: list[str],
+                    run_dir: str, qemu: str, usercmd: tuple[str, ...],
+                    bases: list[str]) -> FreshPlan | None:
+        if store is None:
+            return None
+        version = qemu_version(session, qemu)
+        blocker = (shape.restore_blocker(argv, usercmd, run_dir)
+                   or shape.version_blocker(version))
+        images = [p for p in shape.image_paths(argv) if not p.startswith(run_dir)] + bases
+        fp = shape.fingerprint(version, argv, run_dir, image_hashes(session, images))
+        if blocker is not None:
+            self.cold_reason = blocker
+            if fp not in store.told:
+                store.told.add(fp)
+                log.warning("%s: booting cold, not from a snapshot: %s", self.vm_name, blocker)
+            return None
+        self.fingerprint = fp
+        store.ensure_dir()
+        path = store.available(fp)
+        if path is not None:
+            store.seen.add(fp)
+            return FreshPlan(store, fp, restore=path)
+        if fp in store.seen and not store.is_bad(fp):
+            log.warning("%s: the snapshot %s is gone (deleted or evicted); booting cold",
+                        self.vm_name, fp)
+            store.seen.discard(fp)
+        tmp = store.claim(fp)
+        if tmp is None:
+            self.cold_reason = ("the snapshot of this shape is marked bad" if store.is_bad(fp)
+                                else "another process is saving the snapshot of this shape")
+            return None
+        return FreshPlan(store, fp, save_tmp=tmp)
+
+    # -- pieces called by QEMUKvm._launch ------------------------------------------------
+    def _sshd_greets(self, link: Session, port: int, timeout: float) -> None:
+        sock = link.open_tcp("127.0.0.1", port, timeout)
+        try:
+            sock.settimeout(timeout)
+            banner = sock.recv(64)
+        finally:
+            sock.close()
+        if not banner.startswith(b"SSH-"):
+            raise NotYet(f"sshd did not greet yet ({banner[:20]!r})")
+
+    def _save_snapshot(self, qmp: Any, plan: FreshPlan) -> None:
+        """Pause, write the stream to the claimed temp file, publish it, run on."""
+        assert plan.save_tmp is not None
+        began = time.monotonic()
+        try:
+            migration.stop(qmp)
+            migration.migrate(qmp, migration.save_uri(plan.save_tmp), SAVE_TIMEOUT_S)
+            # paused, block devices flushed: the overlays match the stream
+            overlay.copy(plan.store.session, [
+                (d.path, overlay.saved_name(plan.store.path(plan.fingerprint), i))
+                for i, d in enumerate(plan.disks)])
+            plan.store.commit(plan.fingerprint, plan.save_tmp)
+        except BaseException as exc:
+            plan.store.abandon(plan.fingerprint, plan.save_tmp)
+            if not isinstance(exc, DtsvirtError):
+                raise
+            log.warning("%s: saving the snapshot %s failed (%s); later VMs of this shape "
+                        "boot cold", self.vm_name, plan.fingerprint, exc)
+        finally:
+            plan.save_tmp = None
+            try:
+                migration.cont(qmp)
+            except DtsvirtError as exc:
+                log.warning("%s: resuming after the snapshot: %s", self.vm_name, exc)
+        log.info("%s: saved snapshot %s in %.2f s", self.vm_name, plan.fingerprint,
+                 time.monotonic() - began)
+
+    def _set_clock(self, agent: Any, ladder: Ladder) -> None:
+        """The host's wall clock into the guest (``guest-set-time``, nanoseconds)."""
+        try:
+            agent.command("guest-set-time", {"time": time.time_ns()},
+                          timeout=ladder.attempt_timeout(5))
+        except AgentReplyError as exc:
+            if "hwclock" not in exc.desc:  # the clock is set before qemu-ga runs hwclock
+                raise
+
+
+__all__ = ["FreshPlan", "Restorable", "image_hashes", "qemu_version"]
