@@ -104,6 +104,17 @@ def test_alt_session_is_independent(dut: Dut, tmp_path: Path) -> None:
         alt.send_expect("echo", "# ")
 
 
+def _child_of(dut: Dut, parent: int, timeout: float = 10.0) -> int:
+    """The PID of a child of ``parent`` once there is one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        children = [p.pid for p in dut.session.processes().values() if p.ppid == parent]
+        if children:
+            return children[0]
+        assert time.monotonic() < deadline, f"PID {parent} started no child in {timeout} s"
+        time.sleep(0.05)
+
+
 def test_kill_all_ends_only_what_the_dut_started(dut: Dut, tmp_path: Path) -> None:
     # an unrelated process on the same host, started outside this Dut
     unrelated = dut.session.spawn(["sleep", "1000"], stdout_path="/dev/null",
@@ -115,9 +126,9 @@ def test_kill_all_ends_only_what_the_dut_started(dut: Dut, tmp_path: Path) -> No
         alt.send_command("sleep 1001", timeout=0.2)  # foreground, never returns
         spawned = dut.spawn(["sh", "-c", "sleep 1002 & wait"], stdout_path="/dev/null",
                             stderr_path="/dev/null")
-        procs = dut.session.processes()
-        spawned_child = next(p.pid for p in procs.values() if p.ppid == spawned)
-        alt_child = next(p.pid for p in procs.values() if p.ppid == alt.pid)
+        # both children start a moment later (under load, after the calls returned)
+        spawned_child = _child_of(dut, spawned)
+        alt_child = _child_of(dut, alt.pid)
         for pid in (bg, alt_child, spawned, spawned_child, unrelated):
             assert dut.session.pid_alive(pid)
         shells = (dut.shell.pid, alt.pid)

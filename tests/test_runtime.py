@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -402,37 +402,30 @@ def test_keyboard_interrupt_during_start(dut: Dut, tmp_path: Path) -> None:
     assert_nothing_left(vm)
 
 
-@pytest.mark.parametrize("delay, presses", [(0.0, 1), (0.2, 1), (0.35, 2)])
-def test_ctrl_c_during_teardown_leaves_nothing(dut: Dut, tmp_path: Path, delay: float,
+@pytest.mark.parametrize(("stage", "presses"),
+                         [("_stop_courtesy", 1), ("_stop_soft", 1), ("_stop_soft", 2)])
+def test_ctrl_c_during_teardown_leaves_nothing(dut: Dut, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch, stage: str,
                                                presses: int) -> None:
-    """A real SIGINT landing in stop() (the issue measured 0.3-0.6 s into it): the stop
-    still ends qemu and removes the run dir, then the KeyboardInterrupt goes on."""
+    """A real SIGINT landing in stop() (the issue saw Ctrl-C 0.3-0.6 s into a teardown leave
+    the run dir behind): the stop still ends qemu and removes the run dir, then the
+    KeyboardInterrupt goes on. The SIGINT is sent as a stage begins (a fixed delay raced
+    teardowns that finish in 0.3 s); with two presses the second lands in the hard stage,
+    which holds it until qemu is gone and the run dir removed."""
     vm = make_vm(dut, write_cfg(tmp_path))
     vm.start()
-    stopping = threading.Event()
-    done = threading.Event()
 
-    def press() -> None:
-        stopping.wait()
-        time.sleep(delay)
-        for _ in range(presses):
-            if not done.is_set():
-                os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)
+    def press_then(fn: Callable[..., None]) -> Callable[..., None]:
+        def pressed(*args: object) -> None:
+            os.kill(os.getpid(), signal.SIGINT)
+            fn(*args)
+        return pressed
 
-    presser = threading.Thread(target=press, daemon=True)
-    presser.start()
-    interrupted = False
-    try:
-        stopping.set()
+    monkeypatch.setattr(vm, stage, press_then(getattr(vm, stage)))
+    if presses == 2:
+        monkeypatch.setattr(vm, "_stop_hard", press_then(vm._stop_hard))
+    with pytest.raises(KeyboardInterrupt):
         vm.stop()
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        done.set()
-    with contextlib.suppress(KeyboardInterrupt):
-        presser.join(2)
-    assert interrupted, "stop() finished before the Ctrl-C landed (machine too fast?)"
     assert_nothing_left(vm)
 
 
