@@ -358,3 +358,65 @@ def test_timeout_scale(dut: Dut) -> None:
     dut.set_timeout_scale(20)  # what the compat layer does for a TCG guest
     assert dut.send_expect("sleep 0.5; echo done", "done", timeout=0.1) == ""
     assert dut.new_session().timeout_scale == 20
+
+
+class _MigHv:
+    """Records the live-migration calls the legacy VM forwards (a pure forwarding corner)."""
+
+    migrate_port = 4444
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    def start_incoming(self) -> None:
+        self.calls.append(("start_incoming", None))
+
+    def start_migration(self, ip: str, port: int | None) -> bool:
+        self.calls.append(("start_migration", (ip, port)))
+        return True
+
+    def wait_migration_done(self, **kwargs: Any) -> bool:
+        self.calls.append(("wait_migration_done", kwargs))
+        return True
+
+    def migrated_start(self, set_target: bool, cpu_topo: str) -> str:
+        self.calls.append(("migrated_start", (set_target, cpu_topo)))
+        return "guest"
+
+
+@pytest.mark.parametrize(("call", "expected", "result"), [
+    (lambda vm: vm.start_migration("127.0.0.1", 4444),
+     ("start_migration", ("127.0.0.1", 4444)), True),
+    (lambda vm: vm.wait_migration_done(timeout=3.0),
+     ("wait_migration_done", {"timeout": 3.0}), True),
+    (lambda vm: vm.migrated_start(), ("migrated_start", (True, "")), "guest"),
+])
+def test_vm_migration_forwarding(conf: Path, dut: Dut, call: Any, expected: Any,
+                                 result: Any) -> None:
+    vm = VM(dut, "vm0", "s")
+    hv = _MigHv()
+    vm.stop()
+    vm.hypervisor = hv  # type: ignore[assignment]
+    assert call(vm) == result
+    assert hv.calls == [expected]
+    assert vm.migrate_port == 4444
+
+
+@pytest.mark.parametrize(("migration", "expected"), [
+    ([{"enable": "yes", "port": "4444"}], [("start_incoming", None)]),
+    (None, []),
+])
+def test_vm_start_of_a_migration_target(conf: Path, dut: Dut, migration: Any,
+                                        expected: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    vm = VM(dut, "vm0", "s")
+    hv = _MigHv()
+    vm.stop()
+    monkeypatch.setattr(vm, "_apply_params", lambda: None)
+    vm.hypervisor = hv  # type: ignore[assignment]
+    if migration is not None:
+        vm.params.append({"migration": migration})
+        assert vm.start(load_config=False) is None and vm.migration_vm
+    else:
+        with pytest.raises(AttributeError):  # a normal start boots (the fake cannot)
+            vm.start(load_config=False)
+    assert hv.calls == expected

@@ -169,6 +169,11 @@ class LegacyVM:
         if load_config:
             self.load_config()
         self._apply_params()
+        if self._is_migration_target():
+            # legacy: a section with ``migration`` is a backup VM; it waits for the stream
+            self.migration_vm = True
+            self.hypervisor.start_incoming()
+            return None
         if self._factory is not None:
             self.vm_dut = self._factory.boot(self.hypervisor)
         else:
@@ -179,6 +184,30 @@ class LegacyVM:
             self.vm_dut.set_timeout_scale(TCG_TIMEOUT_SCALE)
         if set_target and bind_dev:
             self._bind_ports()
+        return self.vm_dut
+
+    def _is_migration_target(self) -> bool:
+        return any("migration" in p for p in self.params)
+
+    # -- live migration (legacy names, forwarded to the plugin's QEMUKvm) -----------------------
+    @property
+    def migrate_port(self) -> int | None:
+        """The port a migration target listens on (after ``start()``)."""
+        port: int | None = getattr(self.hypervisor, "migrate_port", None)
+        return port
+
+    def start_migration(self, remote_ip: str = "127.0.0.1",
+                        remote_port: int | None = None) -> bool:
+        """Legacy ``start_migration``: begin migrating to a target's ``migrate_port``."""
+        return bool(self.hypervisor.start_migration(remote_ip, remote_port))
+
+    def wait_migration_done(self, **kwargs: Any) -> bool:
+        """Legacy ``wait_migration_done``: True once done; MigrationError with qemu's reason."""
+        return bool(self.hypervisor.wait_migration_done(**kwargs))
+
+    def migrated_start(self, set_target: bool = True, cpu_topo: str = "") -> Any:
+        """Legacy ``migrated_start``: the target's guest DUT once the migrated guest answers."""
+        self.vm_dut = self.hypervisor.migrated_start(set_target=set_target, cpu_topo=cpu_topo)
         return self.vm_dut
 
     def _bind_ports(self) -> None:
