@@ -399,6 +399,7 @@ def test_vm_migration_forwarding(conf: Path, dut: Dut, call: Any, expected: Any,
     vm.hypervisor = hv  # type: ignore[assignment]
     assert call(vm) == result
     assert hv.calls == [expected]
+    assert vm.migration_vm == (expected[0] == "migrated_start")  # legacy sets it there
     assert vm.migrate_port == 4444
 
 
@@ -415,7 +416,7 @@ def test_vm_start_of_a_migration_target(conf: Path, dut: Dut, migration: Any,
     vm.hypervisor = hv  # type: ignore[assignment]
     if migration is not None:
         vm.params.append({"migration": migration})
-        assert vm.start(load_config=False) is None and vm.migration_vm
+        assert vm.start(load_config=False) is None and not vm.migration_vm
     else:
         with pytest.raises(AttributeError):  # a normal start boots (the fake cannot)
             vm.start(load_config=False)

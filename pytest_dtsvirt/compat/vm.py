@@ -171,7 +171,6 @@ class LegacyVM:
         self._apply_params()
         if self._is_migration_target():
             # legacy: a section with ``migration`` is a backup VM; it waits for the stream
-            self.migration_vm = True
             self.hypervisor.start_incoming()
             return None
         if self._factory is not None:
@@ -208,6 +207,7 @@ class LegacyVM:
     def migrated_start(self, set_target: bool = True, cpu_topo: str = "") -> Any:
         """Legacy ``migrated_start``: the target's guest DUT once the migrated guest answers."""
         self.vm_dut = self.hypervisor.migrated_start(set_target=set_target, cpu_topo=cpu_topo)
+        self.migration_vm = True
         return self.vm_dut
 
     def _bind_ports(self) -> None:
