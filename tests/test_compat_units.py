@@ -421,3 +421,55 @@ def test_vm_start_of_a_migration_target(conf: Path, dut: Dut, migration: Any,
         with pytest.raises(AttributeError):  # a normal start boots (the fake cannot)
             vm.start(load_config=False)
     assert hv.calls == expected
+
+
+class _BootHv:
+    argv: tuple[str, ...] = ()
+
+
+class _FakeFactory:
+    """Records how the legacy VMs are booted (one by one or together)."""
+
+    def __init__(self) -> None:
+        self.vms: list[Any] = []
+        self.calls: list[tuple[str, int]] = []
+        self.booted: set[int] = set()
+
+    def boot(self, vm: Any) -> str:
+        self.calls.append(("boot", 1))
+        self.booted.add(id(vm))
+        return f"guest{id(vm)}"
+
+    def boot_all(self, vms: list[Any]) -> list[Any]:
+        self.calls.append(("boot_all", len(vms)))
+        self.booted.update(id(vm) for vm in vms)
+        return vms
+
+    def guest(self, vm: Any) -> str:
+        assert id(vm) in self.booted
+        return f"guest{id(vm)}"
+
+
+@pytest.mark.parametrize(("quick", "calls"), [
+    ([True, True], [("boot_all", 2)]),     # legacy multi-VM path: booted together
+    ([False, False], [("boot", 1), ("boot", 1)]),
+    ([True, False], [("boot_all", 1), ("boot", 1)]),
+])
+def test_vm_quick_start_boots_together(conf: Path, dut: Dut, quick: list[bool],
+                                       calls: list[tuple[str, int]],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    factory = _FakeFactory()
+    vms = []
+    for _ in quick:
+        vm = VM(dut, "vm0", "s")
+        vm.stop()
+        vm.hypervisor = _BootHv()  # type: ignore[assignment]
+        vm._factory = factory  # type: ignore[assignment]
+        monkeypatch.setattr(vm, "_apply_params", lambda: None)
+        vms.append(vm)
+    for vm, q in zip(vms, quick, strict=True):
+        if q:
+            vm.quick_start(load_config=False)
+    guests = [vm.start(load_config=False, bind_dev=False) for vm in vms]
+    assert factory.calls == calls
+    assert guests == [f"guest{id(vm.hypervisor)}" for vm in vms]

@@ -37,6 +37,10 @@ DEFAULT_BIND_DRIVER = "uio_pci_generic"
 TCG_TIMEOUT_SCALE = 6.0
 
 
+#: VMs quick_start()ed and not booted yet (the legacy multi-VM path boots them together)
+_PENDING: list[LegacyVM] = []
+
+
 def _plain_vm(dut: Any, vm_name: str, suite: str) -> Hypervisor:
     """The plugin's kvm VM with ``conf/`` of the current directory (outside pytest)."""
     from pytest_dtsvirt.qemu.kvm import QEMUKvm as PluginKvm
@@ -62,6 +66,7 @@ class LegacyVM:
         self.vm_dut: Any = None
         self.def_driver = ""
         self.migration_vm = False
+        self._booted = False
 
     # -- configuration ------------------------------------------------------------------------
     def _cfg_path(self) -> Path:
@@ -166,15 +171,18 @@ class LegacyVM:
         for name in ignored:
             warnings.warn(f"{self.vm_name}: start({name}=...) is ignored: not a legacy "
                           "argument this layer knows", CompatWarning, stacklevel=2)
-        if load_config:
+        if self in _PENDING:  # quick_start() loaded and applied the cfg already
+            load_config = False
+        elif load_config:
             self.load_config()
-        self._apply_params()
+        if self not in _PENDING:
+            self._apply_params()
         if self._is_migration_target():
             # legacy: a section with ``migration`` is a backup VM; it waits for the stream
             self.hypervisor.start_incoming()
             return None
         if self._factory is not None:
-            self.vm_dut = self._factory.boot(self.hypervisor)
+            self.vm_dut = self._boot_with_factory()
         else:
             self.vm_dut = self.hypervisor.start()
         if "tcg" in self.hypervisor.argv and hasattr(self.vm_dut, "set_timeout_scale"):
@@ -184,6 +192,33 @@ class LegacyVM:
         if set_target and bind_dev:
             self._bind_ports()
         return self.vm_dut
+
+    def quick_start(self, load_config: bool = True, set_target: bool = True,
+                    cpu_topo: str = "") -> None:
+        """Legacy ``quick_start`` (the multi-VM path): load the cfg now; the next ``start()``
+        of any quick-started VM of the same run boots them all at once
+        (``vm_factory.boot_all``). Outside pytest it is a plain ``start()``."""
+        if self._factory is None:
+            self.start(load_config=load_config, set_target=set_target, cpu_topo=cpu_topo)
+            return
+        if load_config:
+            self.load_config()
+        self._apply_params()
+        _PENDING.append(self)
+
+    def _boot_with_factory(self) -> Any:
+        assert self._factory is not None
+        if self in _PENDING:
+            group = [vm for vm in _PENDING if vm._factory is self._factory]
+            for vm in group:
+                _PENDING.remove(vm)
+            self._factory.boot_all([vm.hypervisor for vm in group])
+            for vm in group:
+                vm._booted = True
+        if self._booted:
+            self._booted = False
+            return self._factory.guest(self.hypervisor)
+        return self._factory.boot(self.hypervisor)
 
     def _is_migration_target(self) -> bool:
         return any("migration" in p for p in self.params)
@@ -223,6 +258,8 @@ class LegacyVM:
 
     def stop(self) -> None:
         """Power the VM down and forget it (idempotent)."""
+        if self in _PENDING:
+            _PENDING.remove(self)
         if self._factory is not None:
             if self.hypervisor in self._factory.vms:
                 self._factory.stop(self.hypervisor)
