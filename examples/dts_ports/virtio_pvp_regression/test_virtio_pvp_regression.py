@@ -25,14 +25,12 @@ from pytest_dtsvirt.compat import VM, TestCase
 HEADER_SIZE = {"eth": 18, "ip": 20}  # legacy framework.settings values
 PacketGeneratorHelper = None  # PORT(hw): no traffic generator here (see pytestmark)
 
-# PORT: every case starts qemu as the vhost-user server (opt_server) and measures throughput
-# with a traffic generator on a NIC. opt_server is issue 12 deliverable 3 (another branch);
-# the NIC and generator need the host-side replacement (a net_null/net_pcap port in the
-# vhost testpmd in place of the NIC, counters instead of pktgen) that is not written yet.
+# PORT(hw): every case measures throughput with a traffic generator on a NIC; the
+# host-side replacement (a net_null/net_pcap port in the vhost testpmd in place of the NIC,
+# counters instead of pktgen) is not written yet. opt_server itself exists now.
 pytestmark = pytest.mark.skip(
-    reason="needs vhost-user opt_server (qemu as the socket server: issue 12 deliverable 3, "
-           "not merged) and the NIC/traffic-generator replacement of send_verify, not ported "
-           "yet")
+    reason="needs the NIC/traffic-generator replacement of send_verify, not ported yet "
+           "(vhost-user opt_server exists now)")
 
 
 class TestVirtioPVPRegression(TestCase):
