@@ -272,12 +272,17 @@ def read_cfg(path: str | Path) -> CfgFile:
         raise ConfigError(f"cannot read config file: {exc.strerror or exc}", Location(name))
     except ValueError as exc:  # a NUL in the path
         raise ConfigError(f"cannot read config file: {exc}", Location(repr(name)))
+    return parse_cfg(decode_text(data, name), name)
+
+
+def decode_text(data: bytes, name: str) -> str:
+    """A config file's bytes as text; ConfigError naming the line of a byte that is not
+    UTF-8."""
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise ConfigError(f"not UTF-8 text (byte {exc.start})", Location(name, line))
-    return parse_cfg(text, name)
 
 
 __all__ = ["CfgFile", "ConfigError", "Entry", "Param", "Section", "parse_cfg", "read_cfg"]

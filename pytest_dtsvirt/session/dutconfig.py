@@ -29,6 +29,7 @@ import re
 from dataclasses import dataclass, field
 
 from pytest_dtsvirt import secret
+from pytest_dtsvirt.config.cfgfile import decode_text
 from pytest_dtsvirt.config.kinds import ascii_int, control_chars, shown
 from pytest_dtsvirt.config.model import DEFAULT_QEMU
 from pytest_dtsvirt.errors import ConfigError, Location
@@ -215,12 +216,7 @@ def load_dut_configs(path: str) -> list[DutConfig]:
         raise ConfigError(f"cannot read DUT config: {exc.strerror}", Location(path))
     except ValueError as exc:  # a NUL in the path
         raise ConfigError(f"cannot read DUT config: {exc}", Location(repr(path)))
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise ConfigError(f"not UTF-8 text (byte {exc.start})", Location(path, line))
-    return parse_dut_configs(text, path)
+    return parse_dut_configs(decode_text(data, path), path)
 
 
 def parse_dut_spec(spec: str) -> DutConfig:
