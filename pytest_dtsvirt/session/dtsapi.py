@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pytest_dtsvirt.errors import SessionError
+from pytest_dtsvirt.session import appbuild
 from pytest_dtsvirt.session.base import CommandResult
 
 #: legacy ``apps_name`` keys -> the installed DPDK program (Debian ``dpdk``/``dpdk-dev``)
@@ -278,25 +279,57 @@ class DtsDutApi:
         """Legacy ``build_dpdk_apps("examples/<name>")``: build that DPDK example from the
         ``dpdk-doc`` package's sources (``/usr/share/dpdk/examples``, with ``make`` and
         ``pkg-config libdpdk``) into ``base_dir/examples/<name>``; returns the build output.
-        SessionError naming what is missing when the sources or the tools are not there."""
+
+        A DUT without the tools whose :meth:`_build_host` has them (a guest: its VM's host
+        DUT) gets the program built there and installed here with the libraries it lacks
+        (:mod:`~pytest_dtsvirt.session.appbuild`). SessionError naming what is missing
+        when neither can build it."""
         name = app.strip("/").split("/")[-1]
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
             raise SessionError(f"build_dpdk_apps: not an example name: {app!r}")
         dts = self._dts()
-        src = f"{EXAMPLES_DIR}/{name}"
+        missing = self._missing_build_tools(name)
+        if not missing:
+            return self._make_example(name, f"{self.base_dir}/examples/{name}", timeout)
+        host = self._build_host()
+        host_missing = host._missing_build_tools(name) if host is not None else []
+        if host is None or host_missing:
+            where = f"; nor on {host.name}: {'; '.join(host_missing)}" if host else ""
+            raise SessionError(f"{dts.name}: cannot build {app}: {'; '.join(missing)}{where}")
         dest = f"{self.base_dir}/examples/{name}"
-        check = dts.run(["sh", "-c", 'test -f "$1/Makefile" || echo "no $1/Makefile (Debian '
-                         'package dpdk-doc)"; for t in make cc pkg-config; do command -v $t '
-                         '>/dev/null || echo "no $t"; done; pkg-config --exists libdpdk || '
-                         'echo "no libdpdk.pc (Debian package dpdk-dev)"', "sh", src],
-                        timeout=30)
-        if check.stdout.strip():
-            raise SessionError(f"{dts.name}: cannot build {app}: "
-                               + "; ".join(check.stdout.split("\n")).strip("; "))
+        build_dir = host.run(["mktemp", "-d", f"{host.base_dir}/build-{name}.XXXXXXXX"],
+                             timeout=30, check=True).stdout.strip()
+        try:
+            out: str = host._make_example(name, build_dir, timeout,
+                                          ldflags=f"-Wl,-rpath,{dest}/build/lib")
+            appbuild.install(host, f"{build_dir}/build/{name}", dts, f"{dest}/build")
+        finally:
+            host.run(["rm", "-rf", "--", build_dir], timeout=30)
+        return out
+
+    def _build_host(self) -> Any:
+        """The DUT that builds DPDK examples for this one when it cannot (None: none)."""
+        return None
+
+    def _missing_build_tools(self, name: str) -> list[str]:
+        src = f"{EXAMPLES_DIR}/{name}"
+        check = self._dts().run(
+            ["sh", "-c", 'test -f "$1/Makefile" || echo "no $1/Makefile (Debian package '
+             'dpdk-doc)"; for t in make cc pkg-config; do command -v $t >/dev/null || echo '
+             '"no $t"; done; command -v pkg-config >/dev/null && { pkg-config --exists libdpdk'
+             ' || echo "no libdpdk.pc (Debian package dpdk-dev)"; }; exit 0', "sh", src],
+            timeout=30)
+        return [line for line in check.stdout.splitlines() if line.strip()]
+
+    def _make_example(self, name: str, dest: str, timeout: float, ldflags: str = "") -> str:
+        dts = self._dts()
+        env = {"LDFLAGS": ldflags} if ldflags else None
         result = dts.run(["sh", "-c", 'mkdir -p "$2" && cp -r "$1"/. "$2" && make -C "$2" '
-                          '2>&1', "sh", src, dest], timeout=timeout)
+                          '2>&1', "sh", f"{EXAMPLES_DIR}/{name}", dest], timeout=timeout,
+                         env=env)
         if not result.ok:
-            raise SessionError(f"{dts.name}: building {app} failed:\n{result.stdout[-3000:]}")
+            raise SessionError(f"{dts.name}: building examples/{name} failed:\n"
+                               f"{result.stdout[-3000:]}")
         return str(result.stdout)
 
     def _remove_base_dir(self) -> None:

@@ -381,6 +381,10 @@ class VmDut(Dut, DpdkGuestMixin):
         """The VM's name (section of the suite cfg)."""
         return str(getattr(self.vm, "vm_name", self.config.name))
 
+    def _build_host(self) -> Any:
+        """The VM's host DUT builds DPDK examples for a guest without a compiler."""
+        return getattr(self.vm, "dut", None)
+
     @property
     def pci_maps(self) -> Any:
         """The host<->guest PCI address map of passed-through devices (from the VM)."""
