@@ -113,6 +113,14 @@ def dts_tester(dut: Dut) -> Iterator[HostTester]:
         tester.close()
 
 
+def remove_eal_dirs(dut: Dut) -> None:
+    """Remove the EAL runtime directories (``/var/run/dpdk/<prefix>_<suffix>``) of the
+    testpmds the suite started with ``create_eal_parameters`` prefixes of ``dut``: the suite
+    starts testpmd itself (not through PmdOutput, which removes its own)."""
+    dut.run(["sh", "-c", 'rm -rf -- /var/run/dpdk/*_"$1" "$XDG_RUNTIME_DIR"/dpdk/*_"$1"',
+             "sh", dut.prefix_subfix], timeout=30)
+
+
 @pytest.fixture(scope="class")
 def dts_duts(dut: Dut) -> Iterator[list[Any]]:
     """The legacy ``self.duts``: this host twice (host and backup DUT), as two connections."""
@@ -121,7 +129,12 @@ def dts_duts(dut: Dut) -> Iterator[list[Any]]:
     try:
         yield [dut, backup]
     finally:
-        backup.close()
+        try:
+            backup.kill_all()
+            for each in (dut, backup):
+                remove_eal_dirs(each)
+        finally:
+            backup.close()
 
 
 @pytest.fixture(scope="session", autouse=True)
