@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pytest_dtsvirt.compat import context
+from pytest_dtsvirt.compat.vm import TCG_TIMEOUT_SCALE, LegacyVM
 from pytest_dtsvirt.session.dut import Dut, connect
 from pytest_dtsvirt.session.dutconfig import local_dut_config
 
@@ -120,3 +121,31 @@ def test_send_command_sends_control_characters(dut: Dut) -> None:
     dut.send_command("^c", timeout=2)
     assert dut.send_expect("echo alive", "# ", timeout=5) == "alive"
     assert time.monotonic() - began < 5
+
+
+class _Guest:
+    timeout_scale = 1.0
+
+    def set_timeout_scale(self, factor: float) -> None:
+        self.timeout_scale = factor
+
+
+class _Target:
+    """A migration target's hypervisor (pure forwarding corner): qemu under ``accel``."""
+
+    def __init__(self, accel: str) -> None:
+        self.argv = ["qemu-system-x86_64", "-accel", accel]
+        self.guest = _Guest()
+
+    def migrated_start(self, set_target: bool, cpu_topo: str) -> _Guest:
+        return self.guest
+
+
+@pytest.mark.parametrize(("accel", "scale"), [("tcg", TCG_TIMEOUT_SCALE), ("kvm", 1.0)])
+def test_migrated_start_scales_a_tcg_guests_timeouts_as_start_does(accel: str,
+                                                                    scale: float) -> None:
+    vm = LegacyVM.__new__(LegacyVM)
+    vm.vm_name, vm.hypervisor = "backup", _Target(accel)  # type: ignore[assignment]
+    guest = vm.migrated_start(set_target=False)
+    assert guest is vm.vm_dut and vm.migration_vm
+    assert guest.timeout_scale == scale
