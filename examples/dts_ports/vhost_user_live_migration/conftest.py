@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from pytest_dtsvirt.session.dut import Dut, DutShell, connect
+from pytest_dtsvirt import Dut, connect
 
 
 class HostTester:
@@ -37,7 +37,7 @@ class HostTester:
         self.netns = f"dtsvirt-lm-{tag}"
         self.iface = f"dtlm{tag}t"  # the tester's port, in the namespace
         self.dut_iface = f"dtlm{tag}d"  # the DUT's "NIC", in the DUT's namespace
-        self._sessions: list[DutShell] = []
+        self._sessions: list[Any] = []
         scapy = Path(sys.executable).parent / "scapy"
         self._scapy = str(scapy) if scapy.exists() else shutil.which("scapy")
         if self._scapy is None:
@@ -73,7 +73,7 @@ class HostTester:
         """The tester port's interface (in the tester's namespace)."""
         return self.iface
 
-    def create_session(self, name: str = "") -> DutShell:
+    def create_session(self, name: str = "") -> Any:
         """A shell on the DUT host whose ``scapy`` runs scapy in the tester's namespace."""
         shell = self._dut.new_session(name)
         self._sessions.append(shell)
@@ -81,7 +81,7 @@ class HostTester:
                           f'{shlex.quote(self._scapy)} "$@"; }}', "# ")
         return shell
 
-    def destroy_session(self, session: DutShell) -> None:
+    def destroy_session(self, session: Any) -> None:
         """End what runs in ``session`` (scapy) and close it."""
         if session in self._sessions:
             self._sessions.remove(session)
