@@ -38,10 +38,13 @@ class HostTester:
         self.iface = f"dtlm{tag}t"  # the tester's port, in the namespace
         self.dut_iface = f"dtlm{tag}d"  # the DUT's "NIC", in the DUT's namespace
         self._sessions: list[Any] = []
+        # scapy of this virtualenv on a local DUT (the dev extra); a remote DUT's own
         scapy = Path(sys.executable).parent / "scapy"
-        self._scapy = str(scapy) if scapy.exists() else shutil.which("scapy")
-        if self._scapy is None:
-            pytest.fail("scapy is not installed (pip install scapy: the project's dev extra)")
+        local = dut.config.is_local
+        self._scapy = str(scapy) if local and scapy.exists() else "scapy"
+        if not dut.run(["sh", "-c", 'command -v "$1"', "sh", self._scapy], timeout=30).ok:
+            pytest.fail(f"scapy is not installed on {dut.name} (pip install scapy: the "
+                        "project's dev extra)")
         self._ip("netns", "add", self.netns)
         try:
             self._ip("link", "add", self.dut_iface, "type", "veth", "peer", "name", self.iface,
