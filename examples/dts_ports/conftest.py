@@ -19,6 +19,8 @@ HERE = Path(__file__).resolve().parent
 CI_CASES = (
     "vm2vm_virtio_pmd/test_vm2vm_virtio_pmd.py::TestVM2VMVirtioPMD::"
     "test_vm2vm_vhost_user_virito10_pmd_with_normal_path",
+    "vhost_user_live_migration/test_vhost_user_live_migration.py::TestVhostUserLiveMigration::"
+    "test_migrate_with_split_ring_virtio_pmd",
 )
 
 

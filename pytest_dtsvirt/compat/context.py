@@ -12,6 +12,7 @@ from ``conf/`` itself.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 
 _FACTORIES: list[VmFactory] = []
 _REQUEST: list[Any] = []  # the running test's pytest.FixtureRequest (at most one)
+_CONF_DIRS: list[str] = []  # the running TestCase's conf dir
 
 
 @contextlib.contextmanager
@@ -40,6 +42,28 @@ def test_request(request: Any) -> Iterator[None]:
         yield
     finally:
         _REQUEST.remove(request)
+
+
+@contextlib.contextmanager
+def using_conf_dir(conf_dir: str) -> Iterator[None]:
+    """Make legacy ``CONFIG_ROOT_PATH``-relative paths resolve in ``conf_dir`` meanwhile."""
+    _CONF_DIRS.append(conf_dir)
+    try:
+        yield
+    finally:
+        _CONF_DIRS.remove(conf_dir)
+
+
+def conf_path(path: str, root: str) -> str:
+    """``path`` (legacy ``os.path.join(CONFIG_ROOT_PATH, name)``, ``root`` being
+    ``CONFIG_ROOT_PATH``) in the running suite's conf dir, as the plugin finds it; ``path``
+    itself outside a suite or when it is not below ``root``."""
+    if not _CONF_DIRS or os.path.isabs(path):
+        return path
+    rel = os.path.relpath(path, root)
+    if rel == os.curdir or rel.startswith(os.pardir):
+        return path
+    return os.path.join(_CONF_DIRS[-1], rel)
 
 
 def current_factory() -> VmFactory | None:

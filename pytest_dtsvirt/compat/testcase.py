@@ -46,13 +46,23 @@ def _suite_of(node: Any, cls: type) -> str:
     return default_suite(name, getattr(module, "dtsvirt_suite", None))
 
 
+def _optional_fixture(request: pytest.FixtureRequest, name: str) -> Any:
+    """The value of fixture ``name`` when a conftest defines it, else None."""
+    try:
+        return request.getfixturevalue(name)
+    except pytest.FixtureLookupError:
+        return None
+
+
 class TestCase:
     """Base class of a ported legacy suite (see the module docstring).
 
     Attributes as in legacy: ``dut`` (the host DUT), ``duts``, ``suite_name`` (the module's
     suite, or a ``suite_name`` class attribute), ``logger``, ``target``; ``tester`` is None
-    (no traffic generator here). ``get_suite_cfg()`` is the typed ``[suite]`` section of
-    ``conf/<suite>.cfg``.
+    (no traffic generator here). A conftest may stand in for hardware this machine lacks
+    with fixtures (class scope or wider) ``dts_duts`` (the list ``duts`` becomes, ``dut``
+    first) and ``dts_tester`` (what ``tester`` becomes). ``get_suite_cfg()`` is the typed
+    ``[suite]`` section of ``conf/<suite>.cfg``.
     """
 
     __test__ = True
@@ -62,6 +72,7 @@ class TestCase:
     running_case: str
     logger: logging.Logger
     _suite_cfg: dict[str, Any]
+    _conf_dir: str
     target = "x86_64-native-linuxapp-gcc"
     tester: Any = None
 
@@ -121,14 +132,16 @@ class TestCase:
         test_dir = str(request.path.parent)
         conf_dir = request.config.stash[SETTINGS_KEY].conf_dir_for(suite, test_dir)
         suite_obj = cls.__new__(cls)
+        duts = _optional_fixture(request, "dts_duts") or [dut]
+        tester = _optional_fixture(request, "dts_tester")
         suite_obj.__dict__.update(
-            dut=dut, duts=[dut], suite_name=suite,
+            dut=dut, duts=list(duts), tester=tester, suite_name=suite, _conf_dir=conf_dir,
             logger=logging.getLogger(f"dts.{cls.__name__}"),
             _suite_cfg=load_suite_cfg(f"{conf_dir}/{suite}.cfg"))
         factory = vm_factory.child(default_suite=suite, label=request.node.nodeid,
                                    test_dir=test_dir)
         try:
-            with context.using(factory):
+            with context.using(factory), context.using_conf_dir(conf_dir):
                 suite_obj.set_up_all()
                 state = suite_obj.__dict__
                 yield state
@@ -142,7 +155,7 @@ class TestCase:
         # One object per suite, as legacy: the test's instance shares the class state.
         self.__dict__ = _dtsvirt_suite
         self.running_case = request.node.name
-        with context.using(function_vm_factory):
+        with context.using(function_vm_factory), context.using_conf_dir(self._conf_dir):
             self.set_up()
             try:
                 yield

@@ -185,10 +185,7 @@ class LegacyVM:
             self.vm_dut = self._boot_with_factory()
         else:
             self.vm_dut = self.hypervisor.start()
-        if "tcg" in self.hypervisor.argv and hasattr(self.vm_dut, "set_timeout_scale"):
-            log.info("%s: under TCG: the guest's send_expect timeouts are scaled by %s",
-                     self.vm_name, TCG_TIMEOUT_SCALE)
-            self.vm_dut.set_timeout_scale(TCG_TIMEOUT_SCALE)
+        self._scale_timeouts()
         if set_target and bind_dev:
             self._bind_ports()
         return self.vm_dut
@@ -220,6 +217,13 @@ class LegacyVM:
             return self._factory.guest(self.hypervisor)
         return self._factory.boot(self.hypervisor)
 
+    def _scale_timeouts(self) -> None:
+        argv = getattr(self.hypervisor, "argv", ())
+        if "tcg" in argv and hasattr(self.vm_dut, "set_timeout_scale"):
+            log.info("%s: under TCG: the guest's send_expect timeouts are scaled by %s",
+                     self.vm_name, TCG_TIMEOUT_SCALE)
+            self.vm_dut.set_timeout_scale(TCG_TIMEOUT_SCALE)
+
     def _is_migration_target(self) -> bool:
         return any("migration" in p for p in self.params)
 
@@ -240,9 +244,12 @@ class LegacyVM:
         return bool(self.hypervisor.wait_migration_done(**kwargs))
 
     def migrated_start(self, set_target: bool = True, cpu_topo: str = "") -> Any:
-        """Legacy ``migrated_start``: the target's guest DUT once the migrated guest answers."""
+        """Legacy ``migrated_start``: the target's guest DUT once the migrated guest answers
+        (its ports are not bound again, as legacy; under TCG its timeouts are scaled as
+        ``start()`` does)."""
         self.vm_dut = self.hypervisor.migrated_start(set_target=set_target, cpu_topo=cpu_topo)
         self.migration_vm = True
+        self._scale_timeouts()
         return self.vm_dut
 
     def _bind_ports(self) -> None:

@@ -93,6 +93,8 @@ def ensure_guest_image(cache_dir: str | None = None, *, ssh: str = DEFAULT_SSH,
     say = progress or (lambda _msg: None)
     cache = os.path.abspath(cache_dir or default_cache_dir())
     os.makedirs(cache, mode=0o700, exist_ok=True)
+    if dpdk:  # the DPDK guest's tool set (see variants.DPDK_TOOLS)
+        extra = (*extra, *variants.DPDK_TOOLS)
     options = build.Options(ssh=ssh, extra=tuple(sorted(set(extra))), disk=disk, dpdk=dpdk)
     names = options.package_names()
     resolve_dir = os.path.join(cache, "resolved")

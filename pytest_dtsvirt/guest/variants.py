@@ -28,6 +28,10 @@ DPDK_PLUGINS = tuple(f"librte-{n}{DPDK_ABI}" for n in (
 #: glibc dlopens libgcc_s (pthread_cancel, backtraces); ld.so --list never shows it
 DPDK_LIBGCC = "libgcc-s1"
 DPDK_MODULES = ("uio", "uio_pci_generic", "vfio", "vfio_pci", "vfio_iommu_type1")
+#: tools legacy DPDK guest suites use beside testpmd (whole, with their closures): screen
+#: keeps testpmd running across SSH sessions (vhost_user_live_migration reattaches to it on
+#: the migration target); ncurses-base has the terminfo entries (``TERM=screen``)
+DPDK_TOOLS = ("screen", "ncurses-base")
 
 
 @dataclass(frozen=True)

@@ -132,11 +132,14 @@ class DutShell:
 
     def send_command(self, cmd: str, timeout: float = 1.0) -> str:
         """Type ``cmd``; return its output once the prompt is back, or whatever arrived
-        within ``timeout`` seconds if it is not (the command keeps running)."""
+        within ``timeout`` seconds if it is not (the command keeps running). ``"^X"`` is
+        sent as the control character, as in :meth:`send_expect` (legacy: ``"^a"``,
+        ``"^d"`` detach a ``screen``)."""
         if self.closed:
             raise SessionError(f"{self.name}: the shell is closed")
         self._shell.flush()
-        self._shell.send(cmd + "\n")
+        control = control_char(cmd)
+        self._shell.send(control if control is not None else cmd + "\n")
         try:
             before = self._shell.expect(PROMPT_RE, timeout)
         except CommandTimeout:

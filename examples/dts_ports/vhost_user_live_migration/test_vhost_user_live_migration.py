@@ -6,29 +6,21 @@ import os.path
 import re
 import time
 
-import pytest
-
 from pytest_dtsvirt.compat import VM, TestCase
 from pytest_dtsvirt.compat.config import CONFIG_ROOT_PATH, UserConf
 from pytest_dtsvirt.errors import VmStartError as VirtDutInitException
-
-# PORT(hw): every case sends from the tester's NIC (scapy) through the DUT's NIC into the
-# migrating guest; this DUT has neither, and their replacement is not written yet.
-pytestmark = pytest.mark.skip(
-    reason="needs a tester and a NIC (scapy through the DUT's port into the guest); the "
-           "host-side replacement is not written yet (live migration itself is in the layer)")
 
 
 class TestVhostUserLiveMigration(TestCase):
     def set_up_all(self):
         # verify at least two duts
-        # PORT(hw): one DUT plays host and backup (the backup VM waits on its loopback)
+        self.verify(len(self.duts) >= 2, "Insufficient duts for live migration!!!")
         self.host_dut = self.duts[0]
-        self.backup_dut = self.duts[0]
+        self.backup_dut = self.duts[1]
 
         # each dut required one ports
-        host_dut_ports = self.host_dut.get_ports()
-        backup_dut_ports = self.backup_dut.get_ports()
+        # PORT(hw): no NIC: each DUT's port 0 is its end of the tester's link (conftest.py)
+        host_dut_ports = backup_dut_ports = [0]
         self.verify(
             len(host_dut_ports) >= 1 and len(backup_dut_ports) >= 1,
             "Insufficient ports for testing",
@@ -43,9 +35,9 @@ class TestVhostUserLiveMigration(TestCase):
         # PORT(hw): one DUT: host and backup share the filesystem, no NFS mount
 
         host_dut_port = host_dut_ports[0]
-        host_dut_ip = self.host_dut.crb["My IP"]
         backup_dut_port = backup_dut_ports[0]
-        self.backup_dut_ip = self.backup_dut.crb["My IP"]
+        # PORT(hw): both DUTs are this host: the backup VM listens on its loopback
+        host_dut_ip = self.backup_dut_ip = "127.0.0.1"
 
         host_tport = self.tester.get_local_port_bydut(host_dut_port, host_dut_ip)
         backup_tport = self.tester.get_local_port_bydut(
@@ -54,8 +46,9 @@ class TestVhostUserLiveMigration(TestCase):
         self.host_tintf = self.tester.get_interface(host_tport)
         self.backup_tintf = self.tester.get_interface(backup_tport)
 
-        self.host_pci_info = self.host_dut.ports_info[0]["pci"]
-        self.backup_pci_info = self.backup_dut.ports_info[0]["pci"]
+        # PORT(hw): the DUT's NIC is a net_pcap port on its end of the tester's link
+        self.host_pci_info = self.tester.dut_nic(host_dut_port)
+        self.backup_pci_info = self.tester.dut_nic(backup_dut_port)
 
         self.virio_mac = "52:54:00:00:00:01"
         self.queue_number = 1
@@ -75,8 +68,10 @@ class TestVhostUserLiveMigration(TestCase):
         self.testpmd_name = self.testpmd_path.split("/")[-1]
 
     def set_up(self):
-        # PORT: killall by name would end other users' testpmd and qemu on a shared DUT
-        self.dut.kill_all()
+        # PORT: killall by name would end other users' testpmd and qemu on a shared DUT;
+        # kill_all ends what each DUT started (by PID), the plugin stops the VMs
+        self.duts[0].kill_all()
+        self.duts[1].kill_all()
         self.host_dut.send_expect("rm ./vhost-net*", "# ", 30)
         self.backup_dut.send_expect("rm ./vhost-net*", "# ", 30)
         self.migration_done = False
@@ -155,17 +150,23 @@ class TestVhostUserLiveMigration(TestCase):
             self.queue_number,
             self.queue_number,
         )
+        # PORT(hw): both DUTs are this host: the backup's vhost socket is in its own
+        # base_dir and its EAL prefix is its own; the NIC is a vdev (--no-pci); no hugepages
+        # here (--no-huge); the vhost config log stays off the pty nobody reads meanwhile
+        hw_eal = "--no-pci --no-huge -m 1024 --log-level=lib.vhost.config:notice"
         eal_params_first = self.dut.create_eal_parameters(
             cores=self.core_list0,
             prefix="vhost",
             ports=[self.host_pci_info],
             vdevs=vdev,
+            other_eal_param=hw_eal,
         )
-        eal_params_secondary = self.dut.create_eal_parameters(
+        eal_params_secondary = self.backup_dut.create_eal_parameters(
             cores=self.core_list1,
             prefix="vhost",
             ports=[self.backup_pci_info],
-            vdevs=vdev,
+            vdevs=[v.replace(self.base_dir, self.backup_dut.base_dir) for v in vdev],
+            other_eal_param=hw_eal,
         )
         host_cmd_line = testcmd + eal_params_first + para
         backup_cmd_line = testcmd + eal_params_secondary + para
@@ -210,7 +211,8 @@ class TestVhostUserLiveMigration(TestCase):
             self.backup_vm = VM(self.duts[1], "backup", "vhost_user_live_migration")
             vhost_params = {}
             vhost_params["driver"] = "vhost-user"
-            vhost_params["opt_path"] = self.base_dir + "/vhost-net"
+            # PORT(hw): both DUTs are this host: the backup's socket is in its base_dir
+            vhost_params["opt_path"] = self.backup_dut.base_dir + "/vhost-net"
             vhost_params["opt_mac"] = self.virio_mac
             if self.queue_number > 1:
                 vhost_params["opt_queue"] = self.queue_number
@@ -506,8 +508,7 @@ class TestVhostUserLiveMigration(TestCase):
 
     def tear_down(self):
         self.destroy_vm_env()
-        self.duts[0].send_expect("killall -s INT qemu-system-x86_64", "#")
-        self.duts[1].send_expect("killall -s INT qemu-system-x86_64", "#")
+        # PORT: killall by name would end other users' qemu; the plugin stops the VMs
         pass
 
     def tear_down_all(self):
