@@ -19,6 +19,8 @@ HERE = Path(__file__).resolve().parent
 CI_CASES = (
     "vm2vm_virtio_pmd/test_vm2vm_virtio_pmd.py::TestVM2VMVirtioPMD::"
     "test_vm2vm_vhost_user_virito10_pmd_with_normal_path",
+    "virtio_pvp_regression/test_virtio_pvp_regression.py::TestVirtioPVPRegression::"
+    "test_perf_pvp_regression_modern_mergeable_path",
 )
 
 
