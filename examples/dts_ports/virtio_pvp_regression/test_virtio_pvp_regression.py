@@ -41,6 +41,7 @@ class TestVirtioPVPRegression(TestCase):
         # PORT(hw): this host has 2 CPUs: 2 lcores (1 forwarding) instead of 3
         self.cores = self.dut.get_core_list("1S/2C/1T", socket=self.socket)
 
+        # PORT(hw): no NIC port to count (legacy verified len(self.dut_ports) >= 1)
         self.verify(
             len(self.cores) >= 2, "There has not enought cores to test this suite"
         )
