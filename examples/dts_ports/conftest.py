@@ -21,6 +21,8 @@ CI_CASES = (
     "test_vm2vm_vhost_user_virito10_pmd_with_normal_path",
     "vhost_user_live_migration/test_vhost_user_live_migration.py::TestVhostUserLiveMigration::"
     "test_migrate_with_split_ring_virtio_pmd",
+    "virtio_pvp_regression/test_virtio_pvp_regression.py::TestVirtioPVPRegression::"
+    "test_perf_pvp_regression_modern_mergeable_path",
 )
 
 

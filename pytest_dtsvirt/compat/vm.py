@@ -125,7 +125,15 @@ class LegacyVM:
             self._save(key, [entry])
 
     def set_vm_device(self, driver: str = "pci-assign", **opts: Any) -> None:
-        """Legacy ``set_vm_device``: one more ``device`` entry."""
+        """Legacy ``set_vm_device``: one more ``device`` entry. A legacy vhost-user
+        ``opt_server`` was qemu's chardev text (``"server"``, ``"server,nowait"``; empty:
+        client): it is read as ``yes``/``no``."""
+        if "opt_server" in opts:
+            server = str(opts["opt_server"] or "")
+            if "server" in server.split(","):
+                opts["opt_server"] = "yes"
+            elif not server:
+                del opts["opt_server"]
         self.set_vm_param("device", driver=driver, **opts)
 
     def __getattr__(self, name: str) -> Any:
@@ -278,6 +286,18 @@ class LegacyVM:
         """Legacy ``quit``: close the connection to the guest (the VM keeps running)."""
         if self.vm_dut is not None:
             self.vm_dut.close()
+
+    def set_qemu_emulator(self, qemu_emulator_path: str) -> None:
+        """Legacy ``set_qemu_emulator``: boot with that qemu binary (the cfg's ``qemu =
+        path=``); an error is logged and nothing changes when it is not an executable file
+        on the DUT."""
+        check = self.host_dut.run(["test", "-f", qemu_emulator_path, "-a", "-x",
+                                   qemu_emulator_path], timeout=30)
+        if not check.ok:
+            log.error("%s: no executable emulator %s on the DUT", self.vm_name,
+                      qemu_emulator_path)
+            return
+        self.set_vm_param("qemu", path=qemu_emulator_path)
 
     # -- legacy attributes ----------------------------------------------------------------------
     @property

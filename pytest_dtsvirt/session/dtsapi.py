@@ -160,6 +160,7 @@ class DtsDutApi:
     _base_dir: str | None
     _cpus: list[Lcore] | None = None
     _prefix_suffix: str | None = None
+    _eal_prefixes: frozenset[str] = frozenset()
 
     def _dts(self) -> Any:
         return self
@@ -242,6 +243,7 @@ class DtsDutApi:
         else:
             file_prefix = prefix if fixed_prefix else f"{prefix}_{self.prefix_subfix}"
         pcis = [str(p.get("pci", "")) for p in getattr(self, "ports_info", None) or []]
+        self._eal_prefixes = self._eal_prefixes | {file_prefix}
         try:
             return eal_parameters(
                 core_list, memory_channels=self._dts().get_memory_channels(),
@@ -333,9 +335,20 @@ class DtsDutApi:
         return str(result.stdout)
 
     def _remove_base_dir(self) -> None:
-        if self._base_dir is not None:
-            self._dts().run(["rm", "-rf", "--", self._base_dir], timeout=30)
-            self._base_dir = None
+        """Remove ``base_dir`` and the EAL runtime directories of the file prefixes
+        :meth:`create_eal_parameters` handed out (a DPDK program typed into a shell leaves
+        ``/var/run/dpdk/<prefix>`` behind; the DUT's programs are ended by then)."""
+        dirs = [self._base_dir] if self._base_dir is not None else []
+        for prefix in sorted(self._eal_prefixes):
+            dirs += [f"/var/run/dpdk/{prefix}", f"{self._runtime_root()}/dpdk/{prefix}"]
+        if dirs:
+            self._dts().run(["rm", "-rf", "--", *dirs], timeout=30)
+        self._base_dir, self._eal_prefixes = None, frozenset()
+
+    def _runtime_root(self) -> str:
+        """Where a non-root EAL puts its runtime directory (``$XDG_RUNTIME_DIR`` or /tmp)."""
+        out = self._dts().run(["sh", "-c", 'echo "${XDG_RUNTIME_DIR:-/tmp}"'], timeout=30)
+        return out.stdout.strip() or "/tmp"
 
 
 __all__ = ["DtsDutApi", "Lcore", "core_ranges", "eal_parameters", "parse_cpuinfo",
