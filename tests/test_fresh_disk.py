@@ -10,7 +10,6 @@ import hashlib
 import json
 import logging
 import os
-from pathlib import Path
 
 import pytest
 
