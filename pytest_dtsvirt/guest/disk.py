@@ -6,7 +6,7 @@ No root and no loop mounts. The image is partitioned (MBR, SYSLINUX's ``mbr.bin`
    its offset, SYSLINUX installed into it with the packaged ``syslinux --install --offset``
    (which works on an image file), holding the bzImage, the initramfs and ``syslinux.cfg``;
 2. an ext4 data partition labelled ``dtsvirt-data``, made by the packaged ``mke2fs -d`` at its
-   offset (``-E offset=``), with a fixed UUID, hash seed and time, so two builds are equal.
+   offset (``-E offset=``), with a fixed UUID, hash seed and timestamps.
 
 Converted to qcow2 with ``qemu-img``. SeaBIOS boots sector 0, SYSLINUX loads kernel +
 initramfs; the root file system stays the initramfs (the same guest as the direct-kernel
