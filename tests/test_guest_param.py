@@ -88,6 +88,30 @@ def test_hugepages_larger_than_mem_is_a_clear_error() -> None:
     assert "size=768 or more" in msg, msg
 
 
+def test_disk_yes_boots_the_test_guest_disk_without_a_kernel() -> None:
+    s = spec("[vm0]\nguest = disk=yes;\n")
+    assert s.guest.disk and s.uses_default_guest
+    image = GuestImage(kernel="/g/vmlinuz", vmlinux="/g/vmlinux", initrd="/g/initrd.img",
+                       append="console=ttyS0", disk="/g/disk.qcow2", key="k", packages={})
+    g = s.with_guest(image)
+    assert g.default_guest and g.uses_default_guest and g.kernel is None
+    a = build_argv(g, TCG)
+    assert "-kernel" not in a and "-append" not in a
+    assert after(a, "-drive") == "file=/g/disk.qcow2,format=qcow2,if=virtio,snapshot=on"
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("guest = disk=yes,hugepages=8;\n", ("disk=yes", "hugepages=8", "drop hugepages")),
+    ("guest = disk=yes,dpdk=yes;\n", ("disk=yes", "hugepages=256", "drop hugepages")),
+    ("guest = disk=yes;\ndisk = file=/x.img;\n", ("disk=yes", "its own disk or kernel")),
+])
+def test_disk_yes_misuse_is_a_clear_error(text: str, words: tuple[str, ...]) -> None:
+    with pytest.raises(ConfigError) as info:
+        spec("[vm0]\n" + text)
+    msg = str(info.value)
+    assert "vm0" in msg and "t.cfg" in msg and all(w in msg for w in words), msg
+
+
 def test_marker_and_set_vm_guest_vocabulary() -> None:
     p = params("[vm0]\nlogin = user=root;\n")
     apply_overrides(p, {"guest": {"dpdk": "yes", "hugepages": 128}}, "@pytest.mark.vm")

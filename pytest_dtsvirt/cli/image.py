@@ -43,7 +43,8 @@ def _setup(parser: argparse.ArgumentParser) -> None:
                             "their plugins, uio/vfio modules, hugetlbfs (VM option "
                             "guest dpdk=yes)")
     build.add_argument("--disk", action="store_true",
-                       help="also make a bootable qcow2 disk image")
+                       help="also make a bootable qcow2 disk image (SYSLINUX; ext4 data "
+                            "partition mounted at /data; e2fsck in the guest)")
     build.add_argument("--json", action="store_true", help="print one JSON object")
     prune = sub.add_parser(
         "prune", help="remove cached builds other than the current default one",

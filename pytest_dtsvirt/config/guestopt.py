@@ -97,6 +97,13 @@ def guest_problems(spec: VmSpec) -> list[tuple[str, str]]:
                            "drop model= (max under TCG, host under KVM), or name one with "
                            "SSE4.2 (max, host, Nehalem or later, EPYC) or add "
                            "+ssse3,+sse4.1,+sse4.2,+popcnt"))
+    if g.disk and g.hugepages:
+        out.append(("guest", f"VM {spec.name}: guest disk=yes boots a kernel command line "
+                             f"fixed on the disk, so hugepages={g.hugepages} cannot be "
+                             "reserved; drop hugepages (and dpdk) or disk"))
+    if g.disk and (spec.disks or spec.kernel) and not spec.default_guest:
+        out.append(("guest", f"VM {spec.name}: guest disk=yes boots the test guest's disk, "
+                             "but the VM names its own disk or kernel; drop one of them"))
     if g.hugepages and spec.mem.size_mb < g.min_mem_mb:
         out.append(("mem", f"VM {spec.name}: mem size={spec.mem.size_mb} MB cannot hold guest "
                            f"hugepages={g.hugepages} ({g.hugepages * 2} MB of 2 MB pages) and "

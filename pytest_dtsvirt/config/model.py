@@ -131,6 +131,7 @@ class Guest:
 
     dpdk: bool = False
     hugepages: int = 0  # 2 MB pages, kernel command line hugepages=N
+    disk: bool = False  # boot the guest's disk image (no -kernel), /data on its disk
 
     @property
     def min_mem_mb(self) -> int:
@@ -236,13 +237,20 @@ class VmSpec:
         return next((p for p in self.nets if p.control), None)
 
     def with_guest(self, image: GuestImage) -> VmSpec:
-        """This spec booting the default test guest ``image`` (kernel, initrd, append set).
+        """This spec booting the default test guest ``image`` (kernel, initrd, append set;
+        for ``guest disk=yes`` its disk image instead, a virtio drive opened ``snapshot=on``).
 
         The fast profile boots the uncompressed ``vmlinux`` (PVH entry), plain the bzImage.
         A ``kernel append=...`` of the cfg is added to the guest's own command line.
         Returns ``self`` unchanged when the spec names its own disk or kernel."""
         if not self.uses_default_guest or self.kernel is not None:
             return self
+        if self.guest.disk:
+            if image.disk is None:
+                raise ValueError(f"guest image {image.key} has no disk (build it with disk)")
+            boot_disk = Disk(file=image.disk, format="qcow2", interface="virtio")
+            return replace(self, disks=(boot_disk, *self.disks), default_guest=True,
+                           profile=self.boot_profile)
         kernel = image.vmlinux if self.boot_profile == "fast" else image.kernel
         append = f"{image.append} {self.append}" if self.append else image.append
         return replace(self, kernel=kernel, initrd=image.initrd, append=append,

@@ -252,7 +252,11 @@ _PARAMS: tuple[ParamSchema, ...] = (
                  Opt("hugepages", "2 MB hugepages the guest kernel reserves at boot "
                      "(hugepages=N on its command line, hugetlbfs at /dev/hugepages; "
                      f"default: {DPDK_HUGEPAGES} with dpdk=yes, else 0); mem size must hold "
-                     f"them plus {GUEST_MEM_HEADROOM_MB} MB", Int(0, 1024 * 1024))),
+                     f"them plus {GUEST_MEM_HEADROOM_MB} MB", Int(0, 1024 * 1024)),
+                 Opt("disk", "yes: boot the test guest from its disk image (MBR, SYSLINUX, "
+                     "no -kernel; a virtio drive opened snapshot=on) with an ext4 data "
+                     "partition mounted at /data and e2fsck; no hugepages (the kernel "
+                     "command line is on the disk)", YESNO, default="no")),
                 model=Guest, spec_field="guest", build=guestopt.build_guest),
 )
 

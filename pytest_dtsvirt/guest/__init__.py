@@ -18,6 +18,8 @@ tun, 8021q, bridge and ext4 loadable with ``modprobe``, hugetlbfs at ``/dev/huge
 The DPDK variant (``dpdk=True``, :mod:`variants`) adds DPDK 22.11's programs (dpdk-testpmd,
 ...), their libraries, the PMD/mempool plugins, ``libgcc_s`` and the uio/vfio modules.
 ``extra`` packages come with the dependencies apt resolves for them (:mod:`aptdeps`).
+The disk variant (``disk=True``, :mod:`disk`) adds ``e2fsck`` and a bootable partitioned disk
+image (SYSLINUX, kernel, initramfs; an ext4 data partition that ``/init`` mounts at ``/data``).
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ PACKAGE_FILES: Mapping[str, tuple[str, ...]] = {
     "iproute2": ("bin/ip", "sbin/ip", "sbin/bridge", "etc/iproute2"),
     variants.DPDK_PROGRAMS_PACKAGE: variants.DPDK_PROGRAMS,
     variants.DPDK_LIBGCC: ("lib/x86_64-linux-gnu/libgcc_s.so.1",),
+    "e2fsprogs": ("sbin/e2fsck",),  # the disk guest checks its data partition
 }
 MODULES = ("e1000", "virtio_pci", "virtio_net", "virtio_console", "virtio_blk", "virtio_rng",
            "vxlan", "veth", "tun", "8021q", "bridge", "ext4", "crc32c_generic")
@@ -54,7 +55,7 @@ class Options:
 
     ssh: str = DEFAULT_SSH
     extra: tuple[str, ...] = ()
-    disk: bool = False
+    disk: bool = False  # also the bootable disk (guest/disk.py) and e2fsck in the guest
     dpdk: bool = False
 
     def package_names(self) -> list[str]:
@@ -301,7 +302,8 @@ def build(cache_dir: str, packages: Mapping[str, apt.Package], options: Options,
         }
         if options.disk:
             progress("making the bootable disk image")
-            manifest["disk"] = disk.make_disk(out_tmp, staging, builder.roots, APPEND, progress)
+            manifest["disk"] = disk.make_disk(out_tmp, staging, builder.roots, APPEND, key,
+                                              progress)
         with open(os.path.join(out_tmp, "manifest.json"), "w", encoding="utf-8") as fh:
             json.dump(manifest, fh, indent=1, sort_keys=True)
         final = os.path.join(cache_dir, key)

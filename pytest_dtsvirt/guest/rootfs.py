@@ -193,6 +193,7 @@ def base_tree(ssh: str, hostkeys: Mapping[str, bytes]) -> dict[str, Node]:
         "etc/hosts": Node.file(guest_file("hosts")),
         "etc/hostname": Node.file(b"dtsvirt-guest\n"),
         "etc/resolv.conf": Node.file(b""),
+        "etc/mtab": Node.symlink("/proc/self/mounts"),  # e2fsck's "is it mounted" check
         "dev/console": Node.chr(5, 1),
         "dev/null": Node.chr(1, 3, 0o666),
         "root": Node.dir(0o700),

@@ -39,7 +39,7 @@ def with_default_guest(spec: Any, dut: Dut, cache_dir: str | None,
     ``guest dpdk=yes``) filled in, staged on the DUT if remote."""
     from pytest_dtsvirt.guest import ensure_guest_image
 
-    image = ensure_guest_image(cache_dir, ssh=ssh, dpdk=spec.guest.dpdk,
+    image = ensure_guest_image(cache_dir, ssh=ssh, dpdk=spec.guest.dpdk, disk=spec.guest.disk,
                                progress=lambda msg: log.info("guest image: %s", msg))
     if dut.config.is_local:
         return spec.with_guest(image)
@@ -50,7 +50,7 @@ def with_default_guest(spec: Any, dut: Dut, cache_dir: str | None,
     # DUT) write their own temp names and rename atomically
     with _STAGING_LOCK:
         session.run(["mkdir", "-p", "-m", "0700", remote_dir], check=True, timeout=20)
-        for attr in ("kernel", "vmlinux", "initrd"):
+        for attr in ("kernel", "vmlinux", "initrd", *(("disk",) if image.disk else ())):
             local = getattr(image, attr)
             remote = f"{remote_dir}/{os.path.basename(local)}"
             size = os.path.getsize(local)
@@ -64,7 +64,7 @@ def with_default_guest(spec: Any, dut: Dut, cache_dir: str | None,
     from dataclasses import replace
 
     return spec.with_guest(replace(image, kernel=staged["kernel"], vmlinux=staged["vmlinux"],
-                                   initrd=staged["initrd"]))
+                                   initrd=staged["initrd"], disk=staged.get("disk")))
 
 
 def hugepage_dir(session: Session, spec: Any) -> str:

@@ -65,7 +65,7 @@ def qemu_argv(image: GuestImage, profile: str, run_dir: str, ssh_port: int, *,
     elif profile == "disk":  # the bootable disk (SYSLINUX), no -kernel
         if image.disk is None:
             raise ValueError("image built without disk=True")
-        boot = ["-drive", f"file={image.disk},format=qcow2,if=ide,snapshot=on",
+        boot = ["-drive", f"file={image.disk},format=qcow2,if=virtio,snapshot=on",
                 "-cpu", "qemu64,+rdrand", "-smp", "1"]
         nic = f"e1000,netdev=n0,addr=1f,mac={mac},autonegotiation=off,romfile="
     else:
