@@ -16,15 +16,21 @@ diagnostics. ``stop()`` works in stages (courtesy: guest ``kill_all``, agent pow
 soft: QMP ``quit``, SIGTERM; hard: SIGKILL; post: close, remove the run dir), each step
 bounded. A VM whose qemu died, stopped or lost its DUT link while in use says so wherever it
 is touched (guest session, ``qmp``, ``agent``) and ``stop()`` raises :class:`VmDied`.
+
+Made without ``options`` inside a pytest test, the VM takes the running plugin's options
+(``--dtsvirt-*``, the conf dir beside the test module) and belongs to the test's
+``function_vm_factory``, which stops it at the end of the test; elsewhere (a script) it reads
+``conf/`` of the current directory.
 """
 
 from __future__ import annotations
 
 import logging
 import shlex
+import sys
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pytest_dtsvirt import hypervisor, secret
 from pytest_dtsvirt.config.load import VmParams, call_origin, load_vm_params
@@ -56,6 +62,9 @@ from pytest_dtsvirt.runtime.supervisor import Supervised, describe_status, start
 from pytest_dtsvirt.session.base import Session
 from pytest_dtsvirt.session.dut import Dut, VmDut
 
+if TYPE_CHECKING:
+    from pytest_dtsvirt.vmfactory import VmFactory
+
 log = logging.getLogger("pytest_dtsvirt")
 
 CONSOLE_TAIL_LINES = 60
@@ -72,6 +81,9 @@ class QEMUKvm(LiveMigration, Restorable, StagedTeardown, Hypervisor):
         self.dut = dut
         self.vm_name = vm_name
         self.suite = suite
+        factory = running_factory() if options is None else None
+        if factory is not None:  # inside a test: the plugin's options, conf dir, tracking
+            options = factory.vm_options(suite, fresh=dut is factory.dut)
         self.options = options or VmOptions()
         self.params: VmParams = load_vm_params(
             self.options.cfg_path or self.options.conf_dir or "conf", suite, vm_name)
@@ -95,6 +107,8 @@ class QEMUKvm(LiveMigration, Restorable, StagedTeardown, Hypervisor):
         #: the guest login and VNC, with their secrets (in memory; see qemu/access.py)
         self._access = Access(vm_name)
         self._no_restore = False  # a restore failed: this VM boots cold
+        if factory is not None:
+            factory.adopt(self)
 
     # -- configuration ------------------------------------------------------------------
     def set_vm_param(self, key: str, **options: str) -> None:
@@ -509,6 +523,17 @@ class QEMUKvm(LiveMigration, Restorable, StagedTeardown, Hypervisor):
         except DtsvirtError as exc:
             lines.append(f"(agent: {exc})")
         return "\n".join(lines)
+
+
+def running_factory() -> VmFactory | None:
+    """The factory of the running pytest test, found as the compat layer's legacy ``VM()``
+    finds it (:func:`pytest_dtsvirt.compat.context.current_factory`); None outside pytest
+    (the compat plugin, which records the test, is not even loaded then)."""
+    context = sys.modules.get("pytest_dtsvirt.compat.context")
+    if context is None:
+        return None
+    factory: VmFactory | None = context.current_factory()
+    return factory
 
 
 def _factory(dut: Dut, vm_name: str, suite: str, options: VmOptions) -> Hypervisor:
