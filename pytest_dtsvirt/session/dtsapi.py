@@ -9,8 +9,9 @@ the mixin reads the DUT through ``run``.
 
 Differences from the legacy DUT (documented in docs/porting.md): core 0 is not bypassed
 (this project's machines have few CPUs); the allow-list option is always ``-a`` (DPDK >=
-20.11); ``base_dir`` is a private directory made on first use and removed with the DUT, not
-a DPDK source tree.
+20.11); ``base_dir`` is a private directory made on first use and removed with the DUT (also
+when the test process is killed: :mod:`pytest_dtsvirt.runtime.owneddir`), not a DPDK source
+tree.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pytest_dtsvirt.errors import SessionError
+from pytest_dtsvirt.runtime.owneddir import OwnedDir
 from pytest_dtsvirt.session.base import CommandResult
 
 #: legacy ``apps_name`` keys -> the installed DPDK program (Debian ``dpdk``/``dpdk-dev``)
@@ -34,6 +36,8 @@ INSTALLED_APPS = {
 }
 #: where the ``dpdk-doc`` package puts the DPDK examples' sources
 EXAMPLES_DIR = "/usr/share/dpdk/examples"
+#: where ``base_dir`` is made on the DUT (``mktemp -d``)
+BASE_DIR_TEMPLATE = "/tmp/dtsvirt-base.XXXXXXXX"
 _CORE_CONFIG = re.compile(r"^(\d+)S/(\d+)C/(\d+)T$", re.IGNORECASE)
 
 
@@ -157,6 +161,7 @@ class DtsDutApi:
     docstring). Needs ``run``, ``name``, ``get_memory_channels`` and ``_base_dir``."""
 
     _base_dir: str | None
+    _base_owner: OwnedDir | None = None
     _cpus: list[Lcore] | None = None
     _prefix_suffix: str | None = None
 
@@ -267,11 +272,11 @@ class DtsDutApi:
     @property
     def base_dir(self) -> str:
         """Legacy ``base_dir``: the DUT's working directory for a suite (a private
-        directory made on first use, mode 0700; removed when the DUT closes)."""
+        directory made on first use, mode 0700; removed when the DUT closes, or by the DUT
+        itself when this process dies without closing it)."""
         if self._base_dir is None:
-            made = self._dts().run(["mktemp", "-d", "/tmp/dtsvirt-base.XXXXXXXX"], timeout=30,
-                                   check=True)
-            self._base_dir = made.stdout.strip()
+            self._base_owner = OwnedDir.make(self._dts().session, BASE_DIR_TEMPLATE)
+            self._base_dir = self._base_owner.path
         return self._base_dir
 
     def build_dpdk_apps(self, app: str, timeout: float = 600) -> str:
@@ -300,9 +305,9 @@ class DtsDutApi:
         return str(result.stdout)
 
     def _remove_base_dir(self) -> None:
-        if self._base_dir is not None:
-            self._dts().run(["rm", "-rf", "--", self._base_dir], timeout=30)
-            self._base_dir = None
+        owner, self._base_owner, self._base_dir = self._base_owner, None, None
+        if owner is not None:
+            owner.remove()
 
 
 __all__ = ["DtsDutApi", "Lcore", "core_ranges", "eal_parameters", "parse_cpuinfo",
