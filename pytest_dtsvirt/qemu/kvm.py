@@ -15,7 +15,8 @@ Any failure (or Ctrl-C) tears down what was started and raises ``VmStartError`` 
 diagnostics. ``stop()`` works in stages (courtesy: guest ``kill_all``, agent powerdown;
 soft: QMP ``quit``, SIGTERM; hard: SIGKILL; post: close, remove the run dir), each step
 bounded. A VM whose qemu died, stopped or lost its DUT link while in use says so wherever it
-is touched (guest session, ``qmp``, ``agent``) and ``stop()`` raises :class:`VmDied`.
+is touched (guest session, ``qmp``, ``agent``, and a QMP or agent call it died during) and
+``stop()`` raises :class:`VmDied`.
 
 Made without ``options`` inside a pytest test, the VM takes the running plugin's options
 (``--dtsvirt-*``, the conf dir beside the test module) and belongs to the test's
@@ -143,6 +144,15 @@ class QEMUKvm(LiveMigration, Restorable, StagedTeardown, Hypervisor):
         if self._qmp is None:
             raise VmError(f"{self.vm_name}: QMP is not connected")
         return self._qmp
+
+    def _client_failed(self, err: Exception, lost: bool) -> None:
+        """A QMP or agent call of the running VM got no answer (``lost``: the connection
+        ended; else a timeout): :class:`VmDied` with the cause (qemu's exit status or
+        signal and the console tail, a stopped qemu, a dropped DUT link) when that is why;
+        otherwise ``err`` stands."""
+        cause = self.fault(wait=1.5 if lost else 0.0)
+        if cause is not None:
+            raise VmDied(f"{self.vm_name}: {cause}") from err
 
     def _raise_if_dead(self) -> None:
         cause = self.death_reason()
@@ -325,6 +335,7 @@ class QEMUKvm(LiveMigration, Restorable, StagedTeardown, Hypervisor):
         self._timings = dict(ladder.timings)
         self._timings["total"] = round(time.monotonic() - ladder.started, 3)
         guest_session.fault_hint = self.fault
+        self._qmp.on_failure = self._agent.on_failure = self._client_failed
         self._vm_dut = VmDut(guest_session, self._guest_config(spec), vm=self)
         if restore is not None and plan is not None:
             self.restored, self.restored_from = True, plan.fingerprint
