@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from support.sshd import SshdHandle
 
-from pytest_dtsvirt.runtime.owneddir import OwnedDir
 from pytest_dtsvirt.session.local import LocalSession
+from pytest_dtsvirt.session.owneddir import OwnedDir
 from pytest_dtsvirt.session.ssh import SshSession
 
 pytest_plugins = ["pytester"]
@@ -57,7 +57,7 @@ def test_a_bad_template_is_a_clear_error(tmp_path: Path) -> None:
 def test_removed_when_its_maker_is_killed(tmp_path: Path) -> None:
     script = (
         "import sys, time\n"
-        "from pytest_dtsvirt.runtime.owneddir import OwnedDir\n"
+        "from pytest_dtsvirt.session.owneddir import OwnedDir\n"
         "from pytest_dtsvirt.session.local import LocalSession\n"
         f"d = OwnedDir.make(LocalSession(), {str(tmp_path)!r} + '/dtsvirt-owned.XXXXXX')\n"
         "print(d.path, flush=True)\n"
@@ -73,7 +73,7 @@ def test_removed_when_its_maker_is_killed(tmp_path: Path) -> None:
 
 def test_removed_when_its_maker_dies_before_reading_the_path(tmp_path: Path) -> None:
     # the keeper's stdout has no reader (SIGPIPE on its echo) and its stdin is at EOF
-    from pytest_dtsvirt.runtime.owneddir import KEEPER_SCRIPT
+    from pytest_dtsvirt.session.owneddir import KEEPER_SCRIPT
 
     read_end, write_end = os.pipe()
     os.close(read_end)

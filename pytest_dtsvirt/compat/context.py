@@ -15,6 +15,8 @@ import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from pytest_dtsvirt import hypervisor
+
 if TYPE_CHECKING:
     from pytest_dtsvirt.vmfactory import VmFactory
 
@@ -50,3 +52,7 @@ def current_factory() -> VmFactory | None:
         factory: VmFactory = _REQUEST[-1].getfixturevalue("function_vm_factory")
         return factory
     return None
+
+
+# the plugin's own QEMUKvm(dut, name, suite) finds the test's factory the same way
+hypervisor.set_home_finder(current_factory)

@@ -28,10 +28,9 @@ from __future__ import annotations
 
 import logging
 import shlex
-import sys
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pytest_dtsvirt import hypervisor, secret
 from pytest_dtsvirt.config.load import VmParams, call_origin, load_vm_params
@@ -63,9 +62,6 @@ from pytest_dtsvirt.runtime.supervisor import Supervised, describe_status, start
 from pytest_dtsvirt.session.base import Session
 from pytest_dtsvirt.session.dut import Dut, VmDut
 
-if TYPE_CHECKING:
-    from pytest_dtsvirt.vmfactory import VmFactory
-
 log = logging.getLogger("pytest_dtsvirt")
 
 CONSOLE_TAIL_LINES = 60
@@ -82,7 +78,7 @@ class QEMUKvm(LiveMigration, Restorable, StagedTeardown, Hypervisor):
         self.dut = dut
         self.vm_name = vm_name
         self.suite = suite
-        factory = running_factory() if options is None else None
+        factory = hypervisor.current_home() if options is None else None
         if factory is not None:  # inside a test: the plugin's options, conf dir, tracking
             options = factory.vm_options(suite, fresh=dut is factory.dut)
         self.options = options or VmOptions()
@@ -534,17 +530,6 @@ class QEMUKvm(LiveMigration, Restorable, StagedTeardown, Hypervisor):
         except DtsvirtError as exc:
             lines.append(f"(agent: {exc})")
         return "\n".join(lines)
-
-
-def running_factory() -> VmFactory | None:
-    """The factory of the running pytest test, found as the compat layer's legacy ``VM()``
-    finds it (:func:`pytest_dtsvirt.compat.context.current_factory`); None outside pytest
-    (the compat plugin, which records the test, is not even loaded then)."""
-    context = sys.modules.get("pytest_dtsvirt.compat.context")
-    if context is None:
-        return None
-    factory: VmFactory | None = context.current_factory()
-    return factory
 
 
 def _factory(dut: Dut, vm_name: str, suite: str, options: VmOptions) -> Hypervisor:

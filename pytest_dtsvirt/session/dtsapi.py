@@ -10,7 +10,7 @@ the mixin reads the DUT through ``run``.
 Differences from the legacy DUT (documented in docs/porting.md): core 0 is not bypassed
 (this project's machines have few CPUs); the allow-list option is always ``-a`` (DPDK >=
 20.11); ``base_dir`` is a private directory made on first use and removed with the DUT (also
-when the test process is killed: :mod:`pytest_dtsvirt.runtime.owneddir`), not a DPDK source
+when the test process is killed: :mod:`pytest_dtsvirt.session.owneddir`), not a DPDK source
 tree.
 """
 
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pytest_dtsvirt.errors import SessionError
-from pytest_dtsvirt.runtime.owneddir import OwnedDir
 from pytest_dtsvirt.session.base import CommandResult
+from pytest_dtsvirt.session.owneddir import OwnedDir
 
 #: legacy ``apps_name`` keys -> the installed DPDK program (Debian ``dpdk``/``dpdk-dev``)
 INSTALLED_APPS = {
