@@ -272,6 +272,7 @@ qemu =
 @pytest.fixture
 def conf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(context, "_REQUEST", [])  # as outside pytest: conf/ of the cwd
+    monkeypatch.setattr(context, "_SESSION", [])
     (tmp_path / "conf").mkdir()
     (tmp_path / "conf" / "s.cfg").write_text(CFG)
     (tmp_path / "conf" / "virt_global.cfg").write_text(

@@ -49,6 +49,14 @@ def test_takes_the_plugin_options(dut, request):
 def test_the_test_markers_apply(dut):
     vm = QEMUKvm(dut, "vm0", "plug")
     record("marked", vm.params.build()[0].cpu.number)
+
+@pytest.fixture(scope="module")
+def module_vm(dut):
+    return QEMUKvm(dut, "vm0", "plug")
+
+def test_a_module_fixture_vm_belongs_to_the_session(module_vm, vm_factory):
+    record("module", dict(conf_dir=module_vm.options.conf_dir, accel=module_vm.options.accel,
+                          tracked=module_vm in vm_factory.vms))
 """
 
 
@@ -67,11 +75,13 @@ def test_options_conf_dir_and_tracking_come_from_the_plugin(pytester: pytest.Pyt
     result = pytester.runpytest_subprocess(
         "-p", "no:cacheprovider", f"--dtsvirt-conf-dir={conf}", "--dtsvirt-accel=tcg",
         "--dtsvirt-boot-timeout=77", timeout=300)
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=3)
     options = json.loads((out / "options").read_text())
     assert options == {"conf_dir": str(conf), "accel": "tcg", "boot_timeout": 77.0,
                        "tracked": True, "cpus": 1}
     assert json.loads((out / "marked").read_text()) == 2
+    assert json.loads((out / "module").read_text()) == {"conf_dir": str(conf), "accel": "tcg",
+                                                        "tracked": True}
 
 
 def test_a_missing_conf_dir_is_named(pytester: pytest.Pytester, tmp_path: Path) -> None:
