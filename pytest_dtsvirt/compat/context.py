@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 
 _FACTORIES: list[VmFactory] = []
 _REQUEST: list[Any] = []  # the running test's pytest.FixtureRequest (at most one)
-_SESSION: list[Any] = []  # the session's request (VMs made in module or session fixtures)
 
 
 @contextlib.contextmanager
@@ -46,16 +45,6 @@ def test_request(request: Any) -> Iterator[None]:
         _REQUEST.remove(request)
 
 
-@contextlib.contextmanager
-def session_request(request: Any) -> Iterator[None]:
-    """Record the session's fixture request (see the module docstring)."""
-    _SESSION.append(request)
-    try:
-        yield
-    finally:
-        _SESSION.remove(request)
-
-
 def current_factory() -> VmFactory | None:
     """The factory a ``VM()`` made now belongs to, or None outside pytest."""
     factory: VmFactory
@@ -68,6 +57,19 @@ def current_factory() -> VmFactory | None:
         factory = _SESSION[-1].getfixturevalue("vm_factory")
         return factory
     return None
+
+
+_SESSION: list[Any] = []  # the session's request (VMs made in module or session fixtures)
+
+
+@contextlib.contextmanager
+def session_request(request: Any) -> Iterator[None]:
+    """Record the session's fixture request (see the module docstring)."""
+    _SESSION.append(request)
+    try:
+        yield
+    finally:
+        _SESSION.remove(request)
 
 
 # the plugin's own QEMUKvm(dut, name, suite) finds the test's factory the same way
