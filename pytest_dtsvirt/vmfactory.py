@@ -179,16 +179,15 @@ class VmFactory:
 
     def _create(self, suite: str, req: VmRequest, test_dir: str | None = None, *,
                 fresh: bool = True) -> Hypervisor:
-        vm = backends.create(self._root.settings.hypervisor, self._root.dut, req.name, suite,
-                             self.vm_options(suite, fresh=fresh, test_dir=test_dir))
-        self._track(vm, suite, req)
-        return vm
-
-    def _track(self, vm: Hypervisor, suite: str, req: VmRequest) -> None:
+        settings = self._root.settings
+        store = self._root.snapshot_store() if fresh else None
+        vm = backends.create(settings.hypervisor, self._root.dut, req.name, suite,
+                             settings.vm_options(suite, test_dir or self.test_dir, store))
         for key, options in req.calls():
             vm.set_vm_param(key, **options)
         self._root.requests[id(vm)] = (suite, req)
         self._vms.append(vm)
+        return vm
 
     def vm_options(self, suite: str, *, fresh: bool = True,
                    test_dir: str | None = None) -> VmOptions:
@@ -202,7 +201,10 @@ class VmFactory:
         itself, :mod:`pytest_dtsvirt.qemu.kvm`): this factory's markers for its name apply
         to it and it is stopped when the factory closes, as if :meth:`create` made it."""
         suite, req = self.request_for(vm.vm_name, vm.suite)
-        self._track(vm, suite, req)
+        for key, options in req.calls():
+            vm.set_vm_param(key, **options)
+        self._root.requests[id(vm)] = (suite, req)
+        self._vms.append(vm)
 
     def boot(self, vm: Hypervisor, *, where: str | None = None) -> VmDut:
         """Start ``vm`` (created by this factory); return its guest DUT. ``where`` names

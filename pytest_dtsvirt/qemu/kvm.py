@@ -18,9 +18,10 @@ bounded. A VM whose qemu died, stopped or lost its DUT link while in use says so
 is touched (guest session, ``qmp``, ``agent``, and a QMP or agent call it died during) and
 ``stop()`` raises :class:`VmDied`.
 
-Made without ``options`` inside a pytest test, the VM takes the running plugin's options
-(``--dtsvirt-*``, the conf dir beside the test module) and belongs to the test's
-``function_vm_factory``, which stops it at the end of the test; elsewhere (a script) it reads
+Made without ``options`` inside pytest, the VM takes the running plugin's options
+(``--dtsvirt-*``, the conf dir beside the test module) and belongs to a factory that stops it
+(:func:`pytest_dtsvirt.hypervisor.current_home`: in a test its ``function_vm_factory``, in a
+module or session fixture the session's ``vm_factory``); elsewhere (a script) it reads
 ``conf/`` of the current directory.
 """
 
