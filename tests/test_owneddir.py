@@ -10,12 +10,16 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support.sshd import SshdHandle
 
+from pytest_dtsvirt.errors import SessionError
+from pytest_dtsvirt.session.base import PipedProcess
 from pytest_dtsvirt.session.local import LocalSession
 from pytest_dtsvirt.session.owneddir import OwnedDir
 from pytest_dtsvirt.session.ssh import SshSession
@@ -48,10 +52,45 @@ def test_made_private_and_removed_on_request(tmp_path: Path) -> None:
 
 
 def test_a_bad_template_is_a_clear_error(tmp_path: Path) -> None:
-    from pytest_dtsvirt.errors import SessionError
-
     with pytest.raises(SessionError, match="cannot make a directory like"):
         OwnedDir.make(LocalSession(), f"{tmp_path}/no/such/dir/x.XXXXXX")
+
+
+class _SilentKeeper(PipedProcess):
+    """A keeper whose host never answers (a hung link) until our end is closed."""
+
+    def __init__(self) -> None:
+        self.closed = threading.Event()
+
+    def lines(self) -> Iterator[str]:
+        self.closed.wait(30)
+        return iter(())
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def close_stdin(self) -> None:
+        self.closed.set()
+
+    def exit_status(self) -> int | None:
+        return None
+
+
+def test_a_host_that_never_answers_is_a_bounded_error() -> None:
+    keeper = _SilentKeeper()
+
+    class Hung:
+        name = "hung-dut"
+
+        def start_piped(self, argv: list[str]) -> PipedProcess:
+            return keeper
+
+    began = time.monotonic()
+    with pytest.raises(SessionError, match="hung-dut: cannot make a directory like "
+                                           r"/tmp/x\.XXXXXX \(no answer within 0\.3 s\)"):
+        OwnedDir.make(Hung(), "/tmp/x.XXXXXX", timeout=0.3)  # type: ignore[arg-type]
+    assert time.monotonic() - began < 5
+    assert keeper.closed.is_set()  # the keeper learns we gave up
 
 
 def test_removed_when_its_maker_is_killed(tmp_path: Path) -> None:

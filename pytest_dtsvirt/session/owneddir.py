@@ -12,7 +12,6 @@ script then removes the directory. The same tie as the qemu supervisor's
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 from pytest_dtsvirt.errors import SessionError
 from pytest_dtsvirt.session.base import PipedProcess, Session
@@ -28,51 +27,62 @@ while read -r _; do :; done
 rm -rf -- "$d"
 echo gone
 """
-#: how long :meth:`OwnedDir.remove` waits for the keeper to say the directory is gone
-REMOVE_TIMEOUT_S = 30.0
+#: how long :meth:`OwnedDir.make` and :meth:`OwnedDir.remove` wait for the keeper's answer
+ANSWER_TIMEOUT_S = 30.0
+
+
+class _Keeper:
+    """Reads the keeper's stdout in a thread: its lines, the first one, the end."""
+
+    def __init__(self, process: PipedProcess) -> None:
+        self.process = process
+        self.said: list[str] = []
+        self.first = threading.Event()
+        self.ended = threading.Event()
+        threading.Thread(target=self._read, daemon=True, name="dtsvirt-owneddir").start()
+
+    def _read(self) -> None:
+        for line in self.process.lines():
+            self.said.append(line)
+            self.first.set()
+        self.first.set()
+        self.ended.set()
 
 
 class OwnedDir:
     """A directory made by :meth:`make`; :attr:`path` on the host until :meth:`remove`."""
 
-    def __init__(self, process: PipedProcess, lines: Iterator[str], path: str,
-                 host: str) -> None:
-        self._process = process
-        self._lines = lines  # the one reader of its stdout (it closes it when done)
+    def __init__(self, keeper: _Keeper, path: str, host: str) -> None:
+        self._keeper = keeper
         self.path = path
         self._host = host
         self._removed = False
 
     @classmethod
-    def make(cls, session: Session, template: str) -> OwnedDir:
+    def make(cls, session: Session, template: str,
+             timeout: float = ANSWER_TIMEOUT_S) -> OwnedDir:
         """Make a directory from ``template`` (``mktemp -d``, ``XXXXXX`` at the end) on the
         session's host, removed when we are gone (see the module docstring)."""
-        process = session.start_piped(["sh", "-c", KEEPER_SCRIPT, template])
-        lines = process.lines()
-        first = next(lines, "")
+        keeper = _Keeper(session.start_piped(["sh", "-c", KEEPER_SCRIPT, template]))
+        keeper.first.wait(timeout)
+        first = keeper.said[0] if keeper.said else ""
         word, _, path = first.partition(" ")
         if word != "dir" or not path.startswith("/"):
-            process.close_stdin()
+            keeper.process.close_stdin()
+            said = f"mktemp said {first!r}" if keeper.ended.is_set() or first else \
+                f"no answer within {timeout:g} s"
             raise SessionError(f"{session.name}: cannot make a directory like {template} "
-                               f"(mktemp said {first!r})")
-        return cls(process, lines, path, session.name)
+                               f"({said})")
+        return cls(keeper, path, session.name)
 
-    def remove(self, timeout: float = REMOVE_TIMEOUT_S) -> None:
+    def remove(self, timeout: float = ANSWER_TIMEOUT_S) -> None:
         """Remove the directory now and wait (up to ``timeout`` s) until it is gone;
         idempotent. SessionError when the host did not confirm it in time."""
         if self._removed:
             return
         self._removed = True
-        self._process.close_stdin()
-        done = threading.Event()
-        said: list[str] = []
-
-        def drain() -> None:
-            said.extend(self._lines)
-            done.set()
-
-        threading.Thread(target=drain, daemon=True, name="dtsvirt-owneddir").start()
-        if not done.wait(timeout) or "gone" not in said:
+        self._keeper.process.close_stdin()
+        if not self._keeper.ended.wait(timeout) or "gone" not in self._keeper.said:
             raise SessionError(f"{self._host}: removing {self.path} was not confirmed within "
                                f"{timeout:g} s")
 
