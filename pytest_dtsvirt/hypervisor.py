@@ -7,6 +7,10 @@ backend (libvirt) can be registered without touching it. What the ``vm`` fixture
 test is this type: besides the abstract methods it has ``dut``, ``pci_maps``,
 ``get_pci_mappings()``, ``qmp``, ``agent``, ``monitor_socket``, ``run_dir`` and
 ``hostfwd_port``; a backend without QMP or an agent raises :class:`VmError` for those.
+
+:func:`current_home` tells a VM made by hand inside a pytest test which factory it belongs
+to; the compat layer installs how that is found (its lookup serves both its legacy ``VM()``
+and the plugin's own ``QEMUKvm``), so this layer never imports the pytest side.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import abc
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pytest_dtsvirt.errors import ConfigError, VmError
 from pytest_dtsvirt.guest import DEFAULT_SSH
@@ -155,3 +159,32 @@ def create(kind: str, dut: Dut, vm_name: str, suite: str, options: VmOptions) ->
     except KeyError:
         raise ConfigError(f"unknown hypervisor {kind!r}; registered: {sorted(_REGISTRY)}")
     return factory(dut, vm_name, suite, options)
+
+
+class VmHome(Protocol):
+    """Where a VM made by hand inside a pytest test belongs (the test's
+    :class:`~pytest_dtsvirt.vmfactory.VmFactory`): its options, and its tracking."""
+
+    @property
+    def dut(self) -> Dut: ...
+
+    def vm_options(self, suite: str, *, fresh: bool = True,
+                   test_dir: str | None = None) -> VmOptions: ...
+
+    def adopt(self, vm: Hypervisor) -> None: ...
+
+
+_HOME_FINDER: list[Callable[[], VmHome | None]] = []
+
+
+def set_home_finder(finder: Callable[[], VmHome | None]) -> None:
+    """Install how :func:`current_home` finds the running test's factory (the compat
+    layer's :func:`pytest_dtsvirt.compat.context.current_factory`, when pytest loads it)."""
+    _HOME_FINDER[:] = [finder]
+
+
+def current_home() -> VmHome | None:
+    """The factory a ``QEMUKvm(dut, name, suite)`` made now belongs to; None outside pytest
+    (nothing installed a finder) or outside a test."""
+    return _HOME_FINDER[0]() if _HOME_FINDER else None
+

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import socket
+from collections.abc import Callable
 from typing import ClassVar, Self
 
 from pytest_dtsvirt.errors import SessionError
@@ -50,6 +51,17 @@ class SocketClient(abc.ABC):
     #: what :meth:`open` raises, and how it names the socket, when connecting fails
     connect_error: ClassVar[type[Exception]] = SessionError
     connect_what: ClassVar[str] = "unix socket"
+    #: called with the error of a call that failed for want of an answer (connection lost:
+    #: ``lost=True``; timeout: False) before it is raised; its owner may raise a better one
+    #: (a running VM raises VmDied when qemu died, see :mod:`pytest_dtsvirt.qemu.kvm`)
+    on_failure: Callable[[Exception, bool], None] | None = None
+
+    def _failed(self, err: Exception, *, lost: bool) -> Exception:
+        """``err``, after :attr:`on_failure` had its say (it raises instead, or returns)."""
+        hook = self.on_failure
+        if hook is not None:
+            hook(err, lost)
+        return err
 
     @abc.abstractmethod
     def __init__(self, sock: socket.socket, timeout: float = 10.0) -> None:

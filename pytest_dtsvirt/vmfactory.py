@@ -189,6 +189,23 @@ class VmFactory:
         self._vms.append(vm)
         return vm
 
+    def vm_options(self, suite: str, *, fresh: bool = True,
+                   test_dir: str | None = None) -> VmOptions:
+        """The options a VM of ``suite`` made here gets: the plugin's settings, the conf
+        dir lookup beside the test module, and (``fresh``) the run's snapshot store."""
+        store = self._root.snapshot_store() if fresh else None
+        return self._root.settings.vm_options(suite, test_dir or self.test_dir, store)
+
+    def adopt(self, vm: Hypervisor) -> None:
+        """Track a VM made outside the factory (a ``QEMUKvm(dut, name, suite)`` a test makes
+        itself, :mod:`pytest_dtsvirt.qemu.kvm`): this factory's markers for its name apply
+        to it and it is stopped when the factory closes, as if :meth:`create` made it."""
+        suite, req = self.request_for(vm.vm_name, vm.suite)
+        for key, options in req.calls():
+            vm.set_vm_param(key, **options)
+        self._root.requests[id(vm)] = (suite, req)
+        self._vms.append(vm)
+
     def boot(self, vm: Hypervisor, *, where: str | None = None) -> VmDut:
         """Start ``vm`` (created by this factory); return its guest DUT. ``where`` names
         the requester in a memoized boot failure (default: this factory's label)."""

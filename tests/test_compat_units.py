@@ -272,6 +272,7 @@ qemu =
 @pytest.fixture
 def conf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(context, "_REQUEST", [])  # as outside pytest: conf/ of the cwd
+    monkeypatch.setattr(context, "_SESSION", [])
     (tmp_path / "conf").mkdir()
     (tmp_path / "conf" / "s.cfg").write_text(CFG)
     (tmp_path / "conf" / "virt_global.cfg").write_text(
@@ -321,7 +322,7 @@ def test_vm_missing_section_and_conf_dir(conf: Path, dut: Dut,
     with pytest.raises(ConfigError, match=r"no section \[vm1\]"):
         VM(dut, "vm1", "s")
     monkeypatch.chdir(conf)  # no conf/ here
-    with pytest.raises(ConfigError, match="conf dir not found"):
+    with pytest.raises(ConfigError, match=r"conf dir .*conf.* not found"):
         VM(dut, "vm0", "s")
 
 

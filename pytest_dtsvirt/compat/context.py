@@ -5,8 +5,9 @@ The innermost one wins: a :class:`~pytest_dtsvirt.compat.testcase.TestCase`'s ow
 (one per class for ``set_up_all``, the test's ``function_vm_factory`` for ``set_up``, the
 test and ``tear_down``), else the running test's ``function_vm_factory`` (asked for lazily,
 through the request :mod:`pytest_dtsvirt.compat.plugin` records; a test that never makes a
-VM never connects to the DUT for it). Outside pytest there is none and ``VM`` builds a VM
-from ``conf/`` itself.
+VM never connects to the DUT for it), else (a module or session fixture) the session's
+``vm_factory``, which stops its VMs at the end of the session. Outside pytest there is none
+and ``VM`` builds a VM from ``conf/`` itself.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import contextlib
 import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
+
+from pytest_dtsvirt import hypervisor
 
 if TYPE_CHECKING:
     from pytest_dtsvirt.vmfactory import VmFactory
@@ -68,9 +71,30 @@ def conf_path(path: str, root: str) -> str:
 
 def current_factory() -> VmFactory | None:
     """The factory a ``VM()`` made now belongs to, or None outside pytest."""
+    factory: VmFactory
     if _FACTORIES:
         return _FACTORIES[-1]
     if _REQUEST:
-        factory: VmFactory = _REQUEST[-1].getfixturevalue("function_vm_factory")
+        factory = _REQUEST[-1].getfixturevalue("function_vm_factory")
+        return factory
+    if _SESSION:
+        factory = _SESSION[-1].getfixturevalue("vm_factory")
         return factory
     return None
+
+
+_SESSION: list[Any] = []  # the session's request (VMs made in module or session fixtures)
+
+
+@contextlib.contextmanager
+def session_request(request: Any) -> Iterator[None]:
+    """Record the session's fixture request (see the module docstring)."""
+    _SESSION.append(request)
+    try:
+        yield
+    finally:
+        _SESSION.remove(request)
+
+
+# the plugin's own QEMUKvm(dut, name, suite) finds the test's factory the same way
+hypervisor.set_home_finder(current_factory)

@@ -11,6 +11,14 @@ import pytest
 from pytest_dtsvirt.compat import context
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _dtsvirt_compat_session(request: pytest.FixtureRequest) -> Iterator[None]:
+    """For VMs made outside a test (in a module or session fixture): the session's
+    ``vm_factory``, asked for only when such a VM is made."""
+    with context.session_request(request):
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _dtsvirt_compat_request(request: pytest.FixtureRequest) -> Iterator[None]:
     """Cheap: nothing is connected or booted unless the test makes a legacy VM."""

@@ -123,6 +123,10 @@ class TestCase:
         for row in getattr(self, "result_table", []):
             self.logger.info("%s", " | ".join(map(str, row)))
 
+    def result_table_getrows(self) -> list[list[Any]]:
+        """Legacy: the rows added since :meth:`result_table_create`."""
+        return list(getattr(self, "result_table", []))
+
     # -- the fixtures ------------------------------------------------------------------------
     @pytest.fixture(scope="class", autouse=True)
     @classmethod

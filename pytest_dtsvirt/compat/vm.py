@@ -334,8 +334,11 @@ class LegacyVM:
         return self.hostfwd_addr
 
     def isalive(self) -> bool:
-        """True while the VM was started and not stopped."""
-        return self.vm_dut is not None
+        """Legacy ``isalive`` (is this VM's qemu running): True while the VM was started,
+        not stopped, and has not died."""
+        from pytest_dtsvirt.vmfactory import death_of
+
+        return self.vm_dut is not None and death_of(self.hypervisor) is None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.suite}/{self.vm_name}>"

@@ -175,9 +175,10 @@ def load_vm_params(cfg_path_or_conf_dir: str | os.PathLike[str], suite: str, vm_
     """
     base = Path(cfg_path_or_conf_dir)
     if not base.exists() and base.suffix != ".cfg":
-        raise ConfigError(f"conf dir not found (looking for {suite}.cfg in it); give the "
-                          "suite's conf dir with --dtsvirt-conf-dir or put conf/ beside the "
-                          "tests", Location(str(base)))
+        raise ConfigError(f"conf dir {str(base.absolute())!r} not found (looking for "
+                          f"{suite}.cfg in it); give the suite's conf dir with "
+                          "--dtsvirt-conf-dir (in pytest) or VmOptions(conf_dir=...), or put "
+                          "conf/ beside the tests", Location(str(base)))
     cfg_path = base / f"{suite}.cfg" if base.is_dir() else base
     cfg = read_cfg(cfg_path)
     gpath = Path(global_cfg) if global_cfg is not None else cfg_path.parent / GLOBAL_CFG

@@ -15,7 +15,14 @@ Any failure (or Ctrl-C) tears down what was started and raises ``VmStartError`` 
 diagnostics. ``stop()`` works in stages (courtesy: guest ``kill_all``, agent powerdown;
 soft: QMP ``quit``, SIGTERM; hard: SIGKILL; post: close, remove the run dir), each step
 bounded. A VM whose qemu died, stopped or lost its DUT link while in use says so wherever it
-is touched (guest session, ``qmp``, ``agent``) and ``stop()`` raises :class:`VmDied`.
+is touched (guest session, ``qmp``, ``agent``, and a QMP or agent call it died during) and
+``stop()`` raises :class:`VmDied`.
+
+Made without ``options`` inside pytest, the VM takes the running plugin's options
+(``--dtsvirt-*``, the conf dir beside the test module) and belongs to a factory that stops it
+(:func:`pytest_dtsvirt.hypervisor.current_home`: in a test its ``function_vm_factory``, in a
+module or session fixture the session's ``vm_factory``); elsewhere (a script) it reads
+``conf/`` of the current directory.
 """
 
 from __future__ import annotations
@@ -72,6 +79,9 @@ class QEMUKvm(LiveMigration, Restorable, StagedTeardown, Hypervisor):
         self.dut = dut
         self.vm_name = vm_name
         self.suite = suite
+        factory = hypervisor.current_home() if options is None else None
+        if factory is not None:  # inside a test: the plugin's options, conf dir, tracking
+            options = factory.vm_options(suite, fresh=dut is factory.dut)
         self.options = options or VmOptions()
         self.params: VmParams = load_vm_params(
             self.options.cfg_path or self.options.conf_dir or "conf", suite, vm_name)
@@ -95,6 +105,8 @@ class QEMUKvm(LiveMigration, Restorable, StagedTeardown, Hypervisor):
         #: the guest login and VNC, with their secrets (in memory; see qemu/access.py)
         self._access = Access(vm_name)
         self._no_restore = False  # a restore failed: this VM boots cold
+        if factory is not None:
+            factory.adopt(self)
 
     # -- configuration ------------------------------------------------------------------
     def set_vm_param(self, key: str, **options: str) -> None:
@@ -129,6 +141,15 @@ class QEMUKvm(LiveMigration, Restorable, StagedTeardown, Hypervisor):
         if self._qmp is None:
             raise VmError(f"{self.vm_name}: QMP is not connected")
         return self._qmp
+
+    def _client_failed(self, err: Exception, lost: bool) -> None:
+        """A QMP or agent call of the running VM got no answer (``lost``: the connection
+        ended; else a timeout): :class:`VmDied` with the cause (qemu's exit status or
+        signal and the console tail, a stopped qemu, a dropped DUT link) when that is why;
+        otherwise ``err`` stands."""
+        cause = self.fault(wait=1.5 if lost else 0.0)
+        if cause is not None:
+            raise VmDied(f"{self.vm_name}: {cause}") from err
 
     def _raise_if_dead(self) -> None:
         cause = self.death_reason()
@@ -311,6 +332,7 @@ class QEMUKvm(LiveMigration, Restorable, StagedTeardown, Hypervisor):
         self._timings = dict(ladder.timings)
         self._timings["total"] = round(time.monotonic() - ladder.started, 3)
         guest_session.fault_hint = self.fault
+        self._qmp.on_failure = self._agent.on_failure = self._client_failed
         self._vm_dut = VmDut(guest_session, self._guest_config(spec), vm=self)
         if restore is not None and plan is not None:
             self.restored, self.restored_from = True, plan.fingerprint

@@ -129,29 +129,34 @@ class GuestAgent(SocketClient):
             self._sock.sendall(data)
         except TimeoutError as exc:
             self._synced = False
-            raise AgentTimeout(f"{self.label}: timed out sending a request") from exc
+            raise self._failed(AgentTimeout(f"{self.label}: timed out sending a request"),
+                               lost=False) from exc
         except OSError as exc:
             self._synced = False
-            raise AgentError(f"{self.label}: connection lost while sending: {exc}") from exc
+            raise self._failed(AgentError(f"{self.label}: connection lost while sending: "
+                                          f"{exc}"), lost=True) from exc
 
     def _fill(self, deadline: float, what: str) -> None:
         """Read one chunk into the buffer, bounded by ``deadline``."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             self._synced = False
-            raise AgentTimeout(f"{self.label}: no answer to {what}")
+            raise self._failed(AgentTimeout(f"{self.label}: no answer to {what}"), lost=False)
         self._sock.settimeout(remaining)
         try:
             chunk = self._sock.recv(65536)
         except TimeoutError as exc:
             self._synced = False
-            raise AgentTimeout(f"{self.label}: no answer to {what}") from exc
+            raise self._failed(AgentTimeout(f"{self.label}: no answer to {what}"),
+                               lost=False) from exc
         except OSError as exc:
             self._synced = False
-            raise AgentError(f"{self.label}: connection lost waiting for {what}: {exc}") from exc
+            raise self._failed(AgentError(f"{self.label}: connection lost waiting for {what}: "
+                                          f"{exc}"), lost=True) from exc
         if not chunk:
             self._synced = False
-            raise AgentError(f"{self.label}: connection closed (EOF) waiting for {what}")
+            raise self._failed(AgentError(f"{self.label}: connection closed (EOF) waiting for "
+                                          f"{what}"), lost=True)
         self._buf += chunk
         if len(self._buf) > _MAX_LINE:
             self._buf = b""

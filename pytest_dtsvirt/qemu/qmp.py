@@ -121,15 +121,17 @@ class Qmp(SocketClient):
             return future.result(timeout + 1.0)
         except TimeoutError as exc:
             future.cancel()
-            raise QmpError(f"QMP: {what}: no answer within {timeout:g} s") from exc
-        except ExecuteError as exc:
+            raise self._failed(QmpError(f"QMP: {what}: no answer within {timeout:g} s"),
+                               lost=False) from exc
+        except ExecuteError as exc:  # an error reply: qemu is there
             desc = str(exc)
             raise QmpError(f"QMP: {what}: {exc.error_class}: {desc}",
                            exc.error_class, desc) from exc
         except QmpError:
             raise
         except Exception as exc:
-            raise QmpError(f"QMP: {what}: {type(exc).__name__}: {exc}") from exc
+            raise self._failed(QmpError(f"QMP: {what}: {type(exc).__name__}: {exc}"),
+                               lost=True) from exc
 
     async def _start_drain(self) -> asyncio.Task[None]:
         return asyncio.get_running_loop().create_task(self._drain())

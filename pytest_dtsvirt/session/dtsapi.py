@@ -9,8 +9,9 @@ the mixin reads the DUT through ``run``.
 
 Differences from the legacy DUT (documented in docs/porting.md): core 0 is not bypassed
 (this project's machines have few CPUs); the allow-list option is always ``-a`` (DPDK >=
-20.11); ``base_dir`` is a private directory made on first use and removed with the DUT, not
-a DPDK source tree.
+20.11); ``base_dir`` is a private directory made on first use and removed with the DUT (also
+when the test process is killed: :mod:`pytest_dtsvirt.session.owneddir`), not a DPDK source
+tree.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any, Protocol
 from pytest_dtsvirt.errors import SessionError
 from pytest_dtsvirt.session import appbuild
 from pytest_dtsvirt.session.base import CommandResult
+from pytest_dtsvirt.session.owneddir import OwnedDir
 
 #: legacy ``apps_name`` keys -> the installed DPDK program (Debian ``dpdk``/``dpdk-dev``)
 INSTALLED_APPS = {
@@ -35,6 +37,8 @@ INSTALLED_APPS = {
 }
 #: where the ``dpdk-doc`` package puts the DPDK examples' sources
 EXAMPLES_DIR = "/usr/share/dpdk/examples"
+#: where ``base_dir`` is made on the DUT (``mktemp -d``)
+BASE_DIR_TEMPLATE = "/tmp/dtsvirt-base.XXXXXXXX"
 _CORE_CONFIG = re.compile(r"^(\d+)S/(\d+)C/(\d+)T$", re.IGNORECASE)
 
 
@@ -158,6 +162,7 @@ class DtsDutApi:
     docstring). Needs ``run``, ``name``, ``get_memory_channels`` and ``_base_dir``."""
 
     _base_dir: str | None
+    _base_owner: OwnedDir | None = None
     _cpus: list[Lcore] | None = None
     _prefix_suffix: str | None = None
     _eal_prefixes: frozenset[str] = frozenset()
@@ -270,11 +275,11 @@ class DtsDutApi:
     @property
     def base_dir(self) -> str:
         """Legacy ``base_dir``: the DUT's working directory for a suite (a private
-        directory made on first use, mode 0700; removed when the DUT closes)."""
+        directory made on first use, mode 0700; removed when the DUT closes, or by the DUT
+        itself when this process dies without closing it)."""
         if self._base_dir is None:
-            made = self._dts().run(["mktemp", "-d", "/tmp/dtsvirt-base.XXXXXXXX"], timeout=30,
-                                   check=True)
-            self._base_dir = made.stdout.strip()
+            self._base_owner = OwnedDir.make(self._dts().session, BASE_DIR_TEMPLATE)
+            self._base_dir = self._base_owner.path
         return self._base_dir
 
     def build_dpdk_apps(self, app: str, timeout: float = 600) -> str:
@@ -338,12 +343,15 @@ class DtsDutApi:
         """Remove ``base_dir`` and the EAL runtime directories of the file prefixes
         :meth:`create_eal_parameters` handed out (a DPDK program typed into a shell leaves
         ``/var/run/dpdk/<prefix>`` behind; the DUT's programs are ended by then)."""
-        dirs = [self._base_dir] if self._base_dir is not None else []
-        for prefix in sorted(self._eal_prefixes):
-            dirs += [f"/var/run/dpdk/{prefix}", f"{self._runtime_root()}/dpdk/{prefix}"]
-        if dirs:
+        if self._eal_prefixes:
+            root = self._runtime_root()
+            dirs = [d for prefix in sorted(self._eal_prefixes)
+                    for d in (f"/var/run/dpdk/{prefix}", f"{root}/dpdk/{prefix}")]
             self._dts().run(["rm", "-rf", "--", *dirs], timeout=30)
-        self._base_dir, self._eal_prefixes = None, frozenset()
+        self._eal_prefixes = frozenset()
+        owner, self._base_owner, self._base_dir = self._base_owner, None, None
+        if owner is not None:
+            owner.remove()
 
     def _runtime_root(self) -> str:
         """Where a non-root EAL puts its runtime directory (``$XDG_RUNTIME_DIR`` or /tmp)."""
