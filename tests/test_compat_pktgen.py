@@ -130,6 +130,7 @@ qemu =
 @pytest.fixture
 def conf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setattr(context, "_REQUEST", [])  # as outside pytest: conf/ of the cwd
+    monkeypatch.setattr(context, "_SESSION", [])
     (tmp_path / "conf").mkdir()
     (tmp_path / "conf" / "s.cfg").write_text(CFG)
     monkeypatch.chdir(tmp_path)
