@@ -3,8 +3,11 @@ its script with a real local session and a stand-in for qemu."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
+import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -150,3 +153,40 @@ def test_the_script_reports_the_exit_status() -> None:
         for name in os.listdir(run_dir):
             os.unlink(os.path.join(run_dir, name))
         os.rmdir(run_dir)
+
+
+def test_the_script_ends_its_process_when_we_die_before_reading_the_pid_line() -> None:
+    """Our end of its stdout is gone before it prints ``pid N`` (we died at once): the
+    supervisor must not die of SIGPIPE there and leave qemu (here a stand-in) running."""
+    run_dir = tempfile.mkdtemp(prefix="dtsvirt-sup-")
+    side = tempfile.mkdtemp(prefix="dtsvirt-sup-side-")
+    pidfile = os.path.join(side, "stand-in.pid")
+    stand_in = ["sh", "-c", 'echo $$ >"$0"; exec sleep 300', pidfile]
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody will ever read the pid line
+    proc = subprocess.Popen(["sh", "-c", SUPERVISOR_SCRIPT, run_dir, *stand_in],
+                            stdin=subprocess.PIPE, stdout=write_end)
+    os.close(write_end)
+    pid = None
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and pid is None:
+            time.sleep(0.05)
+            with contextlib.suppress(OSError, ValueError), open(pidfile) as f:
+                pid = int(f.read())
+        assert pid is not None, "the stand-in for qemu never started"
+        time.sleep(0.3)  # the supervisor has written (or died writing) its pid line
+        assert proc.stdin is not None
+        proc.stdin.close()  # then our end of its stdin closes, as when we die
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (LocalSession().pid_alive(pid)
+                                               or os.path.exists(run_dir)):
+            time.sleep(0.05)
+        assert not LocalSession().pid_alive(pid), "the stand-in for qemu outlived us"
+        assert not os.path.exists(run_dir)
+    finally:
+        if pid is not None and LocalSession().pid_alive(pid):
+            os.kill(pid, 9)
+        proc.wait(10)
+        shutil.rmtree(side, ignore_errors=True)
+        shutil.rmtree(run_dir, ignore_errors=True)

@@ -8,7 +8,9 @@ when this process dies or the DUT connection drops, and the supervisor then ends
 (SIGTERM, SIGKILL after 5 s) and removes the run dir. So a killed pytest worker or a lost
 SSH link never leaves a qemu, a socket or a pidfile behind. Writing ``keep`` detaches qemu
 from that watch (``--keep``, keep-on-failure).
-When qemu exits the supervisor records its status and prints ``exit N``.
+When qemu exits the supervisor records its status and prints ``exit N``. It ignores SIGPIPE
+once qemu runs: if we die before reading ``pid N``, that line must not kill the supervisor
+and leave qemu unwatched.
 
 The transport is the session's business (:meth:`Session.start_piped`): this module never
 asks which kind of session it got, so it is tested against a fake session too.
@@ -27,6 +29,7 @@ SUPERVISOR_SCRIPT = r"""
 exec 3<&0
 "$@" 3<&- </dev/null >"$0/qemu.out" 2>"$0/qemu.log" &
 q=$!
+trap '' PIPE
 echo "pid $q"
 ( if read -r cmd <&3 && [ "$cmd" = keep ]; then exit 0; fi
   : >"$0/orphaned"
