@@ -15,6 +15,7 @@ a DPDK source tree.
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 from collections.abc import Mapping, Sequence
@@ -24,6 +25,8 @@ from typing import Any, Protocol
 from pytest_dtsvirt.errors import SessionError
 from pytest_dtsvirt.session import appbuild
 from pytest_dtsvirt.session.base import CommandResult
+
+log = logging.getLogger(__name__)
 
 #: legacy ``apps_name`` keys -> the installed DPDK program (Debian ``dpdk``/``dpdk-dev``)
 INSTALLED_APPS = {
@@ -35,6 +38,14 @@ INSTALLED_APPS = {
 }
 #: where the ``dpdk-doc`` package puts the DPDK examples' sources
 EXAMPLES_DIR = "/usr/share/dpdk/examples"
+#: removes ``<EAL runtime dir>/dpdk/<prefix>`` for each argument unless a process holds a
+#: file of it open (fd links show the resolved path: ``/run``, not ``/var/run``); prints
+#: the ones left
+_REMOVE_EAL_DIRS = (
+    'if [ "$(id -u)" = 0 ]; then d=/var/run/dpdk; else d="${XDG_RUNTIME_DIR:-/tmp}/dpdk"; fi; '
+    'for p; do [ -d "$d/$p" ] || continue; '
+    'if ls -l /proc/[0-9]*/fd 2>/dev/null | grep -qF -- "/dpdk/$p/"; then echo "$d/$p"; '
+    'else rm -rf -- "$d/$p"; fi; done; exit 0')
 _CORE_CONFIG = re.compile(r"^(\d+)S/(\d+)C/(\d+)T$", re.IGNORECASE)
 
 
@@ -160,6 +171,7 @@ class DtsDutApi:
     _base_dir: str | None
     _cpus: list[Lcore] | None = None
     _prefix_suffix: str | None = None
+    _eal_prefixes: tuple[str, ...] = ()  # handed out by create_eal_parameters, in order
 
     def _dts(self) -> Any:
         return self
@@ -243,13 +255,22 @@ class DtsDutApi:
             file_prefix = prefix if fixed_prefix else f"{prefix}_{self.prefix_subfix}"
         pcis = [str(p.get("pci", "")) for p in getattr(self, "ports_info", None) or []]
         try:
-            return eal_parameters(
+            eal = eal_parameters(
                 core_list, memory_channels=self._dts().get_memory_channels(),
                 port_pcis=pcis, prefix=file_prefix, no_pci=no_pci, ports=list(ports or []),
                 b_ports=list(b_ports or []), port_options=port_options,
                 vdevs=list(vdevs or []), other_eal_param=other_eal_param)
         except ValueError as err:
             raise SessionError(f"{self._dts().name}: create_eal_parameters: {err}") from None
+        if file_prefix not in self._eal_prefixes:
+            self._eal_prefixes = (*self._eal_prefixes, file_prefix)
+        return eal
+
+    @property
+    def eal_prefixes(self) -> tuple[str, ...]:
+        """The EAL file prefixes :meth:`create_eal_parameters` handed out (their runtime
+        directories are removed when the DUT closes)."""
+        return self._eal_prefixes
 
     @property
     def apps_name(self) -> dict[str, str]:
@@ -331,6 +352,20 @@ class DtsDutApi:
             raise SessionError(f"{dts.name}: building examples/{name} failed:\n"
                                f"{result.stdout[-3000:]}")
         return str(result.stdout)
+
+    def _remove_eal_dirs(self) -> None:
+        """Remove the EAL runtime directories (``/var/run/dpdk/<prefix>`` as root, else
+        ``$XDG_RUNTIME_DIR`` or ``/tmp``, as EAL picks it) of the prefixes this DUT handed
+        out; call it after ``kill_all``. A directory that a process still has a file of
+        open (another user of a fixed prefix) is left, with a warning."""
+        if not self._eal_prefixes:
+            return
+        dts = self._dts()
+        out = dts.run(["sh", "-c", _REMOVE_EAL_DIRS, "sh", *self._eal_prefixes], timeout=60)
+        for busy in out.stdout.split():
+            log.warning("%s: EAL runtime directory %s is in use by a process this DUT did "
+                        "not start: left in place", dts.name, busy)
+        self._eal_prefixes = ()
 
     def _remove_base_dir(self) -> None:
         if self._base_dir is not None:

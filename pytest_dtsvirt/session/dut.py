@@ -330,11 +330,14 @@ class Dut(DtsDutApi):
         return sorted(signalled)
 
     def close(self) -> None:
-        """End what this DUT started (:meth:`kill_all`, best effort), close its shells and
-        the session; idempotent."""
+        """End what this DUT started (:meth:`kill_all`, best effort), remove the EAL runtime
+        directories of the file prefixes it handed out and its ``base_dir``, close its
+        shells and the session; idempotent."""
         with contextlib.suppress(SessionError):
             if self._shells or self._spawned:  # a daemon may outlive a closed shell
                 self.kill_all()
+        with contextlib.suppress(SessionError):
+            self._remove_eal_dirs()
         with contextlib.suppress(SessionError):
             self._remove_base_dir()
         for shell in self._shells:
