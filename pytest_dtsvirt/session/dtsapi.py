@@ -46,6 +46,11 @@ _REMOVE_EAL_DIRS = (
     'for p; do [ -d "$d/$p" ] || continue; '
     'if ls -l /proc/[0-9]*/fd 2>/dev/null | grep -qF -- "/dpdk/$p/"; then echo "$d/$p"; '
     'else rm -rf -- "$d/$p"; fi; done; exit 0')
+#: links each installed program given into base_dir (``$1``) for the legacy ``./<app>``;
+#: lists the example build directories there
+_LINK_APPS = (
+    'base=$1; shift; for p; do t=$(command -v "$p") && [ "$t" != "$base/$p" ] && '
+    'ln -sfn "$t" "$base/$p"; done; ls -d "$base"/examples/*/build 2>/dev/null; exit 0')
 _CORE_CONFIG = re.compile(r"^(\d+)S/(\d+)C/(\d+)T$", re.IGNORECASE)
 
 
@@ -154,6 +159,22 @@ def eal_parameters(core_list: Sequence[int | str], *, memory_channels: int,
              *(f"-b {pci(p)}" for p in b_ports), f"--file-prefix={prefix}",
              "--no-pci" if no_pci else "", *(f"--vdev {v}" for v in vdevs), other_eal_param]
     return " ".join(p for p in parts if p)
+
+
+def app_names(builds: Sequence[str], base_dir: str) -> dict[str, str]:
+    """The legacy ``apps_name`` (pure): the installed programs' names and, for each example
+    build directory ``<base_dir>/examples/<name>/build`` in ``builds``, ``<name>`` ->
+    ``examples/<name>/build/<name>`` (relative to ``base_dir``)."""
+    names = dict(INSTALLED_APPS)
+    prefix = base_dir.rstrip("/") + "/examples/"
+    for build in builds:
+        path = build.rstrip("/")
+        if not path.startswith(prefix) or not path.endswith("/build"):
+            continue
+        app = path[len(prefix):-len("/build")]
+        if app and "/" not in app:
+            names[app] = f"examples/{app}/build/{app}"
+    return names
 
 
 class _Runs(Protocol):
@@ -274,17 +295,17 @@ class DtsDutApi:
 
     @property
     def apps_name(self) -> dict[str, str]:
-        """Legacy ``apps_name``: app key -> program path on this DUT (``test-pmd`` ->
-        ``dpdk-testpmd``, ...; examples built by :meth:`build_dpdk_apps` as
-        ``examples/<name>``'s key ``<name>``)."""
-        names = dict(INSTALLED_APPS)
-        if self._base_dir is not None:
-            found = self._dts().run(["sh", "-c", 'ls -d "$1"/examples/*/build 2>/dev/null; '
-                                     "exit 0", "sh", self._base_dir], timeout=30).stdout
-            for build in found.split():
-                app = build.rstrip("/").split("/")[-2]
-                names[app] = f"{build}/{app}"
-        return names
+        """Legacy ``apps_name``: app key -> program path relative to :attr:`base_dir`, where
+        the DUT's shells start (legacy: relative to the DPDK tree the DUT ``cd``-ed into), so
+        both ``"./%s" % apps_name[k]`` and ``apps_name[k]`` run it there. Installed programs
+        (``test-pmd`` -> ``dpdk-testpmd``, ...) are their names, found on ``PATH`` from any
+        directory and linked into ``base_dir`` for the ``./`` form; examples built by
+        :meth:`build_dpdk_apps` are ``examples/<name>/build/<name>`` under key ``<name>``.
+        From elsewhere (``run``), use ``f"{dut.base_dir}/{dut.apps_name[k]}"``."""
+        base = self.base_dir
+        found = self._dts().run(["sh", "-c", _LINK_APPS, "sh", base, *INSTALLED_APPS.values()],
+                                timeout=30).stdout
+        return app_names(found.split(), base)
 
     @property
     def base_dir(self) -> str:
@@ -373,5 +394,5 @@ class DtsDutApi:
             self._base_dir = None
 
 
-__all__ = ["DtsDutApi", "Lcore", "core_ranges", "eal_parameters", "parse_cpuinfo",
+__all__ = ["DtsDutApi", "Lcore", "app_names", "core_ranges", "eal_parameters", "parse_cpuinfo",
            "select_cores"]
