@@ -99,5 +99,6 @@ def test_build_dpdk_apps_in_a_guest_without_compiler(dut: Dut, dpdk_vm_dut: VmDu
     assert "EAL: Detected" in run.stdout, run.stdout
     assert "L3FWD_POWER: Selected operation mode" in run.stdout, run.stdout
     # the legacy idiom in the guest's shell (in base_dir): EAL's usage names the program
-    out = vm_dut.send_expect("./%s -h 2>&1 | grep -m1 Usage:" % app, "# ", 120)
+    cmd = "./%s -h 2>&1 | grep -m1 Usage:" % app  # noqa: UP031 (the legacy idiom)
+    out = vm_dut.send_expect(cmd, "# ", 120)
     assert f"Usage: ./{app} [options]" in out, out

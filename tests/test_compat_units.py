@@ -255,7 +255,7 @@ def test_build_dpdk_apps_from_dpdk_doc(dut: Dut) -> None:
     assert dut.run(["test", "-x", f"{dut.base_dir}/{binary}"]).ok
     # the legacy idiom, in the DUT's shell (which starts in base_dir)
     eal = dut.create_eal_parameters(cores=[0], no_pci=True, other_eal_param="--no-huge -m 64")
-    out = dut.send_expect("./%s %s" % (binary, eal), "# ", 120)  # its EAL dir: at close
+    out = dut.send_expect("./%s %s" % (binary, eal), "# ", 120)  # noqa: UP031 (legacy idiom)
     assert "hello from core 0" in out, out
 
 
