@@ -98,3 +98,11 @@ def test_nothing_handed_out_runs_nothing(dut: Dut, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(dut.session, "run", lambda *a, **k: calls.append(a))
     dut._remove_eal_dirs()
     assert calls == []
+
+
+@pytest.mark.parametrize("prefix", ["..", "../../etc", "a/b", "x y", "."])
+def test_only_plain_prefixes_are_recorded(dut: Dut, prefix: str) -> None:
+    dut.create_eal_parameters(cores=[0], no_pci=True, prefix=prefix, fixed_prefix=True)
+    assert dut.eal_prefixes == ()
+    dut.create_eal_parameters(cores=[0], no_pci=True, prefix="ok-1.x_2", fixed_prefix=True)
+    assert dut.eal_prefixes == ("ok-1.x_2",)

@@ -51,6 +51,7 @@ _REMOVE_EAL_DIRS = (
 _LINK_APPS = (
     'base=$1; shift; for p; do t=$(command -v "$p") && [ "$t" != "$base/$p" ] && '
     'ln -sfn "$t" "$base/$p"; done; ls -d "$base"/examples/*/build 2>/dev/null; exit 0')
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _CORE_CONFIG = re.compile(r"^(\d+)S/(\d+)C/(\d+)T$", re.IGNORECASE)
 
 
@@ -283,7 +284,9 @@ class DtsDutApi:
                 vdevs=list(vdevs or []), other_eal_param=other_eal_param)
         except ValueError as err:
             raise SessionError(f"{self._dts().name}: create_eal_parameters: {err}") from None
-        if file_prefix not in self._eal_prefixes:
+        # only a plain name can be a runtime directory to remove (never "..", "a/b")
+        if _PLAIN_NAME.fullmatch(file_prefix) and file_prefix not in (".", "..") and \
+                file_prefix not in self._eal_prefixes:
             self._eal_prefixes = (*self._eal_prefixes, file_prefix)
         return eal
 
