@@ -84,8 +84,9 @@ def test_build_dpdk_apps_in_a_guest_without_compiler(dut: Dut, dpdk_vm_dut: VmDu
     assert vm_dut.run(["sh", "-c", "command -v cc make"]).stdout.strip() == ""  # no toolchain
     out = vm_dut.build_dpdk_apps("examples/l3fwd-power")
     assert "l3fwd-power" in out
-    program = vm_dut.apps_name["l3fwd-power"]
-    assert program == f"{vm_dut.base_dir}/examples/l3fwd-power/build/l3fwd-power"
+    app = vm_dut.apps_name["l3fwd-power"]
+    assert app == "examples/l3fwd-power/build/l3fwd-power"  # relative to base_dir
+    program = f"{vm_dut.base_dir}/{app}"
     libs = vm_dut.run(["ls", f"{vm_dut.base_dir}/examples/l3fwd-power/build/lib"]).stdout.split()
     assert "librte_power.so.23" in libs and "librte_eal.so.23" not in libs, libs
     # the host's build directory is gone (only the guest keeps the program)
@@ -97,3 +98,7 @@ def test_build_dpdk_apps_in_a_guest_without_compiler(dut: Dut, dpdk_vm_dut: VmDu
                      timeout=120)
     assert "EAL: Detected" in run.stdout, run.stdout
     assert "L3FWD_POWER: Selected operation mode" in run.stdout, run.stdout
+    # the legacy idiom in the guest's shell (in base_dir): EAL's usage names the program
+    cmd = "./%s -h 2>&1 | grep -m1 Usage:" % app  # noqa: UP031 (the legacy idiom)
+    out = vm_dut.send_expect(cmd, "# ", 120)
+    assert f"Usage: ./{app} [options]" in out, out

@@ -251,8 +251,12 @@ def test_build_dpdk_apps_from_dpdk_doc(dut: Dut) -> None:
     out = dut.build_dpdk_apps("examples/helloworld")
     assert "helloworld" in out
     binary = dut.apps_name["helloworld"]
-    assert binary == f"{dut.base_dir}/examples/helloworld/build/helloworld"
-    assert dut.run(["test", "-x", binary]).ok
+    assert binary == "examples/helloworld/build/helloworld"  # relative to base_dir
+    assert dut.run(["test", "-x", f"{dut.base_dir}/{binary}"]).ok
+    # the legacy idiom, in the DUT's shell (which starts in base_dir)
+    eal = dut.create_eal_parameters(cores=[0], no_pci=True, other_eal_param="--no-huge -m 64")
+    out = dut.send_expect("./%s %s" % (binary, eal), "# ", 120)  # noqa: UP031 (legacy idiom)
+    assert "hello from core 0" in out, out
 
 
 # -- VM / QEMUKvm outside pytest's factory (a plain conf dir) --------------------------------

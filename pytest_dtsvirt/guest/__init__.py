@@ -25,7 +25,6 @@ image (SYSLINUX, kernel, initramfs; an ext4 data partition that ``/init`` mounts
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -101,8 +100,7 @@ def ensure_guest_image(cache_dir: str | None = None, *, ssh: str = DEFAULT_SSH,
     names = options.package_names()
     resolve_dir = os.path.join(cache, "resolved")
     os.makedirs(resolve_dir, mode=0o700, exist_ok=True)
-    asked = [*names, "--extra", *options.extra, f"--dpdk={dpdk}"]
-    names_hash = hashlib.sha256("\n".join(asked).encode()).hexdigest()[:12]
+    names_hash = variants.resolution_key(names, options.extra, dpdk)
     resolved = os.path.join(resolve_dir, f"{apt.apt_state_fingerprint()}-{names_hash}.json")
     loaded = apt.load_resolution(resolved)
     if loaded is None:

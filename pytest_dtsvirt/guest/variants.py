@@ -8,6 +8,8 @@ mempool drivers) EAL loads from its plugin directory at run time.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -40,6 +42,17 @@ class Resolution:
 
     packages: dict[str, apt.Package]
     whole: frozenset[str]
+
+
+def resolution_key(base_names: list[str], extra: tuple[str, ...], dpdk: bool) -> str:
+    """What decides :func:`resolve`'s result besides apt's lists, as a short hash (pure):
+    the names asked for and, for the DPDK variant, this module's package lists, so that
+    editing one of them resolves again instead of reusing a stored resolution."""
+    lists: list[object] = [sorted(base_names), sorted(extra), dpdk]
+    if dpdk:
+        lists += [DPDK_PROGRAMS_PACKAGE, sorted(DPDK_BUILD_ONLY), sorted(DPDK_PLUGINS),
+                  DPDK_LIBGCC]
+    return hashlib.sha256(json.dumps(lists).encode()).hexdigest()[:12]
 
 
 def resolve(base_names: list[str], extra: tuple[str, ...], dpdk: bool,

@@ -16,6 +16,7 @@ tree.
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 from collections.abc import Mapping, Sequence
@@ -26,6 +27,8 @@ from pytest_dtsvirt.errors import SessionError
 from pytest_dtsvirt.session import appbuild
 from pytest_dtsvirt.session.base import CommandResult
 from pytest_dtsvirt.session.owneddir import OwnedDir
+
+log = logging.getLogger(__name__)
 
 #: legacy ``apps_name`` keys -> the installed DPDK program (Debian ``dpdk``/``dpdk-dev``)
 INSTALLED_APPS = {
@@ -39,6 +42,20 @@ INSTALLED_APPS = {
 EXAMPLES_DIR = "/usr/share/dpdk/examples"
 #: where ``base_dir`` is made on the DUT (``mktemp -d``)
 BASE_DIR_TEMPLATE = "/tmp/dtsvirt-base.XXXXXXXX"
+#: removes ``<EAL runtime dir>/dpdk/<prefix>`` for each argument unless a process holds a
+#: file of it open (fd links show the resolved path: ``/run``, not ``/var/run``); prints
+#: the ones left
+_REMOVE_EAL_DIRS = (
+    'if [ "$(id -u)" = 0 ]; then d=/var/run/dpdk; else d="${XDG_RUNTIME_DIR:-/tmp}/dpdk"; fi; '
+    'for p; do [ -d "$d/$p" ] || continue; '
+    'if ls -l /proc/[0-9]*/fd 2>/dev/null | grep -qF -- "/dpdk/$p/"; then echo "$d/$p"; '
+    'else rm -rf -- "$d/$p"; fi; done; exit 0')
+#: links each installed program given into base_dir (``$1``) for the legacy ``./<app>``;
+#: lists the example build directories there
+_LINK_APPS = (
+    'base=$1; shift; for p; do t=$(command -v "$p") && [ "$t" != "$base/$p" ] && '
+    'ln -sfn "$t" "$base/$p"; done; ls -d "$base"/examples/*/build 2>/dev/null; exit 0')
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _CORE_CONFIG = re.compile(r"^(\d+)S/(\d+)C/(\d+)T$", re.IGNORECASE)
 
 
@@ -149,6 +166,22 @@ def eal_parameters(core_list: Sequence[int | str], *, memory_channels: int,
     return " ".join(p for p in parts if p)
 
 
+def app_names(builds: Sequence[str], base_dir: str) -> dict[str, str]:
+    """The legacy ``apps_name`` (pure): the installed programs' names and, for each example
+    build directory ``<base_dir>/examples/<name>/build`` in ``builds``, ``<name>`` ->
+    ``examples/<name>/build/<name>`` (relative to ``base_dir``)."""
+    names = dict(INSTALLED_APPS)
+    prefix = base_dir.rstrip("/") + "/examples/"
+    for build in builds:
+        path = build.rstrip("/")
+        if not path.startswith(prefix) or not path.endswith("/build"):
+            continue
+        app = path[len(prefix):-len("/build")]
+        if app and "/" not in app:
+            names[app] = f"examples/{app}/build/{app}"
+    return names
+
+
 class _Runs(Protocol):
     name: str
 
@@ -165,7 +198,7 @@ class DtsDutApi:
     _base_owner: OwnedDir | None = None
     _cpus: list[Lcore] | None = None
     _prefix_suffix: str | None = None
-    _eal_prefixes: frozenset[str] = frozenset()
+    _eal_prefixes: tuple[str, ...] = ()  # handed out by create_eal_parameters, in order
 
     def _dts(self) -> Any:
         return self
@@ -248,29 +281,39 @@ class DtsDutApi:
         else:
             file_prefix = prefix if fixed_prefix else f"{prefix}_{self.prefix_subfix}"
         pcis = [str(p.get("pci", "")) for p in getattr(self, "ports_info", None) or []]
-        self._eal_prefixes = self._eal_prefixes | {file_prefix}
         try:
-            return eal_parameters(
+            eal = eal_parameters(
                 core_list, memory_channels=self._dts().get_memory_channels(),
                 port_pcis=pcis, prefix=file_prefix, no_pci=no_pci, ports=list(ports or []),
                 b_ports=list(b_ports or []), port_options=port_options,
                 vdevs=list(vdevs or []), other_eal_param=other_eal_param)
         except ValueError as err:
             raise SessionError(f"{self._dts().name}: create_eal_parameters: {err}") from None
+        # only a plain name can be a runtime directory to remove (never "..", "a/b")
+        if _PLAIN_NAME.fullmatch(file_prefix) and file_prefix not in (".", "..") and \
+                file_prefix not in self._eal_prefixes:
+            self._eal_prefixes = (*self._eal_prefixes, file_prefix)
+        return eal
+
+    @property
+    def eal_prefixes(self) -> tuple[str, ...]:
+        """The EAL file prefixes :meth:`create_eal_parameters` handed out (their runtime
+        directories are removed when the DUT closes)."""
+        return self._eal_prefixes
 
     @property
     def apps_name(self) -> dict[str, str]:
-        """Legacy ``apps_name``: app key -> program path on this DUT (``test-pmd`` ->
-        ``dpdk-testpmd``, ...; examples built by :meth:`build_dpdk_apps` as
-        ``examples/<name>``'s key ``<name>``)."""
-        names = dict(INSTALLED_APPS)
-        if self._base_dir is not None:
-            found = self._dts().run(["sh", "-c", 'ls -d "$1"/examples/*/build 2>/dev/null; '
-                                     "exit 0", "sh", self._base_dir], timeout=30).stdout
-            for build in found.split():
-                app = build.rstrip("/").split("/")[-2]
-                names[app] = f"{build}/{app}"
-        return names
+        """Legacy ``apps_name``: app key -> program path relative to :attr:`base_dir`, where
+        the DUT's shells start (legacy: relative to the DPDK tree the DUT ``cd``-ed into), so
+        both ``"./%s" % apps_name[k]`` and ``apps_name[k]`` run it there. Installed programs
+        (``test-pmd`` -> ``dpdk-testpmd``, ...) are their names, found on ``PATH`` from any
+        directory and linked into ``base_dir`` for the ``./`` form; examples built by
+        :meth:`build_dpdk_apps` are ``examples/<name>/build/<name>`` under key ``<name>``.
+        From elsewhere (``run``), use ``f"{dut.base_dir}/{dut.apps_name[k]}"``."""
+        base = self.base_dir
+        found = self._dts().run(["sh", "-c", _LINK_APPS, "sh", base, *INSTALLED_APPS.values()],
+                                timeout=30).stdout
+        return app_names(found.split(), base)
 
     @property
     def base_dir(self) -> str:
@@ -339,25 +382,25 @@ class DtsDutApi:
                                f"{result.stdout[-3000:]}")
         return str(result.stdout)
 
+    def _remove_eal_dirs(self) -> None:
+        """Remove the EAL runtime directories (``/var/run/dpdk/<prefix>`` as root, else
+        ``$XDG_RUNTIME_DIR`` or ``/tmp``, as EAL picks it) of the prefixes this DUT handed
+        out; call it after ``kill_all``. A directory that a process still has a file of
+        open (another user of a fixed prefix) is left, with a warning."""
+        if not self._eal_prefixes:
+            return
+        dts = self._dts()
+        out = dts.run(["sh", "-c", _REMOVE_EAL_DIRS, "sh", *self._eal_prefixes], timeout=60)
+        for busy in out.stdout.split():
+            log.warning("%s: EAL runtime directory %s is in use by a process this DUT did "
+                        "not start: left in place", dts.name, busy)
+        self._eal_prefixes = ()
+
     def _remove_base_dir(self) -> None:
-        """Remove ``base_dir`` and the EAL runtime directories of the file prefixes
-        :meth:`create_eal_parameters` handed out (a DPDK program typed into a shell leaves
-        ``/var/run/dpdk/<prefix>`` behind; the DUT's programs are ended by then)."""
-        if self._eal_prefixes:
-            root = self._runtime_root()
-            dirs = [d for prefix in sorted(self._eal_prefixes)
-                    for d in (f"/var/run/dpdk/{prefix}", f"{root}/dpdk/{prefix}")]
-            self._dts().run(["rm", "-rf", "--", *dirs], timeout=30)
-        self._eal_prefixes = frozenset()
         owner, self._base_owner, self._base_dir = self._base_owner, None, None
         if owner is not None:
             owner.remove()
 
-    def _runtime_root(self) -> str:
-        """Where a non-root EAL puts its runtime directory (``$XDG_RUNTIME_DIR`` or /tmp)."""
-        out = self._dts().run(["sh", "-c", 'echo "${XDG_RUNTIME_DIR:-/tmp}"'], timeout=30)
-        return out.stdout.strip() or "/tmp"
 
-
-__all__ = ["DtsDutApi", "Lcore", "core_ranges", "eal_parameters", "parse_cpuinfo",
+__all__ = ["DtsDutApi", "Lcore", "app_names", "core_ranges", "eal_parameters", "parse_cpuinfo",
            "select_cores"]

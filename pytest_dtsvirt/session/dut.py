@@ -177,12 +177,14 @@ class Dut(DtsDutApi):
     def _new_shell(self) -> DutShell:
         shell = DutShell(self.session.shell(), self.name, self.timeout_scale)
         self._shells.append(shell)
-        shell.send_expect(f"export {self._tag}", PROMPT_RE, timeout=10)
+        # in base_dir, as the legacy DUT's shells (in its DPDK tree): apps_name is relative
+        shell.send_expect(f"export {self._tag}; cd {shlex.quote(self.base_dir)}", PROMPT_RE,
+                          timeout=10)
         return shell
 
     @property
     def shell(self) -> DutShell:
-        """The main shell (opened on first use)."""
+        """The main shell (opened on first use, in :attr:`base_dir`)."""
         if self._main is None or self._main.closed:
             self._main = self._new_shell()
         return self._main
@@ -225,10 +227,8 @@ class Dut(DtsDutApi):
 
     def new_session(self, suite: str = "") -> DutShell:
         """Legacy name: a new shell on this DUT (see :meth:`alt_session`), in
-        :attr:`base_dir`; close it with :meth:`close_session`."""
-        shell = self._new_shell()
-        shell.send_expect(f"cd {shlex.quote(self.base_dir)}", PROMPT_RE, timeout=10)
-        return shell
+        :attr:`base_dir` (as every shell of the DUT); close it with :meth:`close_session`."""
+        return self._new_shell()
 
     def close_session(self, session: DutShell) -> None:
         """Legacy name: close a shell from :meth:`new_session`."""
@@ -245,7 +245,8 @@ class Dut(DtsDutApi):
         return self._tag
 
     def alt_session(self) -> DutShell:
-        """A second, independent shell on the same host (covered by :meth:`kill_all`)."""
+        """A second, independent shell on the same host, in :attr:`base_dir` (covered by
+        :meth:`kill_all`)."""
         return self._new_shell()
 
     # -- commands, processes, files ----------------------------------------------------------
@@ -330,11 +331,14 @@ class Dut(DtsDutApi):
         return sorted(signalled)
 
     def close(self) -> None:
-        """End what this DUT started (:meth:`kill_all`, best effort), close its shells and
-        the session; idempotent."""
+        """End what this DUT started (:meth:`kill_all`, best effort), remove the EAL runtime
+        directories of the file prefixes it handed out and its ``base_dir``, close its
+        shells and the session; idempotent."""
         with contextlib.suppress(SessionError):
             if self._shells or self._spawned:  # a daemon may outlive a closed shell
                 self.kill_all()
+        with contextlib.suppress(SessionError):
+            self._remove_eal_dirs()
         with contextlib.suppress(SessionError):
             self._remove_base_dir()
         for shell in self._shells:

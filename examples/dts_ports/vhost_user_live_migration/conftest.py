@@ -116,28 +116,18 @@ def dts_tester(dut: Dut) -> Iterator[HostTester]:
         tester.close()
 
 
-def remove_eal_dirs(dut: Dut) -> None:
-    """Remove the EAL runtime directories (``/var/run/dpdk/<prefix>_<suffix>``) of the
-    testpmds the suite started with ``create_eal_parameters`` prefixes of ``dut``: the suite
-    starts testpmd itself (not through PmdOutput, which removes its own)."""
-    dut.run(["sh", "-c", 'rm -rf -- /var/run/dpdk/*_"$1" "$XDG_RUNTIME_DIR"/dpdk/*_"$1"',
-             "sh", dut.prefix_subfix], timeout=30)
-
-
 @pytest.fixture(scope="class")
 def dts_duts(dut: Dut) -> Iterator[list[Any]]:
-    """The legacy ``self.duts``: this host twice (host and backup DUT), as two connections."""
+    """The legacy ``self.duts``: this host twice (host and backup DUT), as two connections.
+    Each removes the EAL runtime directories of the testpmds the suite started with its
+    ``create_eal_parameters`` prefixes when it closes (the backup here, the host DUT at the
+    end of the session)."""
     backup = connect(dut.config)
     backup.name = f"{dut.name}-backup"
     try:
         yield [dut, backup]
     finally:
-        try:
-            backup.kill_all()
-            for each in (dut, backup):
-                remove_eal_dirs(each)
-        finally:
-            backup.close()
+        backup.close()
 
 
 #: the virtio-net cases (3, 4, 7, 8): the guest's kernel driver, tcpdump in a screen
