@@ -4,8 +4,9 @@ The first VM of a shape (see ``qemu/shape.py``) boots cold; once its agent answe
 ``host_connect`` address is up and sshd greets, and before any login or password, it is
 paused and saved to the run's snapshot store (``runtime/snapshot.py``), then continues:
 the test that booted it sees the very state every later restore starts from. Later VMs of
-the same shape start the same argv plus ``-incoming "exec:cat SNAPSHOT"``, get pinned, run,
-get the host's wall clock through the agent and a fresh login password. The kernel RNG is
+the same shape start the same argv plus ``-incoming "exec:cat SNAPSHOT"``, get pinned, run
+as soon as the stream is loaded (it carries no run state: ``shape.NO_GLOBAL_STATE``), get
+the host's wall clock through the agent and a fresh login password. The kernel RNG is
 reseeded by the new VM generation id (``vmgenid``) of each start. ``boot_id`` and the SSH
 host keys are the snapshot's (the same for every VM of a shape in a run).
 """
@@ -17,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pytest_dtsvirt.errors import AgentReplyError, DtsvirtError, NotYet
+from pytest_dtsvirt.errors import AgentReplyError, DtsvirtError, MigrationError, NotYet
 from pytest_dtsvirt.qemu import migration, overlay, shape
 from pytest_dtsvirt.qemu.overlay import Overlay
 
@@ -83,7 +84,7 @@ class Restorable:
 
     def _fresh_plan(self, store: SnapshotStore | None, session: Session, argv: list[str],
                     run_dir: str, qemu: str, usercmd: tuple[str, ...],
-                    bases: list[str]) -> FreshPlan | None:
+                    bases: list[str], demand: int | None = None) -> FreshPlan | None:
         if store is None:
             return None
         version = qemu_version(session, qemu)
@@ -107,6 +108,13 @@ class Restorable:
             log.warning("%s: the snapshot %s is gone (deleted or evicted); booting cold",
                         self.vm_name, fp)
             store.seen.discard(fp)
+        if demand is not None and demand <= 1:  # no later test of the session wants it
+            self.cold_reason = ("one test of this session asks for this shape: booted "
+                                "without saving a snapshot")
+            if fp not in store.told:
+                store.told.add(fp)
+                log.info("%s: %s (%s)", self.vm_name, self.cold_reason, fp)
+            return None
         tmp = store.claim(fp)
         if tmp is None:
             self.cold_reason = ("the snapshot of this shape is marked bad" if store.is_bad(fp)
@@ -151,6 +159,21 @@ class Restorable:
                 log.warning("%s: resuming after the snapshot: %s", self.vm_name, exc)
         log.info("%s: saved snapshot %s in %.2f s", self.vm_name, plan.fingerprint,
                  time.monotonic() - began)
+
+    def _wait_running(self, qmp: Any, ladder: Ladder) -> None:
+        """Until the restored guest runs: qemu starts it once the stream is loaded (there is
+        no saved run state, ``shape.NO_GLOBAL_STATE``), and says so with a ``RESUME``
+        event, so nothing is polled. A stream qemu cannot load makes it exit (the ladder
+        reports that)."""
+        status = qmp.query_status()
+        if status == "running":
+            return
+        if status == "paused":  # a stream with a saved run state: run it ourselves
+            migration.cont(qmp)
+            return
+        if status != "inmigrate":
+            raise MigrationError(f"incoming migration: run state {status}", status)
+        qmp.wait_event("RESUME", ladder.attempt_timeout(RESTORE_BUDGET_S))
 
     def _set_clock(self, agent: Any, ladder: Ladder) -> None:
         """The host's wall clock into the guest (``guest-set-time``, nanoseconds)."""

@@ -55,6 +55,7 @@ from pytest_dtsvirt.runtime.ladder import Ladder
 from pytest_dtsvirt.runtime.supervisor import Supervised, describe_status, start_supervised
 from pytest_dtsvirt.session.base import Session
 from pytest_dtsvirt.session.dut import Dut, VmDut
+from pytest_dtsvirt.shacrypt import MIN_ROUNDS, sha512_crypt
 
 log = logging.getLogger("pytest_dtsvirt")
 
@@ -62,6 +63,9 @@ CONSOLE_TAIL_LINES = 60
 #: default bound of each QMP and guest agent call once the VM runs
 QMP_TIMEOUT_S = 10.0
 AGENT_TIMEOUT_S = 10.0
+#: how often the QMP socket is tried while qemu starts (a connect attempt is a cheap local
+#: call; a restore is ready in well under a second, so 50 ms steps would show)
+QMP_POLL_S = 0.01
 
 
 class QEMUKvm(LiveMigration, Restorable, StagedTeardown, Hypervisor):
@@ -214,12 +218,15 @@ class QEMUKvm(LiveMigration, Restorable, StagedTeardown, Hypervisor):
         for note in notes(spec, placement):
             log.warning("%s: %s", self.vm_name, note)
         store = None if self._no_restore else self.options.snapshots
+        if store is not None:
+            argv += shape.NO_GLOBAL_STATE
         disks: list[overlay.Overlay] = []
         if store is not None and overlay.bases(argv):  # snapshot=on -> explicit overlays
             argv, disks = overlay.rewrite(argv, self._run_dir, overlay.probe_formats(
                 session, overlay.bases(argv)))
         plan = self._fresh_plan(store, session, argv, self._run_dir, placement.qemu,
-                                tuple(spec.usercmd), [d.base for d in disks])
+                                tuple(spec.usercmd), [d.base for d in disks],
+                                self.options.snapshot_demand)
         if plan is not None:
             plan.disks = disks
         if plan is not None and plan.restore is not None:
@@ -278,18 +285,18 @@ class QEMUKvm(LiveMigration, Restorable, StagedTeardown, Hypervisor):
         proc = self._proc
         ladder.phase("qemu", lambda: proc.wait_started(ladder.attempt_timeout(5)))
         self._qmp = ladder.phase("qmp", lambda: Qmp(link.open_unix(
-            placement.qmp_socket, ladder.attempt_timeout(2)), timeout=ladder.attempt_timeout(5)))
+            placement.qmp_socket, ladder.attempt_timeout(2)), timeout=ladder.attempt_timeout(5)),
+            poll=QMP_POLL_S)
         self._qmp.timeout = QMP_TIMEOUT_S  # the handshake had the boot budget; calls get this
         qmp = self._qmp
-        if restore is not None:
-            ladder.phase("load", lambda: migration.wait_incoming(qmp, ladder.left()))
         if spec.vnc is not None:
             self._access.setup_vnc(self._qmp.command, spec.vnc.display)
-        if pins:
+        if pins:  # a restore may still be loading: its vCPU threads exist already
             self._pin_vcpus(pins)
-        if pins or restore is not None:
-            self._qmp.cont()
+            self._qmp.cont()  # during a load: the guest runs as soon as it is loaded
         self._hostfwd_port = self._read_hostfwd_port()
+        if restore is not None:
+            ladder.phase("load", lambda: self._wait_running(qmp, ladder))
         self._await_incoming(spec, ladder)  # a live migration target waits here
         self._agent = ladder.phase("agent", lambda: self._agent_probe(ladder))
         self._agent.timeout = AGENT_TIMEOUT_S
@@ -305,7 +312,8 @@ class QEMUKvm(LiveMigration, Restorable, StagedTeardown, Hypervisor):
             self._set_guest_password(spec, ladder)
         else:
             self._set_guest_password(spec, ladder)
-            ladder.phase("host_connect", lambda: self._host_connect_probe(ladder))
+            if restore is None:  # a restored guest's address is in its snapshot
+                ladder.phase("host_connect", lambda: self._host_connect_probe(ladder))
         self.pci_maps = self._qmp.pci_map()
         guest_session = ladder.phase("ssh", lambda: self._ssh_probe(spec, ladder))
         self._timings = dict(ladder.timings)
@@ -386,10 +394,13 @@ class QEMUKvm(LiveMigration, Restorable, StagedTeardown, Hypervisor):
         password = self._access.choose_login(spec)
         if not spec.uses_default_guest:
             return
+        # hashed here, not by mkpasswd in the guest (tens of ms under TCG); a generated
+        # password is 128 random bits, so the fewest rounds (cheaper logins) lose nothing
+        hashed = sha512_crypt(password, rounds=MIN_ROUNDS if self._access.generated else None)
 
         def set_password() -> None:
             try:
-                self.agent.set_user_password(spec.login.user, password,
+                self.agent.set_user_password(spec.login.user, hashed, crypted=True,
                                              timeout=ladder.attempt_timeout(AGENT_TIMEOUT_S))
             except AgentReplyError as exc:
                 raise Fatal(f"{self.vm_name}: setting the password of {spec.login.user!r} "

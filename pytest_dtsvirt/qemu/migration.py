@@ -12,7 +12,10 @@ with an ``execute(name, args, timeout=...)`` method (:class:`~pytest_dtsvirt.qem
     cont(qmp2)
 
 A snapshot taken of a paused guest restores paused (qemu keeps the source's run state), so
-the caller may pin vCPUs or set anything up before :func:`cont`.
+the caller may pin vCPUs or set anything up before :func:`cont` -- unless the source ran
+with ``-global migration.store-global-state=off`` (snapshots do, see ``qemu/fresh.py``):
+then the target runs as soon as it is loaded, or stays paused under ``-S`` until a
+``cont``, which qemu also accepts during the load.
 """
 
 from __future__ import annotations

@@ -267,12 +267,13 @@ class GuestAgent(SocketClient):
         return None
 
     def set_user_password(self, user: str, password: str,
-                          timeout: float | None = None) -> None:
-        """``guest-set-user-password``: the guest runs ``chpasswd`` for ``user``. The
-        password travels base64-encoded over the private agent socket, never logged."""
+                          timeout: float | None = None, *, crypted: bool = False) -> None:
+        """``guest-set-user-password``: the guest runs ``chpasswd`` (``-e`` when
+        ``crypted``: ``password`` is a ``crypt(3)`` hash) for ``user``. The password travels
+        base64-encoded over the private agent socket, never logged."""
         encoded = base64.b64encode(password.encode()).decode()
         self.command("guest-set-user-password",
-                     {"username": user, "password": encoded, "crypted": False},
+                     {"username": user, "password": encoded, "crypted": crypted},
                      timeout=timeout)
 
     def shutdown(self, mode: str = "powerdown", timeout: float | None = None) -> None:
