@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pytest_dtsvirt.errors import AgentReplyError, DtsvirtError, MigrationError, NotYet
+from pytest_dtsvirt.errors import AgentReplyError, DtsvirtError, NotYet
 from pytest_dtsvirt.qemu import migration, overlay, shape
 from pytest_dtsvirt.qemu.overlay import Overlay
 
@@ -162,18 +162,10 @@ class Restorable:
 
     def _wait_running(self, qmp: Any, ladder: Ladder) -> None:
         """Until the restored guest runs: qemu starts it once the stream is loaded (there is
-        no saved run state, ``shape.NO_GLOBAL_STATE``), and says so with a ``RESUME``
-        event, so nothing is polled. A stream qemu cannot load makes it exit (the ladder
-        reports that)."""
-        status = qmp.query_status()
-        if status == "running":
-            return
-        if status == "paused":  # a stream with a saved run state: run it ourselves
-            migration.cont(qmp)
-            return
-        if status != "inmigrate":
-            raise MigrationError(f"incoming migration: run state {status}", status)
-        qmp.wait_event("RESUME", ladder.attempt_timeout(RESTORE_BUDGET_S))
+        no saved run state, ``shape.NO_GLOBAL_STATE``) and says so with a ``RESUME`` event,
+        so nothing is polled. A stream qemu cannot load makes it exit (the ladder reports
+        that, and the VM boots cold)."""
+        migration.wait_running(qmp, ladder.attempt_timeout(RESTORE_BUDGET_S))
 
     def _set_clock(self, agent: Any, ladder: Ladder) -> None:
         """The host's wall clock into the guest (``guest-set-time``, nanoseconds)."""

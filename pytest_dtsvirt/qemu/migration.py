@@ -152,6 +152,35 @@ def migrate(qmp: QmpLike, uri: str, timeout: float) -> dict[str, Any]:
     return wait(qmp, timeout, f"migration to {uri}")
 
 
+class QmpEvents(QmpLike, Protocol):
+    """A QMP client that also waits for events (:class:`~pytest_dtsvirt.qemu.qmp.Qmp`)."""
+
+    def wait_event(self, name: str, timeout: float) -> dict[str, Any]: ...
+
+
+def wait_running(qmp: QmpEvents, timeout: float) -> str:
+    """On a qemu started with ``-incoming`` from a source without a saved run state
+    (``-global migration.store-global-state=off``): wait until the guest runs, i.e. for
+    qemu's ``RESUME`` event (nothing is polled). qemu starts the guest when the stream is
+    loaded, unless ``-S`` holds it (then a ``cont``, also during the load, starts it). A
+    stream with a saved "paused" state loads paused: it is continued here. Returns the run
+    state found first (``inmigrate``, ``running`` or ``paused``). MigrationError for any
+    other state or when the event does not come within ``timeout`` (a stream qemu cannot
+    load makes it exit)."""
+    try:
+        status = str(qmp.execute("query-status")["status"])
+        if status == "paused":
+            cont(qmp)
+        elif status == "inmigrate":
+            qmp.wait_event("RESUME", timeout)
+        elif status != "running":
+            raise MigrationError(f"incoming migration: run state {status}", status)
+    except QmpError as exc:
+        raise MigrationError(f"incoming migration: the guest did not start running ({exc}); "
+                             "qemu rejects a stream it cannot load by exiting") from exc
+    return status
+
+
 def wait_incoming(qmp: QmpLike, timeout: float, poll: float = POLL_S) -> str:
     """On a qemu started with ``-incoming``: wait until the stream is loaded; the run state
     then (``paused`` for a snapshot of a paused guest, else ``running``). MigrationError when
