@@ -301,8 +301,6 @@ class QEMUKvm(LiveMigration, Restorable, StagedTeardown, Hypervisor):
         self._agent = ladder.phase("agent", lambda: self._agent_probe(ladder))
         self._agent.timeout = AGENT_TIMEOUT_S
         agent = self._agent
-        if restore is not None:
-            ladder.phase("clock", lambda: self._set_clock(agent, ladder))
         if plan is not None and plan.save_tmp is not None:  # saved before any password
             ladder.phase("host_connect", lambda: self._host_connect_probe(ladder))
             port = self._hostfwd_port
@@ -312,8 +310,10 @@ class QEMUKvm(LiveMigration, Restorable, StagedTeardown, Hypervisor):
             self._set_guest_password(spec, ladder)
         else:
             self._set_guest_password(spec, ladder)
-            if restore is None:  # a restored guest's address is in its snapshot
+            if restore is None:
                 ladder.phase("host_connect", lambda: self._host_connect_probe(ladder))
+            else:  # a restored guest's address is in its snapshot; its clock is stale
+                ladder.phase("clock", lambda: self._set_clock(agent, ladder))
         self.pci_maps = self._qmp.pci_map()
         guest_session = ladder.phase("ssh", lambda: self._ssh_probe(spec, ladder))
         self._timings = dict(ladder.timings)
