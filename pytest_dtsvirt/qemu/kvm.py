@@ -301,6 +301,8 @@ class QEMUKvm(LiveMigration, Restorable, StagedTeardown, Hypervisor):
         self._agent = ladder.phase("agent", lambda: self._agent_probe(ladder))
         self._agent.timeout = AGENT_TIMEOUT_S
         agent = self._agent
+        if plan is not None and plan.pending is not None:
+            self._settle(plan)
         if plan is not None and plan.save_tmp is not None:  # saved before any password
             ladder.phase("host_connect", lambda: self._host_connect_probe(ladder))
             port = self._hostfwd_port
