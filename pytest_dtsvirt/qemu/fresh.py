@@ -74,9 +74,9 @@ def image_hashes(session: Session, paths: list[str],
     ``cached_only``: None instead of hashing a file not hashed yet. One file is hashed at a
     time in this process (a second caller waits for the first's result)."""
     out: dict[str, str] = {}
-    for path in paths:
-        st = session.run(["stat", "-L", "-c", "%s %Y %i", "--", path], timeout=20)
-        key = (session.name, path, st.stdout.strip())
+    stats = _stats(session, paths)
+    for path, st in zip(paths, stats, strict=True):
+        key = (session.name, path, st)
         if key not in _hash_memo:
             if cached_only:
                 return None
@@ -86,6 +86,18 @@ def image_hashes(session: Session, paths: list[str],
                     _hash_memo[key] = res.stdout.split()[0] if res.ok and res.stdout else "?"
         out[path] = _hash_memo[key]
     return out
+
+
+def _stats(session: Session, paths: list[str]) -> list[str]:
+    """``size mtime inode`` of each path (one command for all; "" for one that is gone)."""
+    if not paths:
+        return []
+    res = session.run(["stat", "-L", "-c", "%s %Y %i", "--", *paths], timeout=20)
+    lines = res.stdout.splitlines()
+    if res.ok and len(lines) == len(paths):
+        return [line.strip() for line in lines]
+    return [session.run(["stat", "-L", "-c", "%s %Y %i", "--", p], timeout=20).stdout.strip()
+            for p in paths]
 
 
 def _in_background(fn: Callable[[], str]) -> Callable[[], str]:

@@ -17,6 +17,10 @@ another user afterwards.
 
 from __future__ import annotations
 
+import os
+import stat
+import tempfile
+
 from pytest_dtsvirt.errors import SessionError, UnsafeWorkdir
 from pytest_dtsvirt.session.base import Session
 
@@ -148,6 +152,27 @@ _QUICK = ('[ "$(stat -c \'%u %a %F\' -- "$1")" = "$2 700 directory" ] || exit 3;
           'exec mktemp -d -- "$1/$3"')
 
 
+def _quick_run_dir(session: Session, uid: str, resolved: str, template: str) -> str | None:
+    """A run dir in the accepted work dir ``resolved`` if it is still ours, 0700 and a
+    directory (not followed); None otherwise. On the local host without a command."""
+    from pytest_dtsvirt.session.local import LocalSession
+
+    if isinstance(session, LocalSession):
+        try:
+            st = os.lstat(resolved)
+            if (stat.S_ISDIR(st.st_mode) and str(st.st_uid) == uid
+                    and stat.S_IMODE(st.st_mode) == 0o700):
+                return tempfile.mkdtemp(prefix=template.removesuffix("XXXXXX"), dir=resolved)
+        except OSError:
+            pass
+        return None
+    res = session.run(["sh", "-c", _QUICK, "sh", resolved, uid, template], timeout=30)
+    path = res.stdout.strip()
+    if res.ok and path.startswith(f"{resolved.rstrip('/')}/") and "\n" not in path:
+        return path
+    return None
+
+
 def make_run_dir_in(session: Session, workdir: str, name_template: str) -> str:
     """Check or create the work dir, then create a fresh run dir in it atomically
     (``mktemp -d``, mode 0700); return the run dir's path. Once a work dir passed the full
@@ -157,10 +182,8 @@ def make_run_dir_in(session: Session, workdir: str, name_template: str) -> str:
     accepted = _ACCEPTED.get((session.name, workdir))
     if accepted is not None:
         uid, resolved = accepted
-        res = session.run(["sh", "-c", _QUICK, "sh", resolved, uid, name_template],
-                          timeout=30)
-        path = res.stdout.strip()
-        if res.ok and path.startswith(f"{resolved.rstrip('/')}/") and "\n" not in path:
+        path = _quick_run_dir(session, uid, resolved, name_template)
+        if path is not None:
             return path
         _ACCEPTED.pop((session.name, workdir), None)
     lines = _run(session, "make", workdir, name_template)
