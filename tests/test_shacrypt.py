@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from pytest_dtsvirt.shacrypt import sha512_crypt
+from pytest_dtsvirt.shacrypt import sha512_crypt, shadow_with_hash
 
 
 def test_the_specifications_vectors() -> None:
@@ -30,3 +30,14 @@ def test_random_salt_and_bad_salt() -> None:
     assert a != b and re.fullmatch(r"\$6\$rounds=1000\$[./0-9A-Za-z]{16}\$[./0-9A-Za-z]{86}", a)
     with pytest.raises(ValueError, match="salt"):
         sha512_crypt("pw", "bad$salt")
+
+
+def test_shadow_with_hash_replaces_only_the_users_password_field() -> None:
+    shadow = "root:*:19000:0:99999:7:::\nroot2:x:1::::::\ndaemon:*:19000::::::\n"
+    out = shadow_with_hash(shadow, "root", "$6$s$h")
+    assert out == "root:$6$s$h:19000:0:99999:7:::\nroot2:x:1::::::\ndaemon:*:19000::::::\n"
+    assert shadow_with_hash(shadow, "alice", "$6$s$h") is None
+    assert shadow_with_hash("root:*:1::::::", "root", "h") == "root:h:1::::::"  # no newline
+    for bad in ("", "a:b", "a\nb"):
+        with pytest.raises(ValueError):
+            shadow_with_hash(shadow, "root", bad)
