@@ -43,6 +43,9 @@ HASH_TIMEOUT_S = 300.0
 _version_memo: dict[tuple[str, str], str] = {}
 _hash_memo: dict[tuple[str, str, str], str] = {}
 _hash_lock = threading.Lock()
+#: the guest's /etc/shadow as saved in the snapshot of each shape (before any password):
+#: a restore writes its password into it without reading it first
+_shadows: dict[str, str] = {}
 
 
 @dataclass
@@ -241,6 +244,15 @@ class Restorable:
         so nothing is polled. A stream qemu cannot load makes it exit (the ladder reports
         that, and the VM boots cold)."""
         migration.wait_running(qmp, ladder.attempt_timeout(RESTORE_BUDGET_S))
+
+    def _snapshot_shadow(self) -> str | None:
+        """The /etc/shadow this VM's snapshot holds, if this process read it already."""
+        return _shadows.get(self.fingerprint) if self.fingerprint else None
+
+    def _remember_shadow(self, text: str) -> None:
+        """``text`` (read before this VM's password was set) is its shape's /etc/shadow."""
+        if self.fingerprint:
+            _shadows[self.fingerprint] = text
 
     def _set_clock(self, agent: Any, ladder: Ladder) -> None:
         """The host's wall clock into the guest (``guest-set-time``, nanoseconds)."""

@@ -315,6 +315,7 @@ class QEMUKvm(LiveMigration, Restorable, StagedTeardown, Hypervisor):
                 ladder.phase("host_connect", lambda: self._host_connect_probe(ladder))
             else:  # a restored guest's address is in its snapshot; its clock is stale
                 ladder.phase("clock", lambda: self._set_clock(agent, ladder))
+        # after the guest ran: firmware numbers the buses behind bridges
         self.pci_maps = self._qmp.pci_map()
         guest_session = ladder.phase("ssh", lambda: self._ssh_probe(spec, ladder))
         self._timings = dict(ladder.timings)
@@ -382,8 +383,8 @@ class QEMUKvm(LiveMigration, Restorable, StagedTeardown, Hypervisor):
         agent = GuestAgent(sock, timeout=ladder.attempt_timeout(5),
                            label=f"{self.vm_name} on DUT {self.dut.config.name}: guest agent")
         try:
+            # the answer to a fresh sync id proves the agent reads and answers: no ping
             agent.sync(timeout=ladder.attempt_timeout(1.0))
-            agent.ping(timeout=ladder.attempt_timeout(2.0))
         except BaseException:
             agent.close()
             raise
@@ -402,7 +403,10 @@ class QEMUKvm(LiveMigration, Restorable, StagedTeardown, Hypervisor):
 
         def set_password() -> None:
             timeout = ladder.attempt_timeout(AGENT_TIMEOUT_S)
-            shadow = self.agent.read_file("/etc/shadow", timeout).decode(errors="replace")
+            shadow = self._snapshot_shadow()  # a restore: the saved one (3 round trips less)
+            if shadow is None:
+                shadow = self.agent.read_file("/etc/shadow", timeout).decode(errors="replace")
+                self._remember_shadow(shadow)
             updated = shadow_with_hash(shadow, spec.login.user, hashed)
             if updated is None:
                 raise Fatal(f"{self.vm_name}: setting the password of {spec.login.user!r} "
