@@ -62,6 +62,9 @@ TEARDOWN_SECTIONS_KEY = pytest.StashKey[list[tuple[str, str]]]()
 _DECIDED_KEY = pytest.StashKey[set[int]]()
 #: the title ending of a "kept running" report section (read by the plugin's summary)
 KEPT_TITLE = ": kept running at teardown"
+#: how many collected tests ask for a fresh VM with each (suite, markers) signature (set at
+#: the end of collection; a hint for the snapshot store, see :func:`fresh_demand`)
+DEMAND_KEY = pytest.StashKey[dict[tuple[str, tuple[VmRequest, ...]], int]]()
 
 
 # ---- the fixtures -------------------------------------------------------------------------
@@ -156,6 +159,23 @@ def test_failed(node: pytest.Item) -> bool:
     return any(reports[when].failed for when in ("setup", "call") if when in reports)
 
 
+def fresh_demand(items: list[pytest.Item]) -> dict[tuple[str, tuple[VmRequest, ...]], int]:
+    """How many of ``items`` use a fresh (function-scoped) VM, by (suite, markers): the
+    things that decide the VM's shape before a fixture's own ``set_vm_*`` calls. A shape
+    wanted by one test only is not worth saving as a snapshot (see ``qemu/fresh.py``).
+    Items whose markers do not parse are left out (they fail at setup)."""
+    demand: dict[tuple[str, tuple[VmRequest, ...]], int] = {}
+    for item in items:
+        if not FUNCTION_VM_FIXTURES & set(getattr(item, "fixturenames", ())):
+            continue
+        try:
+            key = (item_suite(item), item_markers(item))
+        except ConfigError:
+            continue
+        demand[key] = demand.get(key, 0) + 1
+    return demand
+
+
 def _keep_if_asked(node: pytest.Item, root: VmFactory) -> None:
     """``--dtsvirt-keep-vm``: mark the VMs the test used to be kept (always, or when the
     test failed) and say how to reach them in the teardown report."""
@@ -207,8 +227,10 @@ def function_vm_factory(vm_factory: VmFactory, request: pytest.FixtureRequest,
         suite = item_suite(node)
     except ConfigError as err:
         raise _fail(err) from None
+    demand = node.config.stash.get(DEMAND_KEY, {}).get((suite, markers))
     factory = vm_factory.child(default_suite=suite, markers=markers, label=node.nodeid,
-                               on_use=_use(node), test_dir=str(node.path.parent))
+                               on_use=_use(node), test_dir=str(node.path.parent),
+                               demand=demand)
     try:
         yield factory
     finally:
@@ -289,7 +311,8 @@ def setup_check(node: pytest.Item, fixturenames: Mapping[str, object] | list[str
             Location(file=node.nodeid, key="@pytest.mark.vm"))
 
 
-__all__ = ["FACTORY_KEY", "KEPT_TITLE", "REPORTS_KEY", "SETTINGS_KEY", "TEARDOWN_SECTIONS_KEY",
-           "USED_KEY", "Settings", "VmFactory",
-           "diagnostics_of", "dut", "dut_config", "function_vm_factory", "load_duts",
+__all__ = ["DEMAND_KEY", "FACTORY_KEY", "KEPT_TITLE", "REPORTS_KEY", "SETTINGS_KEY",
+           "TEARDOWN_SECTIONS_KEY", "USED_KEY", "Settings", "VmFactory",
+           "diagnostics_of", "dut", "dut_config", "fresh_demand", "function_vm_factory",
+           "load_duts",
            "session_vm", "session_vm_dut", "vm", "vm_dut", "vm_factory"]

@@ -44,6 +44,9 @@ class VmOptions:
     #: the run's snapshot store (runtime/snapshot.py): fresh guests restore from it; None
     #: boots cold (session VMs, ``--dtsvirt-fresh boot``)
     snapshots: Any = None
+    #: how many tests of the session want a VM of this signature (None: unknown); a shape
+    #: wanted once is not saved as a snapshot (a hint: see ``fixtures.fresh_demand``)
+    snapshot_demand: int | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 

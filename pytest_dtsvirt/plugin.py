@@ -18,6 +18,7 @@ import pytest
 from pytest_dtsvirt import secret
 from pytest_dtsvirt.errors import ConfigError, VmStartError
 from pytest_dtsvirt.fixtures import (
+    DEMAND_KEY,
     KEPT_TITLE,
     REPORTS_KEY,
     SETTINGS_KEY,
@@ -25,6 +26,7 @@ from pytest_dtsvirt.fixtures import (
     USED_KEY,
     dut,
     dut_config,
+    fresh_demand,
     function_vm_factory,
     session_vm,
     session_vm_dut,
@@ -165,6 +167,12 @@ def pytest_report_header(config: pytest.Config) -> str:
     return (f"dtsvirt: hypervisor={s.hypervisor} accel={s.accel} conf-dir={s.conf_dir} "
             f"duts={s.duts_file or 'this host'} keep-vm={s.keep_vm} guest-ssh={s.guest_ssh} "
             f"run-id={s.run_id}")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Count the fresh-VM demand of the selected tests (a snapshot hint, see
+    ``fixtures.fresh_demand``); with xdist each worker counts the whole selection."""
+    session.config.stash[DEMAND_KEY] = fresh_demand(session.items)
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -62,11 +62,11 @@ class Settings:
     fresh: str = "restore"  # restore | boot: how a fresh (not session) VM starts
 
     def vm_options(self, suite: str, test_dir: str | None = None,
-                   snapshots: Any = None) -> VmOptions:
+                   snapshots: Any = None, demand: int | None = None) -> VmOptions:
         return VmOptions(conf_dir=self.conf_dir_for(suite, test_dir), accel=self.accel,
                          boot_timeout=self.boot_timeout, cache_dir=self.cache_dir,
                          guest_ssh=self.guest_ssh,
-                         run_id=self.run_id, snapshots=snapshots)
+                         run_id=self.run_id, snapshots=snapshots, snapshot_demand=demand)
 
     def conf_dir_for(self, suite: str, test_dir: str | None) -> str:
         """The configured conf dir; without one, ``conf/`` next to the test module when it
@@ -121,9 +121,12 @@ class VmFactory:
     def __init__(self, root: _Root, *, default_suite: str | None = None,
                  markers: tuple[VmRequest, ...] = (), label: str = "session",
                  on_use: Callable[[Hypervisor], None] | None = None,
-                 test_dir: str | None = None) -> None:
+                 test_dir: str | None = None, demand: int | None = None) -> None:
         self._root = root
         self.test_dir = test_dir
+        #: how many tests of the session ask for VMs like this factory's (None: unknown);
+        #: with 1 a VM that finds no snapshot boots cold without saving one
+        self.demand = demand
         self._vms: list[Hypervisor] = []
         self.default_suite = default_suite
         self.markers = markers
@@ -152,10 +155,11 @@ class VmFactory:
 
     def child(self, *, default_suite: str | None, markers: tuple[VmRequest, ...] = (),
               label: str = "test", on_use: Callable[[Hypervisor], None] | None = None,
-              test_dir: str | None = None) -> VmFactory:
-        """A factory sharing this one's DUT and boot-failure memo, with its own VM list."""
+              test_dir: str | None = None, demand: int | None = None) -> VmFactory:
+        """A factory sharing this one's DUT and boot-failure memo, with its own VM list
+        (``demand``: see :attr:`demand`)."""
         return VmFactory(self._root, default_suite=default_suite, markers=markers,
-                         label=label, on_use=on_use, test_dir=test_dir)
+                         label=label, on_use=on_use, test_dir=test_dir, demand=demand)
 
     # -- creating and booting ----------------------------------------------------------------
     def request_for(self, name: str = "vm0", suite: str | None = None,
@@ -182,7 +186,8 @@ class VmFactory:
         settings = self._root.settings
         store = self._root.snapshot_store() if fresh else None
         vm = backends.create(settings.hypervisor, self._root.dut, req.name, suite,
-                             settings.vm_options(suite, test_dir or self.test_dir, store))
+                             settings.vm_options(suite, test_dir or self.test_dir, store,
+                                                 self.demand if fresh else None))
         for key, options in req.calls():
             vm.set_vm_param(key, **options)
         self._root.requests[id(vm)] = (suite, req)

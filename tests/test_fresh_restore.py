@@ -176,6 +176,35 @@ def test_d(vm, vm_dut):
     assert f"the snapshot {c['fp']} is gone (deleted or evicted); booting cold" in text
 
 
+def test_a_shape_one_test_wants_is_not_saved(pytester: pytest.Pytester, out: Path) -> None:
+    """The demand counted at collection: a shape only one test asks for boots cold without
+    a snapshot; one that two tests ask for is saved and restored. A restored VM's teardown
+    (qemu told to quit at once) leaves no qemu, run dir (sockets) or snapshot."""
+    result = _run(pytester, out, """
+@pytest.mark.vm(mem={"size": 640})
+def test_once(vm, vm_dut):
+    record("once", vm, vm_dut, reason=vm.cold_reason, run_id=vm.options.run_id,
+           snapdir=vm.options.snapshots.dir)
+
+@pytest.mark.parametrize("i", range(2))
+def test_twice(vm, vm_dut, i):
+    record(f"twice{i}", vm, vm_dut, sockets=[os.path.join(vm.run_dir, n)
+                                             for n in os.listdir(vm.run_dir)])
+""")
+    result.assert_outcomes(passed=3)
+    once, first, second = _load(out, "once"), _load(out, "twice0"), _load(out, "twice1")
+    text = result.stdout.str()
+    assert once["restored"] is False and "one test of this session" in str(once["reason"])
+    assert f"saved snapshot {once['fp']}" not in text
+    assert first["restored"] is False and second["restored"] is True
+    assert f"saved snapshot {first['fp']}" in text and once["fp"] != first["fp"]
+    for r in (once, first, second):
+        assert not os.path.exists(str(r["run_dir"])), r
+    assert second["sockets"] and not any(os.path.exists(p) for p in second["sockets"])
+    assert _processes_naming(str(once["run_id"])) == []
+    assert not os.path.exists(str(once["snapdir"]))
+
+
 def _processes_naming(text: str) -> list[str]:
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
@@ -199,11 +228,11 @@ def test_a(vm, vm_dut):
     record("a", vm, vm_dut, run_id=vm.options.run_id, snapdir=vm.options.snapshots.dir)
 
 def test_b(function_vm_factory, monkeypatch):
-    original = migration.wait_incoming
+    original = migration.wait_running
     def interrupted(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGINT)
         return original(*args, **kwargs)
-    monkeypatch.setattr(migration, "wait_incoming", interrupted)
+    monkeypatch.setattr(migration, "wait_running", interrupted)
     function_vm_factory.start("vm0")
 
 def test_c(vm):

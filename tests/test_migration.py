@@ -231,6 +231,49 @@ def test_real_qemu_save_restore_and_a_bad_stream() -> None:
             _end(bad)
 
 
+def test_real_qemu_stream_without_run_state_runs_once_loaded() -> None:
+    """A paused source saved with ``store-global-state=off`` (shape.NO_GLOBAL_STATE): a
+    restore runs as soon as it is loaded (RESUME event), one under ``-S`` stays paused until
+    a ``cont`` that may come during the load; a stream with a run state is continued."""
+    from pytest_dtsvirt.qemu import shape
+
+    with tempfile.TemporaryDirectory(prefix="dtsvirt-mig-") as tmp:
+        snap = os.path.join(tmp, "snap")
+        src, src_sock = _qemu(tmp, "src", shape.NO_GLOBAL_STATE)
+        try:
+            with _open(src_sock) as qmp:
+                migration.stop(qmp)
+                migration.migrate(qmp, migration.save_uri(snap), timeout=30)
+        finally:
+            _end(src)
+        incoming = migration.incoming_argv(migration.restore_uri(snap))
+        for name, extra in (("run", []), ("held", ["-S"])):
+            dst, dst_sock = _qemu(tmp, name, [*shape.NO_GLOBAL_STATE, *extra, *incoming])
+            try:
+                with _open(dst_sock) as qmp:
+                    if extra:
+                        migration.cont(qmp)  # during or after the load: runs once loaded
+                    assert migration.wait_running(qmp, 30) in ("inmigrate", "running",
+                                                               "paused")
+                    assert qmp.query_status() == "running"
+            finally:
+                _end(dst)
+        with open(snap, "r+b") as f:  # a stream qemu cannot load: it exits, no hang
+            f.truncate(os.path.getsize(snap) // 2)
+        bad, bad_sock = _qemu(tmp, "bad", incoming)
+        try:
+            try:
+                qmp = _open(bad_sock)
+            except QmpError:
+                pass
+            else:
+                with qmp, pytest.raises(MigrationError):
+                    migration.wait_running(qmp, 30)
+            assert bad.wait(10) != 0
+        finally:
+            _end(bad)
+
+
 def test_real_qemu_disk_overlay_travels_with_the_snapshot() -> None:
     """A snapshot=on disk opened through an explicit overlay (qemu/overlay.py): what was
     written before the save is in every restore, what a restored VM writes is not in the

@@ -94,6 +94,25 @@ def test_a_work_dir_of_ours_with_group_or_other_bits_is_refused(squat: str) -> N
     assert os.path.dirname(run_dir) == squat and os.stat(run_dir).st_mode & 0o777 == 0o700
 
 
+def test_an_accepted_work_dir_is_checked_again_for_each_run_dir(squat: str) -> None:
+    """Run dirs after the first take a quick path (the full check is remembered), which
+    still sees the work dir's mode changed, or the work dir swapped by another user."""
+    os.mkdir(squat, 0o700)
+    session = LocalSession()
+    first = rundir.make_run_dir(session, squat, "vm0", "squat")  # full check, remembered
+    second = rundir.make_run_dir(session, squat, "vm0", "squat")  # quick
+    assert first != second and {os.path.dirname(first), os.path.dirname(second)} == {squat}
+    assert os.stat(second).st_mode & 0o777 == 0o700
+    os.chmod(squat, 0o755)
+    assert "has mode 755: group or other users may use it" in str(refused(session, squat))
+    os.chmod(squat, 0o700)
+    rundir.make_run_dir(session, squat, "vm0", "squat")  # accepted again
+    shutil.rmtree(squat)
+    as_nobody("mkdir", "-m", "0700", squat)  # another user takes the name meanwhile
+    assert "owned by uid 65534" in str(refused(session, squat))
+    assert os.listdir(squat) == []
+
+
 def test_a_symlinked_work_dir_is_refused(squat: str, target: Path) -> None:
     before = snapshot(target)
     as_nobody("ln", "-s", str(target), squat)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from pytest_dtsvirt.config.load import VmParams
 from pytest_dtsvirt.config.model import VmSpec
-from pytest_dtsvirt.errors import ConfigError, Location
+from pytest_dtsvirt.errors import ConfigError, DtsvirtError, Location
 from pytest_dtsvirt.session.base import Session
 
 _MEMINFO = re.compile(r"^(HugePages_Free|Hugepagesize):\s+(\d+)", re.M)
@@ -59,13 +59,22 @@ def files_of(spec: VmSpec) -> list[str]:
 
 def read_facts(session: Session, name: str, files: Sequence[str]) -> DutFacts:
     """The facts of the DUT behind ``session`` (online CPUs, hugepages, ``files``)."""
-    online = session.run(["cat", "/sys/devices/system/cpu/online"], timeout=10)
-    cpus = parse_cpu_list(online.stdout) if online.ok else None
-    meminfo = session.run(["cat", "/proc/meminfo"], timeout=10)
-    free, size = parse_meminfo(meminfo.stdout) if meminfo.ok else (None, None)
+    online = _read_text(session, "/sys/devices/system/cpu/online")
+    cpus = parse_cpu_list(online) if online is not None else None
+    meminfo = _read_text(session, "/proc/meminfo")
+    free, size = parse_meminfo(meminfo) if meminfo is not None else (None, None)
     missing = frozenset(f for f in files
                         if not session.run(["test", "-e", f], timeout=10).ok)
-    return DutFacts(name, cpus, online.stdout.strip(), free, size, missing)
+    return DutFacts(name, cpus, (online or "").strip(), free, size, missing)
+
+
+def _read_text(session: Session, path: str) -> str | None:
+    """A small file's text, None if it cannot be read (read_file: no command on a local
+    DUT; every VM start reads these)."""
+    try:
+        return session.read_file(path).decode(errors="replace")
+    except DtsvirtError:
+        return None
 
 
 def problems(spec: VmSpec, facts: DutFacts, where: Callable[[str, int], Location]

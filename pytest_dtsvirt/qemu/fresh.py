@@ -4,8 +4,9 @@ The first VM of a shape (see ``qemu/shape.py``) boots cold; once its agent answe
 ``host_connect`` address is up and sshd greets, and before any login or password, it is
 paused and saved to the run's snapshot store (``runtime/snapshot.py``), then continues:
 the test that booted it sees the very state every later restore starts from. Later VMs of
-the same shape start the same argv plus ``-incoming "exec:cat SNAPSHOT"``, get pinned, run,
-get the host's wall clock through the agent and a fresh login password. The kernel RNG is
+the same shape start the same argv plus ``-incoming "exec:cat SNAPSHOT"``, get pinned, run
+as soon as the stream is loaded (it carries no run state: ``shape.NO_GLOBAL_STATE``), get
+the host's wall clock through the agent and a fresh login password. The kernel RNG is
 reseeded by the new VM generation id (``vmgenid``) of each start. ``boot_id`` and the SSH
 host keys are the snapshot's (the same for every VM of a shape in a run).
 """
@@ -13,7 +14,10 @@ host keys are the snapshot's (the same for every VM of a shape in a run).
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -33,8 +37,15 @@ SAVE_TIMEOUT_S = 60.0
 #: budget of a restore before it falls back to a cold boot
 RESTORE_BUDGET_S = 45.0
 
+#: bound of hashing the images of a shape
+HASH_TIMEOUT_S = 300.0
+
 _version_memo: dict[tuple[str, str], str] = {}
 _hash_memo: dict[tuple[str, str, str], str] = {}
+_hash_lock = threading.Lock()
+#: the guest's /etc/shadow as saved in the snapshot of each shape (before any password):
+#: a restore writes its password into it without reading it first
+_shadows: dict[str, str] = {}
 
 
 @dataclass
@@ -46,6 +57,10 @@ class FreshPlan:
     restore: str | None = None  # the snapshot to restore from
     save_tmp: str | None = None  # the claimed temp path to save to after the cold boot
     disks: list[Overlay] = field(default_factory=list)  # saved and restored with the stream
+    #: the shape still being worked out (images being hashed) while this VM boots cold;
+    #: :meth:`Restorable._settle` finishes it before the save
+    pending: Callable[[], str] | None = None
+    demand: int | None = None
 
 
 def qemu_version(session: Session, qemu: str) -> str:
@@ -56,17 +71,50 @@ def qemu_version(session: Session, qemu: str) -> str:
     return _version_memo[key]
 
 
-def image_hashes(session: Session, paths: list[str]) -> dict[str, str]:
-    """Content hashes of the image files (memoized by path, size and mtime)."""
+def image_hashes(session: Session, paths: list[str],
+                 cached_only: bool = False) -> dict[str, str] | None:
+    """Content hashes of the image files (memoized by path, size, mtime and inode);
+    ``cached_only``: None instead of hashing a file not hashed yet. One file is hashed at a
+    time in this process (a second caller waits for the first's result)."""
     out: dict[str, str] = {}
-    for path in paths:
-        st = session.run(["stat", "-L", "-c", "%s %Y %i", "--", path], timeout=20)
-        key = (session.name, path, st.stdout.strip())
+    stats = _stats(session, paths)
+    for path, st in zip(paths, stats, strict=True):
+        key = (session.name, path, st)
         if key not in _hash_memo:
-            res = session.run(["sha256sum", "--", path], timeout=300)
-            _hash_memo[key] = res.stdout.split()[0] if res.ok and res.stdout else "?"
+            if cached_only:
+                return None
+            with _hash_lock:
+                if key not in _hash_memo:
+                    res = session.run(["sha256sum", "--", path], timeout=300)
+                    _hash_memo[key] = res.stdout.split()[0] if res.ok and res.stdout else "?"
         out[path] = _hash_memo[key]
     return out
+
+
+def _stats(session: Session, paths: list[str]) -> list[str]:
+    """``size mtime inode`` of each path (one command for all; "" for one that is gone)."""
+    if not paths:
+        return []
+    res = session.run(["stat", "-L", "-c", "%s %Y %i", "--", *paths], timeout=20)
+    lines = res.stdout.splitlines()
+    if res.ok and len(lines) == len(paths):
+        return [line.strip() for line in lines]
+    return [session.run(["stat", "-L", "-c", "%s %Y %i", "--", p], timeout=20).stdout.strip()
+            for p in paths]
+
+
+def _in_background(fn: Callable[[], str]) -> Callable[[], str]:
+    """Run ``fn`` in a thread now; the returned function waits for its result (or error)."""
+    future: Future[str] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(fn())
+        except BaseException as exc:  # handed over by future.result()
+            future.set_exception(exc)
+
+    threading.Thread(target=run, daemon=True, name="dtsvirt-image-hash").start()
+    return lambda: future.result(timeout=HASH_TIMEOUT_S)
 
 
 class Restorable:
@@ -83,14 +131,23 @@ class Restorable:
 
     def _fresh_plan(self, store: SnapshotStore | None, session: Session, argv: list[str],
                     run_dir: str, qemu: str, usercmd: tuple[str, ...],
-                    bases: list[str]) -> FreshPlan | None:
+                    bases: list[str], demand: int | None = None) -> FreshPlan | None:
         if store is None:
             return None
         version = qemu_version(session, qemu)
         blocker = (shape.restore_blocker(argv, usercmd, run_dir)
                    or shape.version_blocker(version))
         images = [p for p in shape.image_paths(argv) if not p.startswith(run_dir)] + bases
-        fp = shape.fingerprint(version, argv, run_dir, image_hashes(session, images))
+        hashes = image_hashes(session, images, cached_only=blocker is None)
+        if hashes is None:
+            # the first VM of these images in this process: no snapshot of them can be ours
+            # yet; it boots cold while they are hashed (hundreds of ms of sha256 for a
+            # kernel), and the shape is settled before the save
+            store.ensure_dir()
+            hashed = _in_background(lambda: shape.fingerprint(
+                version, argv, run_dir, image_hashes(session, images) or {}))
+            return FreshPlan(store, "", pending=hashed, demand=demand)
+        fp = shape.fingerprint(version, argv, run_dir, hashes)
         if blocker is not None:
             self.cold_reason = blocker
             if fp not in store.told:
@@ -107,12 +164,41 @@ class Restorable:
             log.warning("%s: the snapshot %s is gone (deleted or evicted); booting cold",
                         self.vm_name, fp)
             store.seen.discard(fp)
-        tmp = store.claim(fp)
-        if tmp is None:
+        plan = FreshPlan(store, fp, demand=demand)
+        self._claim(plan)
+        return plan if plan.save_tmp is not None else None
+
+    def _claim(self, plan: FreshPlan) -> None:
+        """Claim the right to save ``plan.fingerprint`` (``plan.save_tmp``), unless no later
+        test wants the shape or another process saves it (``cold_reason`` says which)."""
+        store, fp = plan.store, plan.fingerprint
+        if plan.demand is not None and plan.demand <= 1:  # no later test wants it
+            self.cold_reason = ("one test of this session asks for this shape: booted "
+                                "without saving a snapshot")
+            if fp not in store.told:
+                store.told.add(fp)
+                log.info("%s: %s (%s)", self.vm_name, self.cold_reason, fp)
+            return
+        plan.save_tmp = store.claim(fp)
+        if plan.save_tmp is None:
             self.cold_reason = ("the snapshot of this shape is marked bad" if store.is_bad(fp)
                                 else "another process is saving the snapshot of this shape")
-            return None
-        return FreshPlan(store, fp, save_tmp=tmp)
+
+    def _settle(self, plan: FreshPlan) -> None:
+        """Finish a pending shape (the cold boot ran meanwhile): its fingerprint, then the
+        claim to save it unless another process saved it already."""
+        assert plan.pending is not None
+        pending, plan.pending = plan.pending, None
+        try:
+            plan.fingerprint = self.fingerprint = pending()
+        except (DtsvirtError, TimeoutError) as exc:
+            log.warning("%s: hashing its images failed (%s); not saving a snapshot",
+                        self.vm_name, exc)
+            return
+        if plan.store.available(plan.fingerprint) is not None:
+            plan.store.seen.add(plan.fingerprint)  # another process saved it meanwhile
+            return
+        self._claim(plan)
 
     # -- pieces called by QEMUKvm._launch ------------------------------------------------
     def _sshd_greets(self, link: Session, port: int, timeout: float) -> None:
@@ -151,6 +237,22 @@ class Restorable:
                 log.warning("%s: resuming after the snapshot: %s", self.vm_name, exc)
         log.info("%s: saved snapshot %s in %.2f s", self.vm_name, plan.fingerprint,
                  time.monotonic() - began)
+
+    def _wait_running(self, qmp: Any, ladder: Ladder) -> None:
+        """Until the restored guest runs: qemu starts it once the stream is loaded (there is
+        no saved run state, ``shape.NO_GLOBAL_STATE``) and says so with a ``RESUME`` event,
+        so nothing is polled. A stream qemu cannot load makes it exit (the ladder reports
+        that, and the VM boots cold)."""
+        migration.wait_running(qmp, ladder.attempt_timeout(RESTORE_BUDGET_S))
+
+    def _snapshot_shadow(self) -> str | None:
+        """The /etc/shadow this VM's snapshot holds, if this process read it already."""
+        return _shadows.get(self.fingerprint) if self.fingerprint else None
+
+    def _remember_shadow(self, text: str) -> None:
+        """``text`` (read before this VM's password was set) is its shape's /etc/shadow."""
+        if self.fingerprint:
+            _shadows[self.fingerprint] = text
 
     def _set_clock(self, agent: Any, ladder: Ladder) -> None:
         """The host's wall clock into the guest (``guest-set-time``, nanoseconds)."""

@@ -12,7 +12,10 @@ with an ``execute(name, args, timeout=...)`` method (:class:`~pytest_dtsvirt.qem
     cont(qmp2)
 
 A snapshot taken of a paused guest restores paused (qemu keeps the source's run state), so
-the caller may pin vCPUs or set anything up before :func:`cont`.
+the caller may pin vCPUs or set anything up before :func:`cont` -- unless the source ran
+with ``-global migration.store-global-state=off`` (snapshots do, see ``qemu/fresh.py``):
+then the target runs as soon as it is loaded, or stays paused under ``-S`` until a
+``cont``, which qemu also accepts during the load.
 """
 
 from __future__ import annotations
@@ -147,6 +150,35 @@ def migrate(qmp: QmpLike, uri: str, timeout: float) -> dict[str, Any]:
     """:func:`start` then :func:`wait`; the final ``query-migrate`` reply."""
     start(qmp, uri)
     return wait(qmp, timeout, f"migration to {uri}")
+
+
+class QmpEvents(QmpLike, Protocol):
+    """A QMP client that also waits for events (:class:`~pytest_dtsvirt.qemu.qmp.Qmp`)."""
+
+    def wait_event(self, name: str, timeout: float) -> dict[str, Any]: ...
+
+
+def wait_running(qmp: QmpEvents, timeout: float) -> str:
+    """On a qemu started with ``-incoming`` from a source without a saved run state
+    (``-global migration.store-global-state=off``): wait until the guest runs, i.e. for
+    qemu's ``RESUME`` event (nothing is polled). qemu starts the guest when the stream is
+    loaded, unless ``-S`` holds it (then a ``cont``, also during the load, starts it). A
+    stream with a saved "paused" state loads paused: it is continued here. Returns the run
+    state found first (``inmigrate``, ``running`` or ``paused``). MigrationError for any
+    other state or when the event does not come within ``timeout`` (a stream qemu cannot
+    load makes it exit)."""
+    try:
+        status = str(qmp.execute("query-status")["status"])
+        if status == "paused":
+            cont(qmp)
+        elif status == "inmigrate":
+            qmp.wait_event("RESUME", timeout)
+        elif status != "running":
+            raise MigrationError(f"incoming migration: run state {status}", status)
+    except QmpError as exc:
+        raise MigrationError(f"incoming migration: the guest did not start running ({exc}); "
+                             "qemu rejects a stream it cannot load by exiting") from exc
+    return status
 
 
 def wait_incoming(qmp: QmpLike, timeout: float, poll: float = POLL_S) -> str:

@@ -272,13 +272,41 @@ class GuestAgent(SocketClient):
         return None
 
     def set_user_password(self, user: str, password: str,
-                          timeout: float | None = None) -> None:
-        """``guest-set-user-password``: the guest runs ``chpasswd`` for ``user``. The
-        password travels base64-encoded over the private agent socket, never logged."""
+                          timeout: float | None = None, *, crypted: bool = False) -> None:
+        """``guest-set-user-password``: the guest runs ``chpasswd`` (``-e`` when
+        ``crypted``: ``password`` is a ``crypt(3)`` hash) for ``user``. The password travels
+        base64-encoded over the private agent socket, never logged."""
         encoded = base64.b64encode(password.encode()).decode()
         self.command("guest-set-user-password",
-                     {"username": user, "password": encoded, "crypted": False},
+                     {"username": user, "password": encoded, "crypted": crypted},
                      timeout=timeout)
+
+    def read_file(self, path: str, timeout: float | None = None) -> bytes:
+        """A guest file's bytes through ``guest-file-open/read/close`` (no process is
+        started in the guest)."""
+        handle = self.command("guest-file-open", {"path": path, "mode": "r"}, timeout=timeout)
+        chunks: list[bytes] = []
+        try:
+            while True:
+                ret = self.command("guest-file-read", {"handle": handle, "count": 65536},
+                                   timeout=timeout)
+                chunks.append(base64.b64decode(str(ret.get("buf-b64", ""))))
+                if ret.get("eof") or not ret.get("count"):
+                    break
+        finally:
+            self.command("guest-file-close", {"handle": handle}, timeout=timeout)
+        return b"".join(chunks)
+
+    def write_file(self, path: str, data: bytes, timeout: float | None = None) -> None:
+        """Replace a guest file's content in place (``guest-file-open`` mode ``w``: an
+        existing file keeps its owner and mode; no process is started in the guest)."""
+        handle = self.command("guest-file-open", {"path": path, "mode": "w"}, timeout=timeout)
+        try:
+            self.command("guest-file-write", {"handle": handle,
+                                              "buf-b64": base64.b64encode(data).decode()},
+                         timeout=timeout)
+        finally:
+            self.command("guest-file-close", {"handle": handle}, timeout=timeout)
 
     def shutdown(self, mode: str = "powerdown", timeout: float | None = None) -> None:
         """``guest-shutdown``; returns once the request is sent (the agent never answers).

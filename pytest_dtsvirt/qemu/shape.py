@@ -19,6 +19,12 @@ from collections.abc import Mapping, Sequence
 #: reseeds its RNG when the id changes (drivers/virt/vmgenid.c)
 VMGENID = ["-device", "vmgenid,guid=auto"]
 
+#: a restorable VM's stream carries no run state: a restore then runs the guest as soon as
+#: the stream is loaded (or on ``cont`` sent during the load when ``-S`` holds it for vCPU
+#: pinning) instead of restoring the saved "paused" state and waiting for a ``cont``
+#: after polling for the end of the load
+NO_GLOBAL_STATE = ["-global", "migration.store-global-state=off"]
+
 _VNC = re.compile(r"^(?:[^,]*):\d+(,|$)")
 _HOSTFWD_PORT = re.compile(r"(hostfwd=tcp:[^:]*:)\d+-")
 _SOCKET_PATH = re.compile(r"(^|,)path=[^,]*")

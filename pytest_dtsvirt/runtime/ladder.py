@@ -74,8 +74,9 @@ class Ladder:
         """A timeout for one attempt: at most ``cap``, at most what is left, at least 0.05."""
         return max(0.05, min(cap, self.left()))
 
-    def phase(self, name: str, probe: Callable[[], T]) -> T:
-        """Retry ``probe`` until it returns; record and log the phase's duration."""
+    def phase(self, name: str, probe: Callable[[], T], poll: float = POLL_INTERVAL_S) -> T:
+        """Retry ``probe`` (every ``poll`` s) until it returns; record and log the phase's
+        duration."""
         begin = time.monotonic()
         last: list[BaseException] = []
 
@@ -95,7 +96,7 @@ class Ladder:
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(NotYet),
             stop=_stop_at(self.deadline),
-            wait=tenacity.wait_fixed(POLL_INTERVAL_S),
+            wait=tenacity.wait_fixed(poll),
             reraise=True,
         )
         try:

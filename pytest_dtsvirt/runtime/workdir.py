@@ -17,6 +17,10 @@ another user afterwards.
 
 from __future__ import annotations
 
+import os
+import stat
+import tempfile
+
 from pytest_dtsvirt.errors import SessionError, UnsafeWorkdir
 from pytest_dtsvirt.session.base import Session
 
@@ -137,15 +141,56 @@ def ensure_workdir(session: Session, workdir: str) -> str:
     return _run(session, "make", workdir)[2]
 
 
+#: work dirs the full check accepted in this process: (session, work dir) -> (our uid,
+#: resolved path). The directories above a resolved, accepted work dir are root's or ours
+#: and not writable by others (or sticky), so nobody else can swap them later; the work
+#: dir itself is checked again by each quick run dir (:data:`_QUICK`).
+_ACCEPTED: dict[tuple[str, str], tuple[str, str]] = {}
+# the accepted work dir ("$1", resolved) is still ours, mode 0700, a directory (lstat):
+# then a run dir in it; else nothing (and the full check runs)
+_QUICK = ('[ "$(stat -c \'%u %a %F\' -- "$1")" = "$2 700 directory" ] || exit 3; '
+          'exec mktemp -d -- "$1/$3"')
+
+
+def _quick_run_dir(session: Session, uid: str, resolved: str, template: str) -> str | None:
+    """A run dir in the accepted work dir ``resolved`` if it is still ours, 0700 and a
+    directory (not followed); None otherwise. On the local host without a command."""
+    from pytest_dtsvirt.session.local import LocalSession
+
+    if isinstance(session, LocalSession):
+        try:
+            st = os.lstat(resolved)
+            if (stat.S_ISDIR(st.st_mode) and str(st.st_uid) == uid
+                    and stat.S_IMODE(st.st_mode) == 0o700):
+                return tempfile.mkdtemp(prefix=template.removesuffix("XXXXXX"), dir=resolved)
+        except OSError:
+            pass
+        return None
+    res = session.run(["sh", "-c", _QUICK, "sh", resolved, uid, template], timeout=30)
+    path = res.stdout.strip()
+    if res.ok and path.startswith(f"{resolved.rstrip('/')}/") and "\n" not in path:
+        return path
+    return None
+
+
 def make_run_dir_in(session: Session, workdir: str, name_template: str) -> str:
     """Check or create the work dir, then create a fresh run dir in it atomically
-    (``mktemp -d``, mode 0700); return the run dir's path."""
+    (``mktemp -d``, mode 0700); return the run dir's path. Once a work dir passed the full
+    check, later run dirs in it take one quick command (the work dir itself re-checked)."""
     if "/" in name_template or not name_template.endswith("XXXXXX"):
         raise ValueError(f"bad run dir template {name_template!r}")
+    accepted = _ACCEPTED.get((session.name, workdir))
+    if accepted is not None:
+        uid, resolved = accepted
+        path = _quick_run_dir(session, uid, resolved, name_template)
+        if path is not None:
+            return path
+        _ACCEPTED.pop((session.name, workdir), None)
     lines = _run(session, "make", workdir, name_template)
     if len(lines) < 5 or not lines[3]:
         raise SessionError(f"{session.name}: mktemp in the DUT workdir {workdir!r} gave "
                            "no run dir")
+    _ACCEPTED[(session.name, workdir)] = (lines[1], lines[2])
     return lines[3]
 
 

@@ -17,8 +17,10 @@ from pytest_dtsvirt.session.base import (
     BufferedShell,
     CommandResult,
     PipedProcess,
+    ProcInfo,
     Session,
     Shell,
+    parse_proc_stat,
     raise_on_failure,
 )
 from pytest_dtsvirt.unixsock import connect_unix
@@ -138,6 +140,14 @@ class LocalSession(Session):
             raise SessionError(f"{self.name}: cannot connect to {host}:{port}: {exc}")
         sock.settimeout(None)
         return sock
+
+    def proc_info(self, pid: int) -> ProcInfo | None:
+        """``/proc/<pid>/stat`` read in-process (no ``cat``: teardown asks for every VM)."""
+        try:
+            text = self.read_file(f"/proc/{int(pid)}/stat").decode(errors="replace")
+        except SessionError:
+            return None
+        return parse_proc_stat(text).get(pid)
 
     def read_file(self, path: str) -> bytes:
         try:
