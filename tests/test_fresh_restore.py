@@ -280,3 +280,50 @@ def test_pinned(vm, vm_dut, i):
     assert first["restored"] is False and second["restored"] is True
     for r in (first, second):
         assert r["masks"] == [[1], [0]], r
+
+
+def test_qemu_killed_during_the_save_leaves_nothing(pytester: pytest.Pytester,
+                                                    out: Path) -> None:
+    """The first VM's qemu SIGKILLed while its snapshot is being written: its test errors
+    with the death named, no half-written snapshot is ever read (the next VM boots cold and
+    saves its own, which a third restores from), and nothing of the run is left."""
+    result = _run(pytester, out, """
+import signal
+from pytest_dtsvirt.qemu import fresh, migration
+
+SAVING = []
+_save, _migrate = fresh.Restorable._save_snapshot, migration.migrate
+
+def _saving(self, qmp, plan):
+    SAVING.append(self._proc.pid)
+    return _save(self, qmp, plan)
+
+def _killing(qmp, uri, *args, **kwargs):
+    if len(SAVING) == 1:
+        os.kill(SAVING.pop(), signal.SIGKILL)
+        SAVING.append(0)  # once
+    return _migrate(qmp, uri, *args, **kwargs)
+
+fresh.Restorable._save_snapshot = _saving
+migration.migrate = _killing
+
+def test_a(vm, vm_dut):
+    pass
+
+def test_b(vm, vm_dut):
+    record("b", vm, vm_dut, run_id=vm.options.run_id, snapdir=vm.options.snapshots.dir)
+
+def test_c(vm, vm_dut):
+    record("c", vm, vm_dut)
+""")
+    result.assert_outcomes(passed=2, errors=1)
+    text = result.stdout.str()
+    assert re.search(r"ERROR .*test_a .*(died|killed by signal 9)", text), text[-3000:]
+    b, c = _load(out, "b"), _load(out, "c")
+    assert b["restored"] is False and c["restored"] is True and b["fp"] == c["fp"]
+    assert c["restored_from"] == b["fp"] and f"saved snapshot {b['fp']}" in text
+    run_id = str(b["run_id"])
+    assert not os.path.exists(str(b["snapdir"]))
+    workdir = os.path.dirname(str(b["snapdir"]))
+    assert [n for n in os.listdir(workdir) if run_id in n] == []
+    assert _processes_naming(run_id) == []
