@@ -23,7 +23,7 @@ SOURCE = Path(__file__).resolve().parents[1] / PACKAGE
 #: A module belongs to the layer of the longest entry that is it or a package above it
 #: ("" is the package itself: the public API).
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("errors", "secret", "unixsock", "xdist_duts"),
+    ("errors", "secret", "shacrypt", "unixsock", "xdist_duts"),
     ("config", "guest", "marker"),
     ("session", "dpdk"),
     ("qemu", "runtime"),
