@@ -212,7 +212,9 @@ class Restorable:
             raise NotYet(f"sshd did not greet yet ({banner[:20]!r})")
 
     def _save_snapshot(self, qmp: Any, plan: FreshPlan) -> None:
-        """Pause, write the stream to the claimed temp file, publish it, run on."""
+        """Pause, write the stream to the claimed temp file, publish it, run on. A failed
+        save publishes nothing: the claim and its partial stream are dropped (the next VM
+        of the shape may claim it again)."""
         assert plan.save_tmp is not None
         began = time.monotonic()
         try:
@@ -227,16 +229,17 @@ class Restorable:
             plan.store.abandon(plan.fingerprint, plan.save_tmp)
             if not isinstance(exc, DtsvirtError):
                 raise
-            log.warning("%s: saving the snapshot %s failed (%s); later VMs of this shape "
-                        "boot cold", self.vm_name, plan.fingerprint, exc)
+            log.warning("%s: saving the snapshot %s failed (%s); nothing was saved",
+                        self.vm_name, plan.fingerprint, exc)
+        else:
+            log.info("%s: saved snapshot %s in %.2f s", self.vm_name, plan.fingerprint,
+                     time.monotonic() - began)
         finally:
             plan.save_tmp = None
             try:
                 migration.cont(qmp)
             except DtsvirtError as exc:
                 log.warning("%s: resuming after the snapshot: %s", self.vm_name, exc)
-        log.info("%s: saved snapshot %s in %.2f s", self.vm_name, plan.fingerprint,
-                 time.monotonic() - began)
 
     def _wait_running(self, qmp: Any, ladder: Ladder) -> None:
         """Until the restored guest runs: qemu starts it once the stream is loaded (there is
