@@ -42,6 +42,10 @@ INSTALLED_APPS = {
 EXAMPLES_DIR = "/usr/share/dpdk/examples"
 #: where ``base_dir`` is made on the DUT (``mktemp -d``)
 BASE_DIR_TEMPLATE = "/tmp/dtsvirt-base.XXXXXXXX"
+#: a shell's first line on a guest: makes ``base_dir`` (0700), goes there, says where
+MAKE_BASE_DIR = (f'd=$(umask 077; mktemp -d {BASE_DIR_TEMPLATE}) && cd "$d" && '
+                 'echo "dtsvirt-base=$d"')
+BASE_DIR_MADE = re.compile(r"dtsvirt-base=(/tmp/dtsvirt-base\.[A-Za-z0-9]{8})(?=\s|$)")
 #: removes ``<EAL runtime dir>/dpdk/<prefix>`` for each argument unless a process holds a
 #: file of it open (fd links show the resolved path: ``/run``, not ``/var/run``); prints
 #: the ones left
@@ -397,10 +401,13 @@ class DtsDutApi:
         self._eal_prefixes = ()
 
     def _remove_base_dir(self) -> None:
-        owner, self._base_owner, self._base_dir = self._base_owner, None, None
+        owner, self._base_owner = self._base_owner, None
+        made, self._base_dir = self._base_dir, None
         if owner is not None:
             owner.remove()
+        elif made is not None:  # made by a guest's first shell
+            self._dts().run(["rm", "-rf", "--", made], timeout=30)
 
 
-__all__ = ["DtsDutApi", "Lcore", "app_names", "core_ranges", "eal_parameters", "parse_cpuinfo",
-           "select_cores"]
+__all__ = ["BASE_DIR_MADE", "MAKE_BASE_DIR", "DtsDutApi", "Lcore", "app_names", "core_ranges",
+           "eal_parameters", "parse_cpuinfo", "select_cores"]

@@ -30,7 +30,7 @@ from pytest_dtsvirt.session.base import (
     Shell,
     descendants_of,
 )
-from pytest_dtsvirt.session.dtsapi import DtsDutApi
+from pytest_dtsvirt.session.dtsapi import BASE_DIR_MADE, MAKE_BASE_DIR, DtsDutApi
 from pytest_dtsvirt.session.dutconfig import DutConfig
 
 log = logging.getLogger(__name__)
@@ -174,12 +174,23 @@ class Dut(DtsDutApi):
 
     # -- shells ----------------------------------------------------------------------------
 
+    #: a guest's ``base_dir`` is made by its first shell (no keeper: it goes with the guest)
+    _base_dir_by_shell = False
+
     def _new_shell(self) -> DutShell:
         shell = DutShell(self.session.shell(), self.name, self.timeout_scale)
         self._shells.append(shell)
         # in base_dir, as the legacy DUT's shells (in its DPDK tree): apps_name is relative
-        shell.send_expect(f"export {self._tag}; cd {shlex.quote(self.base_dir)}", PROMPT_RE,
-                          timeout=10)
+        if self._base_dir is None and self._base_dir_by_shell:
+            out = shell.send_expect(f"export {self._tag}; {MAKE_BASE_DIR}", PROMPT_RE,
+                                    timeout=10)
+            made = BASE_DIR_MADE.search(out)
+            if made is None:
+                raise SessionError(f"{self.name}: cannot make base_dir: {out.strip()[-300:]}")
+            self._base_dir = made.group(1)
+        else:
+            shell.send_expect(f"export {self._tag}; cd {shlex.quote(self.base_dir)}",
+                              PROMPT_RE, timeout=10)
         return shell
 
     @property
@@ -378,6 +389,8 @@ class VmDut(Dut, DpdkGuestMixin):
     ``vm`` is the hypervisor object (typed loosely to avoid an import cycle); ``kill_all``
     ends processes *in the guest*, by the same PID mechanism.
     """
+
+    _base_dir_by_shell = True
 
     def __init__(self, session: Session, config: DutConfig, vm: Any) -> None:
         super().__init__(session, config)
