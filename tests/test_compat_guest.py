@@ -75,6 +75,7 @@ class TestCompatSuite(TestCase):
                              pci=self.vm.pci_maps, mem=mem,
                              pwd=shell.send_expect("pwd", "# "), base=self.vm_dut.base_dir,
                              main_pwd=self.vm_dut.send_expect("pwd", "# "),
+                             mode=self.vm_dut.send_expect("stat -c %a .", "# "),
                              verify=self.vm_dut.send_expect("false", "# ", verify=True),
                              cores=self.vm_dut.get_core_list("all")))
         self.vm_dut.close_session(shell)
@@ -125,5 +126,6 @@ def test_compat_testcase_suite_on_real_guests(pytester: pytest.Pytester, tmp_pat
     assert 450_000 < kib <= 600 * 1024, attrs["mem"]  # the params edit reached qemu (-m 600)
     assert attrs["pwd"] == attrs["base"] and attrs["verify"] == 1 and attrs["cores"]
     assert attrs["main_pwd"] == attrs["base"] and attrs["base"].startswith("/tmp/dtsvirt-base.")
+    assert attrs["mode"] == "700"
     # the VM the last test never stopped was stopped by the plugin: its run dir is gone
     assert not Path(str(read("forgotten"))).exists()

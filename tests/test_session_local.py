@@ -19,6 +19,7 @@ from support.contract import (  # noqa: F401  (collected here)
 )
 
 from pytest_dtsvirt.errors import SessionError
+from pytest_dtsvirt.session.base import PROMPT_RE
 from pytest_dtsvirt.session.local import LocalSession
 
 
@@ -43,3 +44,12 @@ def test_close_ends_shells(session: LocalSession) -> None:
     with pytest.raises(SessionError, match="closed"):
         shell.send("echo\n")
     session.close()
+
+
+def test_a_shells_init_runs_in_its_setup_and_a_failure_is_an_error(
+        session: LocalSession) -> None:
+    shell = session.shell(init="export DTSVIRT_T=1 && cd /")
+    shell.send("echo $PWD:$DTSVIRT_T\n")
+    assert shell.expect(PROMPT_RE, 10).strip() == "/:1"
+    with pytest.raises(SessionError, match=r"first command failed \(status 1\): cd /nonexist"):
+        session.shell(init="cd /nonexist")

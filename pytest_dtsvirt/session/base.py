@@ -139,10 +139,11 @@ class Shell(abc.ABC):
     def close(self) -> None:
         """Close the shell; idempotent."""
 
-    def sync(self, timeout: float = 10.0) -> int:
+    def sync(self, timeout: float = 10.0, init: str = "") -> int:
         """Bring the shell to a known state (added API): echo off, :data:`PROMPT`, no
         pending output. Returns the shell's PID. Also used after a program that changed the
-        terminal mode (or was killed mid-way) to get a clean prompt back."""
+        terminal mode (or was killed mid-way) to get a clean prompt back. ``init`` (shell
+        text) runs in the same round trip; SessionError if its status is not 0."""
         nonce = secrets.token_hex(4)
         # The marker is computed by the shell ($((...))), so an echoed copy of the command
         # line can never match it.
@@ -154,17 +155,20 @@ class Shell(abc.ABC):
         self.send("set -o ignoreeof 2>/dev/null\n")
         # no job control: no "[1]+ Done" notices mixed into the next command's output
         self.send("set +m 2>/dev/null\n")
+        # init's status is $? of the marker's echo: init is the last command before it
         self.send(
             "stty -echo 2>/dev/null; unset PROMPT_COMMAND; "
-            f"PS1='{PROMPT}'; PS2=''; echo \"DTSVIRT_{nonce}_$((6*7)) $$\"\n"
+            f"PS1='{PROMPT}'; PS2=''; {init or ':'}; echo \"DTSVIRT_{nonce}_$((6*7)) $$ $?\"\n"
         )
         self.expect(rf"DTSVIRT_{nonce}_42 ", timeout)
-        pid_text = self.expect(r"\r?\n", timeout)
+        said = self.expect(r"\r?\n", timeout).split()
         self.expect(PROMPT_RE, timeout)
-        try:
-            self.pid = int(pid_text.strip())
-        except ValueError:
-            raise SessionError(f"shell did not report its PID: {pid_text!r}")
+        if len(said) != 2 or not all(w.isdigit() for w in said):
+            raise SessionError(f"shell did not report its PID: {' '.join(said)!r}")
+        self.pid = int(said[0])
+        if said[1] != "0":
+            raise SessionError(f"the shell's first command failed (status "
+                               f"{said[1]}): {init}")
         return self.pid
 
 
@@ -300,8 +304,9 @@ class Session(abc.ABC):
         """Copy a file from this host to the local machine."""
 
     @abc.abstractmethod
-    def shell(self) -> Shell:
-        """A new interactive shell on this host."""
+    def shell(self, init: str = "") -> Shell:
+        """A new interactive shell on this host; ``init`` (shell text, e.g. ``cd DIR``)
+        runs first, in the round trip that sets the shell up (SessionError if it fails)."""
 
     @abc.abstractmethod
     def start_piped(self, argv: Sequence[str]) -> PipedProcess:

@@ -42,10 +42,6 @@ INSTALLED_APPS = {
 EXAMPLES_DIR = "/usr/share/dpdk/examples"
 #: where ``base_dir`` is made on the DUT (``mktemp -d``)
 BASE_DIR_TEMPLATE = "/tmp/dtsvirt-base.XXXXXXXX"
-#: a shell's first line on a guest: makes ``base_dir`` (0700), goes there, says where
-MAKE_BASE_DIR = (f'd=$(umask 077; mktemp -d {BASE_DIR_TEMPLATE}) && cd "$d" && '
-                 'echo "dtsvirt-base=$d"')
-BASE_DIR_MADE = re.compile(r"dtsvirt-base=(/tmp/dtsvirt-base\.[A-Za-z0-9]{8})(?=\s|$)")
 #: removes ``<EAL runtime dir>/dpdk/<prefix>`` for each argument unless a process holds a
 #: file of it open (fd links show the resolved path: ``/run``, not ``/var/run``); prints
 #: the ones left
@@ -168,6 +164,12 @@ def eal_parameters(core_list: Sequence[int | str], *, memory_channels: int,
              *(f"-b {pci(p)}" for p in b_ports), f"--file-prefix={prefix}",
              "--no-pci" if no_pci else "", *(f"--vdev {v}" for v in vdevs), other_eal_param]
     return " ".join(p for p in parts if p)
+
+
+def new_base_dir_name() -> str:
+    """A fresh ``base_dir`` path for a guest's first shell to make with ``mkdir``, which
+    fails on anything already there (a symlink too); the name is unguessable."""
+    return f"{BASE_DIR_TEMPLATE.rstrip('X')}{secrets.token_hex(6)}"
 
 
 def app_names(builds: Sequence[str], base_dir: str) -> dict[str, str]:
@@ -409,5 +411,5 @@ class DtsDutApi:
             self._dts().run(["rm", "-rf", "--", made], timeout=30)
 
 
-__all__ = ["BASE_DIR_MADE", "MAKE_BASE_DIR", "DtsDutApi", "Lcore", "app_names", "core_ranges",
-           "eal_parameters", "parse_cpuinfo", "select_cores"]
+__all__ = ["DtsDutApi", "Lcore", "app_names", "core_ranges",
+           "eal_parameters", "new_base_dir_name", "parse_cpuinfo", "select_cores"]

@@ -30,7 +30,7 @@ from pytest_dtsvirt.session.base import (
     Shell,
     descendants_of,
 )
-from pytest_dtsvirt.session.dtsapi import BASE_DIR_MADE, MAKE_BASE_DIR, DtsDutApi
+from pytest_dtsvirt.session.dtsapi import DtsDutApi, new_base_dir_name
 from pytest_dtsvirt.session.dutconfig import DutConfig
 
 log = logging.getLogger(__name__)
@@ -178,19 +178,19 @@ class Dut(DtsDutApi):
     _base_dir_by_shell = False
 
     def _new_shell(self) -> DutShell:
-        shell = DutShell(self.session.shell(), self.name, self.timeout_scale)
-        self._shells.append(shell)
-        # in base_dir, as the legacy DUT's shells (in its DPDK tree): apps_name is relative
+        # in base_dir, as the legacy DUT's shells (in its DPDK tree): apps_name is relative;
+        # both in the round trip that sets the shell up
+        made = None
         if self._base_dir is None and self._base_dir_by_shell:
-            out = shell.send_expect(f"export {self._tag}; {MAKE_BASE_DIR}", PROMPT_RE,
-                                    timeout=10)
-            made = BASE_DIR_MADE.search(out)
-            if made is None:
-                raise SessionError(f"{self.name}: cannot make base_dir: {out.strip()[-300:]}")
-            self._base_dir = made.group(1)
+            made = new_base_dir_name()
+            goto = f"mkdir -m 0700 -- {shlex.quote(made)} && cd -- {shlex.quote(made)}"
         else:
-            shell.send_expect(f"export {self._tag}; cd {shlex.quote(self.base_dir)}",
-                              PROMPT_RE, timeout=10)
+            goto = f"cd -- {shlex.quote(self.base_dir)}"
+        shell = DutShell(self.session.shell(init=f"export {self._tag} && {goto}"), self.name,
+                         self.timeout_scale)
+        self._shells.append(shell)
+        if made is not None:
+            self._base_dir = made
         return shell
 
     @property

@@ -29,7 +29,7 @@ from pytest_dtsvirt.unixsock import connect_unix
 class LocalShell(BufferedShell):
     """``bash --norc --noprofile --noediting`` on a pty (spawned by pexpect)."""
 
-    def __init__(self, timeout: float = 10.0) -> None:
+    def __init__(self, timeout: float = 10.0, init: str = "") -> None:
         super().__init__("local")
         env = dict(os.environ, TERM="dumb", LC_ALL="C")
         try:
@@ -40,7 +40,7 @@ class LocalShell(BufferedShell):
         except pexpect.ExceptionPexpect as exc:
             raise SessionError(f"local: cannot start bash: {exc}")
         try:
-            self.sync(timeout)
+            self.sync(timeout, init)
         except Exception:
             self.close()
             raise
@@ -180,8 +180,8 @@ class LocalSession(Session):
     def start_piped(self, argv: Sequence[str]) -> PipedProcess:
         return LocalPiped([str(a) for a in argv])
 
-    def shell(self) -> Shell:
-        shell = LocalShell()
+    def shell(self, init: str = "") -> Shell:
+        shell = LocalShell(init=init)
         self._shells.append(shell)
         return shell
 

@@ -69,7 +69,7 @@ _SOCAT_UNSAFE = re.compile(r"[\s,:!\"'\\(){}\[\]]")
 class SshShell(BufferedShell):
     """An interactive pty shell on an SSH channel."""
 
-    def __init__(self, session: SshSession, timeout: float = 15.0) -> None:
+    def __init__(self, session: SshSession, timeout: float = 15.0, init: str = "") -> None:
         super().__init__(session.name)
         self._session = session
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
@@ -77,7 +77,7 @@ class SshShell(BufferedShell):
             self._chan = session._start(_SHELL_WRAPPER, timeout, Pty())
             self._chan.sendall(b"\n")  # the go line (its echo is dropped by sync)
         try:
-            self.sync(timeout)
+            self.sync(timeout, init)
         except Exception:
             self.close()
             raise
@@ -515,8 +515,8 @@ class SshSession(Session):
                 from None
         return SshPiped(chan)
 
-    def shell(self) -> Shell:
-        shell = SshShell(self)
+    def shell(self, init: str = "") -> Shell:
+        shell = SshShell(self, init=init)
         self._shells.append(shell)
         return shell
 
