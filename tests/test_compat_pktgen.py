@@ -14,8 +14,9 @@ import pytest
 from scapy.layers.inet import IP
 from scapy.layers.l2 import Ether
 from scapy.utils import wrpcap
+from support.compat import as_outside_pytest
 
-from pytest_dtsvirt.compat import VM, context
+from pytest_dtsvirt.compat import VM
 from pytest_dtsvirt.compat.pktgen import (
     PORT_NAME,
     HostTester,
@@ -129,8 +130,7 @@ qemu =
 
 @pytest.fixture
 def conf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setattr(context, "_REQUEST", [])  # as outside pytest: conf/ of the cwd
-    monkeypatch.setattr(context, "_SESSION", [])
+    as_outside_pytest(monkeypatch)  # conf/ of the cwd
     (tmp_path / "conf").mkdir()
     (tmp_path / "conf" / "s.cfg").write_text(CFG)
     monkeypatch.chdir(tmp_path)

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.compat import as_outside_pytest
 
-from pytest_dtsvirt.compat import VM, CompatWarning, QEMUKvm, context, vhost_user_vdevs
+from pytest_dtsvirt.compat import VM, CompatWarning, QEMUKvm, vhost_user_vdevs
 from pytest_dtsvirt.compat.pmd_output import parse_pmd_stats, value_after, values_after
 from pytest_dtsvirt.compat.suitecfg import load_suite_cfg, typed
 from pytest_dtsvirt.errors import CommandTimeout, ConfigError, SessionError, VerifyError
@@ -275,8 +276,7 @@ qemu =
 
 @pytest.fixture
 def conf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setattr(context, "_REQUEST", [])  # as outside pytest: conf/ of the cwd
-    monkeypatch.setattr(context, "_SESSION", [])
+    as_outside_pytest(monkeypatch)  # conf/ of the cwd
     (tmp_path / "conf").mkdir()
     (tmp_path / "conf" / "s.cfg").write_text(CFG)
     (tmp_path / "conf" / "virt_global.cfg").write_text(
