@@ -64,6 +64,15 @@ def login_works(vm: QEMUKvm, user: str, password: str) -> bool:
         client.close()
 
 
+def gone_or_zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited (reaped or not); it may be reaped while we look."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat_line.rpartition(")")[2].split()[0] == "Z"
+
+
 def end_kept(run_dir: str) -> None:
     """End a kept VM's qemu and supervisor (by PID, checked against the run dir) and remove
     its run dir."""
@@ -75,9 +84,7 @@ def end_kept(run_dir: str) -> None:
         except OSError:
             continue
         deadline = time.monotonic() + 10
-        while os.path.exists(f"/proc/{pid}/cmdline") and time.monotonic() < deadline:
-            if Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z":
-                break
+        while not gone_or_zombie(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
     shutil.rmtree(run_dir, ignore_errors=True)
 
