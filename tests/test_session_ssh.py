@@ -322,3 +322,48 @@ def test_finished_stream_stays_readable_after_later_opens(session: SshSession) -
         assert received == b"last words"
         first.close()
         second.close()
+
+
+def test_nagle_is_off_before_the_handshake(sshd: SshdHandle,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The handshake sends some messages back to back (NEWKEYS, SERVICE_REQUEST): with
+    Nagle on, each such pair waited for a delayed ACK (~40 ms per login)."""
+    seen: list[int] = []
+    real_connect = paramiko.SSHClient.connect
+
+    def spy(self: paramiko.SSHClient, *args: object, **kw: object) -> None:
+        sock = kw["sock"]
+        assert isinstance(sock, socket.socket)
+        seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        real_connect(self, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(paramiko.SSHClient, "connect", spy)
+    with connect(sshd) as s:  # paramiko no longer makes the socket: we do
+        assert s.run(["echo", "ok"]).stdout == "ok\n"
+    guest_sock = socket.create_connection((sshd.host, sshd.port))
+    with SshSession.for_guest(name="guest", sock=guest_sock, user=sshd.user,
+                              key_filename=sshd.key_path) as g:  # a guest's forwarded port
+        assert g.run(["echo", "ok"]).stdout == "ok\n"
+    assert seen and all(seen), seen
+
+
+def test_a_refused_connection_leaves_no_socket(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[socket.socket] = []
+    real = socket.create_connection
+
+    def spy(*args: object, **kw: object) -> socket.socket:
+        made.append(real(*args, **kw))  # type: ignore[arg-type]
+        return made[-1]
+
+    with socket.socket() as listener:  # a port that accepts, then closes at once
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        closer = threading.Thread(target=lambda: listener.accept()[0].close(), daemon=True)
+        closer.start()
+        monkeypatch.setattr(socket, "create_connection", spy)
+        with pytest.raises(SessionError, match=r"127\.0\.0\.1"):
+            SshSession("127.0.0.1", port, "root", password="x", host_key_check=False,
+                       timeout=5)
+        closer.join(5)
+    assert len(made) == 1 and made[0].fileno() == -1

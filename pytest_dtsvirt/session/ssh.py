@@ -164,6 +164,15 @@ class SshPiped(PipedProcess):
         return None if status == -1 else int(status)
 
 
+def _no_delay(sock: object) -> None:
+    """TCP_NODELAY on a TCP socket, before the handshake: the client sends some messages
+    back to back (NEWKEYS then SERVICE_REQUEST, a channel open then its requests), and
+    Nagle holds the second until the first is ACKed, up to 40 ms per stall (delayed ACK)."""
+    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class SshSession(Session):
     """A host reached over SSH with key or password authentication.
 
@@ -209,6 +218,9 @@ class SshSession(Session):
                     log.warning("%s: host key not checked (host_key_check = no)", self.name)
             self._client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
         try:
+            if sock is None:
+                sock = socket.create_connection((host, port), timeout=timeout)
+            _no_delay(sock)
             self._client.connect(
                 hostname=host, port=port, username=user, password=password,
                 key_filename=key_filename, sock=sock, timeout=timeout, banner_timeout=timeout,
@@ -235,15 +247,13 @@ class SshSession(Session):
         except (OSError, EOFError) as exc:
             self._client.close()
             raise SessionError(f"{self.name}: cannot connect: {exc}") from None
+        finally:
+            if self._client.get_transport() is None and isinstance(sock, socket.socket):
+                sock.close()  # connect failed before paramiko took the socket over
         transport = self._client.get_transport()
         assert transport is not None
         self._transport = transport
         transport.set_keepalive(15)
-        raw = transport.sock
-        if isinstance(raw, socket.socket) and raw.family in (socket.AF_INET, socket.AF_INET6):
-            # small requests (channel opens) otherwise wait ~40 ms for delayed ACKs (Nagle)
-            with contextlib.suppress(OSError):
-                raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     @classmethod
     def for_guest(cls, *, name: str, sock: socket.socket, user: str,
