@@ -28,6 +28,9 @@ GREETING = {"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "p
 def test_uris_quote_for_the_shell() -> None:
     assert migration.save_uri("/w/a b.snap") == "exec:cat > '/w/a b.snap'"
     assert migration.restore_uri("/w/x;rm -rf ~") == "exec:cat '/w/x;rm -rf ~'"
+    assert migration.fd_uri(4) == "fd:4"
+    with pytest.raises(ValueError, match="standard stream"):
+        migration.fd_uri(0)
     assert migration.tcp_uri("127.0.0.1", 4444) == "tcp:127.0.0.1:4444"
     assert migration.tcp_uri("::1", 5) == "tcp:[::1]:5"
     with pytest.raises(ValueError, match="port 70000"):

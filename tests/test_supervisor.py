@@ -155,6 +155,44 @@ def test_the_script_reports_the_exit_status() -> None:
         os.rmdir(run_dir)
 
 
+@pytest.mark.parametrize("stream", [None, "stream.bin"])
+def test_the_stream_file_is_fd_4_of_the_process_only(tmp_path: Any, stream: str | None) -> None:
+    """``stream``: the process reads the file on fd 4 (``-incoming fd:4``); without it fd 4
+    is /dev/null. The supervisor itself never holds the file open."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    path = tmp_path / "stream.bin"
+    path.write_bytes(b"the snapshot\n")
+    stand_in = ["sh", "-c", 'readlink /proc/$$/fd/4; cat <&4; '
+                'readlink /proc/$PPID/fd/4 || echo "parent: none"']
+    proc = start_supervised(LocalSession(), stand_in, str(run_dir),
+                            stream=str(path) if stream else None)
+    try:
+        assert proc.wait_exit(10) and proc.exit_status == 0
+        out = (run_dir / "qemu.out").read_text().splitlines()
+        if stream:
+            assert out == [str(path), "the snapshot", "parent: none"]
+        else:
+            assert out == ["/dev/null", "parent: none"]
+    finally:
+        proc.release()
+
+
+def test_a_stream_that_cannot_be_opened_starts_nothing_and_says_why(tmp_path: Any) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    marker = tmp_path / "ran"
+    proc = start_supervised(LocalSession(), ["touch", str(marker)], str(run_dir),
+                            stream=str(tmp_path / "gone.snap"))
+    try:
+        assert proc.wait_exit(10)
+        assert proc.exit_status not in (None, 0)
+        assert not marker.exists()
+        assert "gone.snap" in (run_dir / "qemu.log").read_text()
+    finally:
+        proc.release()
+
+
 def test_the_script_ends_its_process_when_we_die_before_reading_the_pid_line() -> None:
     """Our end of its stdout is gone before it prints ``pid N`` (we died at once): the
     supervisor must not die of SIGPIPE there and leave qemu (here a stand-in) running."""

@@ -4,7 +4,8 @@ The first VM of a shape (see ``qemu/shape.py``) boots cold; once its agent answe
 ``host_connect`` address is up and sshd greets, and before any login or password, it is
 paused and saved to the run's snapshot store (``runtime/snapshot.py``), then continues:
 the test that booted it sees the very state every later restore starts from. Later VMs of
-the same shape start the same argv plus ``-incoming "exec:cat SNAPSHOT"``, get pinned, run
+the same shape start the same argv plus ``-incoming fd:4`` with the snapshot open as that
+fd (``runtime/supervisor.py``: qemu reads the file itself, no ``cat``), get pinned, run
 as soon as the stream is loaded (it carries no run state: ``shape.NO_GLOBAL_STATE``), get
 the host's wall clock through the agent and a fresh login password. The kernel RNG is
 reseeded by the new VM generation id (``vmgenid``) of each start. ``boot_id`` and the SSH

@@ -58,7 +58,12 @@ from pytest_dtsvirt.qemu.qmp import Qmp
 from pytest_dtsvirt.qemu.teardown import StagedTeardown
 from pytest_dtsvirt.runtime import rundir, workdir
 from pytest_dtsvirt.runtime.ladder import Ladder
-from pytest_dtsvirt.runtime.supervisor import Supervised, describe_status, start_supervised
+from pytest_dtsvirt.runtime.supervisor import (
+    STREAM_FD,
+    Supervised,
+    describe_status,
+    start_supervised,
+)
 from pytest_dtsvirt.session.base import Session
 from pytest_dtsvirt.session.dut import Dut, VmDut
 from pytest_dtsvirt.shacrypt import MIN_ROUNDS, sha512_crypt, shadow_with_hash
@@ -292,16 +297,17 @@ class QEMUKvm(LiveMigration, Restorable, StagedTeardown, Hypervisor):
         if pins:
             argv = [*argv, "-S"]  # pin vCPU threads before the guest runs
         if restore is not None:  # a snapshot of a paused guest loads paused
-            argv = [*argv, *migration.incoming_argv(migration.restore_uri(restore))]
+            argv = [*argv, *migration.incoming_argv(migration.fd_uri(STREAM_FD))]
         self._argv = argv
         session = self.dut.session
+        what = (f", restoring snapshot {plan.fingerprint} ({restore} as fd {STREAM_FD})"
+                if restore is not None and plan is not None else "")
         log.info("%s: starting qemu on %s (%s)%s: %s", self.vm_name, session.name,
-                 placement.accel, f", restoring snapshot {plan.fingerprint}" if restore
-                 and plan else "", shlex.join(argv))
+                 placement.accel, what, shlex.join(argv))
         ladder = Ladder(self.vm_name, budget, self._qemu_exit_reason,
                         console=lambda: self._read_run_file(lambda p: p.console_log))
         link = self._open_link()
-        self._proc = start_supervised(link, argv, self._run_dir)
+        self._proc = start_supervised(link, argv, self._run_dir, stream=restore)
         proc = self._proc
         ladder.phase("qemu", lambda: proc.wait_started(ladder.attempt_timeout(5)))
         self._qmp = ladder.phase("qmp", lambda: Qmp(link.open_unix(

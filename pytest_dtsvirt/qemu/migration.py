@@ -7,7 +7,8 @@ with an ``execute(name, args, timeout=...)`` method (:class:`~pytest_dtsvirt.qem
 
     stop(qmp)                                      # pause the source
     migrate(qmp, save_uri("/run/vm.snap"), 60)     # write the stream, wait for "completed"
-    # new qemu: same argv + incoming_argv(restore_uri("/run/vm.snap"))
+    # new qemu: same argv + incoming_argv(restore_uri("/run/vm.snap")), or
+    # incoming_argv(fd_uri(4)) with the file open as its fd 4 (runtime/supervisor.py)
     wait_incoming(qmp2, 30)                        # stream loaded, guest paused
     cont(qmp2)
 
@@ -50,6 +51,14 @@ def save_uri(path: str) -> str:
 def restore_uri(path: str) -> str:
     """``exec:cat PATH``: qemu reads the stream from ``path``."""
     return f"exec:cat {shlex.quote(path)}"
+
+
+def fd_uri(fd: int) -> str:
+    """``fd:N``: qemu reads the stream from its inherited file descriptor ``fd`` (a
+    snapshot file opened for it: no ``cat`` process, no pipe)."""
+    if fd < 3:
+        raise ValueError(f"fd_uri: {fd} is a standard stream")
+    return f"fd:{fd}"
 
 
 def tcp_uri(host: str, port: int) -> str:

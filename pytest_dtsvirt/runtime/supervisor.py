@@ -1,7 +1,8 @@
 """Start qemu on a DUT under a tiny supervisor that ties its life to ours.
 
 The supervisor is a POSIX ``sh`` script run on the DUT with qemu's argv as positional
-arguments (``sh -c SCRIPT RUN_DIR ARGV...``): no shell ever parses an argv element. It
+arguments (``sh -c SCRIPT RUN_DIR [--stream FILE] ARGV...``): no shell ever parses an argv
+element. It
 starts qemu in the background with stdout/stderr in the run dir, prints ``pid N``, and
 watches its own stdin: our end of that pipe (a local pipe, or the SSH exec channel) closes
 when this process dies or the DUT connection drops, and the supervisor then ends qemu
@@ -25,9 +26,14 @@ from collections.abc import Sequence
 from pytest_dtsvirt.errors import SessionError
 from pytest_dtsvirt.session.base import PipedProcess, Session
 
+#: the fd on which qemu finds the file given as ``stream`` (``-incoming fd:4``)
+STREAM_FD = 4
+
 SUPERVISOR_SCRIPT = r"""
+in=/dev/null
+if [ "$1" = --stream ]; then in=$2; shift 2; fi
 exec 3<&0
-"$@" 3<&- </dev/null >"$0/qemu.out" 2>"$0/qemu.log" &
+"$@" 2>"$0/qemu.log" 3<&- 4<"$in" </dev/null >"$0/qemu.out" &
 q=$!
 trap '' PIPE
 echo "pid $q"
@@ -118,9 +124,16 @@ class Supervised:
         self._process.close_stdin()
 
 
-def start_supervised(session: Session, argv: Sequence[str], run_dir: str) -> Supervised:
-    """Start ``argv`` on the session's host under the supervisor (see module docstring)."""
-    process = session.start_piped(["sh", "-c", SUPERVISOR_SCRIPT, run_dir, *argv])
+def start_supervised(session: Session, argv: Sequence[str], run_dir: str,
+                     stream: str | None = None) -> Supervised:
+    """Start ``argv`` on the session's host under the supervisor (see module docstring).
+
+    ``stream``: a file on that host that qemu gets open for reading as fd
+    :data:`STREAM_FD` (a snapshot to restore with ``-incoming fd:4``: qemu reads it itself,
+    ~30 ms faster than through ``exec:cat``). If it cannot be opened, qemu does not start:
+    the shell's message is in ``qemu.log`` and the supervisor reports an exit status."""
+    extra = ["--stream", stream] if stream is not None else []
+    process = session.start_piped(["sh", "-c", SUPERVISOR_SCRIPT, run_dir, *extra, *argv])
     return Supervised(process, argv, run_dir)
 
 
