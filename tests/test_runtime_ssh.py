@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from support.sshd import SshdHandle, start_sshd
 from pytest_dtsvirt.errors import VmDied, VmStartError
 from pytest_dtsvirt.session.dut import Dut, connect
 from pytest_dtsvirt.session.dutconfig import DutConfig
+from pytest_dtsvirt.vmfactory import Settings, VmFactory
 
 pytestmark = pytest.mark.slow
 
@@ -70,6 +72,36 @@ def test_boot_on_an_ssh_dut(ssh_dut: Dut, tmp_path: Path) -> None:
     finally:
         vm.stop()
     assert_nothing_left(vm)
+
+
+def test_restore_on_an_ssh_dut(ssh_dut: Dut, tmp_path: Path, workdir: str) -> None:
+    """The snapshot is saved in the DUT's work dir and read there by the restored qemu (the
+    supervisor on the DUT opens it as qemu's fd 4); at the end nothing is left."""
+    write_cfg(tmp_path, suite="bench")
+    factory = VmFactory.for_dut(ssh_dut, Settings(
+        conf_dir=str(tmp_path), duts_file=None, accel="tcg", boot_timeout=180.0,
+        keep_vm="never", hypervisor="kvm", cache_dir=None, run_id=uuid.uuid4().hex[:12],
+        worker=None, conf_dir_given=True, fresh="restore"))
+    vms = []
+    try:
+        for _ in range(2):
+            child = factory.child(default_suite="bench")
+            try:
+                vm = child.start("vm0")
+                vms.append(vm)
+                assert "10.0.2.15" in child.guest(vm).send_expect(
+                    "ip -4 addr show host_connect", "# ", 30)
+                snaps = list(Path(workdir).glob("dtsnap-*/*.snap"))
+            finally:
+                child.close()
+        assert [vm.restored for vm in vms] == [False, True]
+        assert vms[1].restored_from == vms[0].fingerprint and snaps
+        assert "-incoming fd:4" in " ".join(vms[1].argv)
+    finally:
+        factory.close()
+    for vm in vms:
+        assert_nothing_left(vm)
+    assert not list(Path(workdir).glob("dtsnap-*"))
 
 
 def test_work_dir_with_socat_special_characters(sshd: SshdHandle, workdir: str,
