@@ -191,10 +191,12 @@ def test_on_an_ssh_dut_the_password_and_its_file_work_too(sshd: SshdHandle) -> N
         assert path.read_text().strip() == password
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     finally:
-        if run_dir:
-            end_kept(run_dir)
-        else:
-            vm.stop()
-        ssh_dut.close()
-        shutil.rmtree(workdir, ignore_errors=True)
-        shutil.rmtree(cfg_dir, ignore_errors=True)
+        try:
+            if run_dir:
+                end_kept(run_dir)
+            else:
+                vm.stop()
+        finally:  # also when ending the VM failed: no work dir of ours is left
+            ssh_dut.close()
+            shutil.rmtree(workdir, ignore_errors=True)
+            shutil.rmtree(cfg_dir, ignore_errors=True)
