@@ -20,7 +20,7 @@ from pathlib import Path
 
 import paramiko
 import pytest
-from support.runtime import assert_nothing_left, make_vm, write_cfg
+from support.runtime import assert_nothing_left, gone_or_zombie, make_vm, write_cfg
 from support.sshd import SshdHandle
 
 from pytest_dtsvirt.errors import VmStartError
@@ -62,15 +62,6 @@ def login_works(vm: QEMUKvm, user: str, password: str) -> bool:
         return False
     finally:
         client.close()
-
-
-def gone_or_zombie(pid: int) -> bool:
-    """Whether ``pid`` has exited (reaped or not); it may be reaped while we look."""
-    try:
-        stat_line = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat_line.rpartition(")")[2].split()[0] == "Z"
 
 
 def end_kept(run_dir: str) -> None:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.runtime import assert_nothing_left, make_vm, write_cfg
+from support.runtime import assert_nothing_left, gone_or_zombie, make_vm, write_cfg
 
 from pytest_dtsvirt.dpdk import (
     GuestTestpmd,
@@ -215,7 +215,7 @@ def test_real_testpmd_two_vhost_ports() -> None:
             with pytest.raises(SessionError):
                 pmd.set_fwd("no-such-mode")
         assert pmd.pid is None
-        assert not os.path.exists(f"/proc/{pid}") or _is_zombie(pid)
+        assert gone_or_zombie(pid)
         assert not os.path.exists(run_dir)
         assert not os.path.exists(f"/var/run/dpdk/{pmd.file_prefix}")
     finally:
@@ -230,7 +230,7 @@ def test_real_testpmd_quit_and_failed_launch_leave_nothing() -> None:
         pid, run_dir = pmd.pid, pmd.run_dir
         assert run_dir is not None
         pmd.quit()
-        assert pid is not None and (not os.path.exists(f"/proc/{pid}") or _is_zombie(pid))
+        assert pid is not None and gone_or_zombie(pid)
         assert not os.path.exists(run_dir)
         bad = TestpmdBackend(host, ports=1, eal_args=["--no-such-eal-option"], ready_timeout=20)
         with pytest.raises(SessionError):
@@ -238,14 +238,6 @@ def test_real_testpmd_quit_and_failed_launch_leave_nothing() -> None:
         assert bad.pid is None and bad.run_dir is None
     finally:
         host.close()
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
 
 
 def test_parse_packet_log_window_keeps_header_before_start() -> None:

@@ -2,8 +2,8 @@
 
 The supervisor is a POSIX ``sh`` script run on the DUT with qemu's argv as positional
 arguments (``sh -c SCRIPT RUN_DIR [--stream FILE] ARGV...``): no shell ever parses an argv
-element. It
-starts qemu in the background with stdout/stderr in the run dir, prints ``pid N``, and
+element. It starts qemu in the background (with FILE open as its fd 4, else /dev/null there)
+with stdout/stderr in the run dir, prints ``pid N``, and
 watches its own stdin: our end of that pipe (a local pipe, or the SSH exec channel) closes
 when this process dies or the DUT connection drops, and the supervisor then ends qemu
 (SIGTERM, SIGKILL after 5 s) and removes the run dir. So a killed pytest worker or a lost

@@ -48,6 +48,15 @@ def qemu_pids_naming(fragment: str) -> list[int]:
     return pids
 
 
+def gone_or_zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited (reaped or not); it may be reaped while we look."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat_line.rpartition(")")[2].split()[0] == "Z"
+
+
 def assert_nothing_left(vm: QEMUKvm) -> None:
     """No qemu of this VM runs and its run dir (sockets, pidfile, logs) is gone."""
     run_dir = vm.run_dir
