@@ -6,6 +6,7 @@ import tempfile
 from collections.abc import Iterator
 
 import pytest
+from support.runtime import local_dut
 from support.sshd import SshdHandle, start_sshd
 
 from pytest_dtsvirt.guest import default_cache_dir
@@ -14,6 +15,10 @@ from pytest_dtsvirt.session.dutconfig import local_dut_config
 # pytester runs inner pytest sessions with HOME moved into a temp dir; pin the test guest
 # cache to the real one so those sessions reuse the built guest instead of rebuilding it.
 os.environ.setdefault("DTSVIRT_CACHE_DIR", default_cache_dir())
+
+
+#: this host as a DUT, one per test (see support.runtime.local_dut)
+dut = pytest.fixture(name="dut")(local_dut)
 
 
 @pytest.fixture(scope="module")

@@ -5,13 +5,11 @@ apps_name[k]`` and ``apps_name[k]`` typed into any of the DUT's shells (they sta
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 
 import pytest
 
 from pytest_dtsvirt.session.dtsapi import INSTALLED_APPS, app_names
-from pytest_dtsvirt.session.dut import Dut, connect
-from pytest_dtsvirt.session.dutconfig import local_dut_config
+from pytest_dtsvirt.session.dut import Dut
 
 BASE = "/tmp/dtsvirt-base.abc"
 
@@ -33,13 +31,6 @@ def test_app_names_are_relative_to_base_dir(builds: list[str],
     assert names == {**INSTALLED_APPS, **expected}
     for value in names.values():
         assert not value.startswith("/")  # "./" + value must stay a path in base_dir
-
-
-@pytest.fixture
-def dut() -> Iterator[Dut]:
-    d = connect(local_dut_config())
-    yield d
-    d.close()
 
 
 @pytest.mark.skipif(shutil.which("dpdk-testpmd") is None,

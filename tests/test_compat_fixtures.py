@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from pytest_dtsvirt.compat import context
 from pytest_dtsvirt.compat.vm import TCG_TIMEOUT_SCALE, LegacyVM
-from pytest_dtsvirt.session.dut import Dut, connect
-from pytest_dtsvirt.session.dutconfig import local_dut_config
+from pytest_dtsvirt.session.dut import Dut
 
 pytest_plugins = ["pytester"]
 
@@ -104,13 +102,6 @@ def test_conf_path_in_a_suite(path: str, expected: str) -> None:
     assert context.conf_path(path, "conf") == path  # outside a suite: as given
     with context.using_conf_dir("/suite/conf"):
         assert context.conf_path(path, "conf") == expected
-
-
-@pytest.fixture
-def dut() -> Iterator[Dut]:
-    d = connect(local_dut_config())
-    yield d
-    d.close()
 
 
 def test_send_command_sends_control_characters(dut: Dut) -> None:

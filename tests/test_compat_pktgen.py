@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from scapy.layers.inet import IP
 from scapy.layers.l2 import Ether
 from scapy.utils import wrpcap
-from support.compat import as_outside_pytest
+from support.compat import script_conf
 
 from pytest_dtsvirt.compat import VM
 from pytest_dtsvirt.compat.pktgen import (
@@ -27,8 +26,7 @@ from pytest_dtsvirt.compat.pktgen import (
     port_of,
 )
 from pytest_dtsvirt.errors import SessionError
-from pytest_dtsvirt.session.dut import Dut, connect
-from pytest_dtsvirt.session.dutconfig import local_dut_config
+from pytest_dtsvirt.session.dut import Dut
 
 
 def test_expand_fields_steps_the_legacy_ranges() -> None:
@@ -74,13 +72,6 @@ def test_stream_helper_and_host_tester() -> None:
     with pytest.raises(SessionError, match="no stream"):
         pktgen.measure_throughput([], {})
     assert HostTester(dut=None).get_local_port(1) == 1
-
-
-@pytest.fixture
-def dut() -> Iterator[Dut]:
-    d = connect(local_dut_config())
-    yield d
-    d.close()
 
 
 @pytest.mark.skipif(shutil.which("dpdk-testpmd") is None,
@@ -130,11 +121,7 @@ qemu =
 
 @pytest.fixture
 def conf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    as_outside_pytest(monkeypatch)  # conf/ of the cwd
-    (tmp_path / "conf").mkdir()
-    (tmp_path / "conf" / "s.cfg").write_text(CFG)
-    monkeypatch.chdir(tmp_path)
-    return tmp_path / "conf"
+    return script_conf(tmp_path, monkeypatch, {"s.cfg": CFG})
 
 
 @pytest.mark.parametrize(("legacy", "server"), [

@@ -4,25 +4,16 @@ start in a session, legacy readers, a failed start, quit leaving nothing behind.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from pytest_dtsvirt.compat import PmdOutput, VhostUserPmd
 from pytest_dtsvirt.errors import SessionError
-from pytest_dtsvirt.session.dut import Dut, connect
-from pytest_dtsvirt.session.dutconfig import local_dut_config
+from pytest_dtsvirt.session.dut import Dut
 
 pytestmark = pytest.mark.skipif(shutil.which("dpdk-testpmd") is None,
                                 reason="dpdk-testpmd missing (Debian package dpdk-dev)")
-
-
-@pytest.fixture
-def dut() -> Iterator[Dut]:
-    d = connect(local_dut_config())
-    yield d
-    d.close()
 
 
 def test_pmd_output_in_a_session(dut: Dut) -> None:

@@ -5,12 +5,11 @@ Pure code, plus the local host as a real DUT for the session calls."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support.compat import as_outside_pytest
+from support.compat import script_conf
 
 from pytest_dtsvirt.compat import VM, CompatWarning, QEMUKvm, vhost_user_vdevs
 from pytest_dtsvirt.compat.pmd_output import parse_pmd_stats, value_after, values_after
@@ -23,8 +22,7 @@ from pytest_dtsvirt.session.dtsapi import (
     parse_cpuinfo,
     select_cores,
 )
-from pytest_dtsvirt.session.dut import Dut, connect, control_char
-from pytest_dtsvirt.session.dutconfig import local_dut_config
+from pytest_dtsvirt.session.dut import Dut, control_char
 
 
 @pytest.mark.parametrize(("cmd", "sent"), [
@@ -174,13 +172,6 @@ def test_all_values_from_string() -> None:
 
 # -- the session calls on a real local DUT --------------------------------------------------
 
-@pytest.fixture
-def dut() -> Iterator[Dut]:
-    d = connect(local_dut_config())
-    yield d
-    d.close()
-
-
 def test_send_expect_control_c_interrupts(dut: Dut) -> None:
     with pytest.raises(CommandTimeout):
         dut.send_expect("sleep 30", "# ", timeout=0.5)
@@ -276,13 +267,9 @@ qemu =
 
 @pytest.fixture
 def conf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    as_outside_pytest(monkeypatch)  # conf/ of the cwd
-    (tmp_path / "conf").mkdir()
-    (tmp_path / "conf" / "s.cfg").write_text(CFG)
-    (tmp_path / "conf" / "virt_global.cfg").write_text(
-        "[KVM]\ncpu =\n    model=host,number=8;\nvnc =\n    displayNum=3;\n")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path / "conf"
+    return script_conf(tmp_path, monkeypatch, {
+        "s.cfg": CFG,
+        "virt_global.cfg": "[KVM]\ncpu =\n    model=host,number=8;\nvnc =\n    displayNum=3;\n"})
 
 
 def test_vm_params_legacy_shape(conf: Path, dut: Dut) -> None:

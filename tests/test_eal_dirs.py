@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_dtsvirt.session.dut import Dut, connect
-from pytest_dtsvirt.session.dutconfig import local_dut_config
+from pytest_dtsvirt.session.dut import Dut
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("dpdk-testpmd") is None,
@@ -26,13 +25,6 @@ RUN_DIR = Path("/var/run/dpdk")
 #: a small testpmd: no NIC, no hugepages
 EAL_EXTRA = "--no-huge -m 256"
 APP_ARGS = "-- -i --total-num-mbufs=2048"
-
-
-@pytest.fixture
-def dut() -> Iterator[Dut]:
-    d = connect(local_dut_config())
-    yield d
-    d.close()
 
 
 @pytest.fixture

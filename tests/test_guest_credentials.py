@@ -15,18 +15,17 @@ import signal
 import stat
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import paramiko
 import pytest
-from support.runtime import assert_nothing_left, gone_or_zombie, make_vm, write_cfg
+from support.runtime import assert_nothing_left, gone_or_zombie, local_dut, make_vm, write_cfg
 from support.sshd import SshdHandle
 
 from pytest_dtsvirt.errors import VmStartError
 from pytest_dtsvirt.qemu.kvm import QEMUKvm
 from pytest_dtsvirt.session.dut import Dut, connect
-from pytest_dtsvirt.session.dutconfig import DutConfig, local_dut_config
+from pytest_dtsvirt.session.dutconfig import DutConfig
 
 pytestmark = pytest.mark.slow
 
@@ -40,11 +39,7 @@ start =
 """
 
 
-@pytest.fixture(scope="module")
-def dut() -> Iterator[Dut]:
-    d = connect(local_dut_config())
-    yield d
-    d.close()
+dut = pytest.fixture(scope="module", name="dut")(local_dut)  # one DUT for the module
 
 
 def login_works(vm: QEMUKvm, user: str, password: str) -> bool:

@@ -3,11 +3,10 @@ misuse errors, and a real DPDK guest started by the framework running testpmd.""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.runtime import assert_nothing_left, make_vm, write_cfg
+from support.runtime import assert_nothing_left, local_dut, make_vm, write_cfg
 
 from pytest_dtsvirt.config.cfgfile import parse_cfg
 from pytest_dtsvirt.config.guestopt import runs_dpdk
@@ -162,11 +161,7 @@ BIND = ("ok=0; for d in 0000:00:04.0 0000:00:05.0; do "
         "echo $d > /sys/bus/pci/drivers_probe && ok=$((ok + 1)); done; ")
 
 
-@pytest.fixture(scope="module")
-def dut() -> Iterator[Dut]:
-    d = connect(local_dut_config())
-    yield d
-    d.close()
+dut = pytest.fixture(scope="module", name="dut")(local_dut)  # one DUT for the module
 
 
 @pytest.mark.slow

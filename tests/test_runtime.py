@@ -23,6 +23,7 @@ import pytest
 from support.runtime import (
     BASE_VM,
     assert_nothing_left,
+    local_dut,
     make_vm,
     qemu_pids_naming,
     start_in_thread,
@@ -48,11 +49,7 @@ from pytest_dtsvirt.session.dutconfig import local_dut_config
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def dut() -> Iterator[Dut]:
-    d = connect(local_dut_config())
-    yield d
-    d.close()
+dut = pytest.fixture(scope="module", name="dut")(local_dut)  # one DUT for the module
 
 
 @pytest.fixture
@@ -291,7 +288,7 @@ _FULL_DISK_RUN = """
 import dataclasses, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[3])
-from support.runtime import make_vm, write_cfg
+from support.runtime import local_dut, make_vm, write_cfg
 from pytest_dtsvirt.session.dut import connect
 from pytest_dtsvirt.session.dutconfig import local_dut_config
 dut = connect(dataclasses.replace(local_dut_config(), workdir=sys.argv[1]))

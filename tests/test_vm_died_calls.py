@@ -16,23 +16,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.runtime import assert_nothing_left, make_vm, write_cfg
+from support.runtime import assert_nothing_left, local_dut, make_vm, write_cfg
 
 from pytest_dtsvirt.errors import AgentTimeout, QmpError, VmDied
 from pytest_dtsvirt.qemu.kvm import QEMUKvm
-from pytest_dtsvirt.session.dut import Dut, connect
-from pytest_dtsvirt.session.dutconfig import local_dut_config
+from pytest_dtsvirt.session.dut import Dut
 
 pytestmark = pytest.mark.slow
 
 KILLED = "died while the VM was in use: killed by signal 9 (SIGKILL)"
 
 
-@pytest.fixture(scope="module")
-def dut() -> Iterator[Dut]:
-    d = connect(local_dut_config())
-    yield d
-    d.close()
+dut = pytest.fixture(scope="module", name="dut")(local_dut)  # one DUT for the module
 
 
 @pytest.fixture

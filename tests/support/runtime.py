@@ -7,17 +7,28 @@ import subprocess
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from pytest_dtsvirt.hypervisor import VmOptions
 from pytest_dtsvirt.qemu.kvm import QEMUKvm
-from pytest_dtsvirt.session.dut import Dut
+from pytest_dtsvirt.session.dut import Dut, connect
+from pytest_dtsvirt.session.dutconfig import local_dut_config
 
 BASE_VM = """\
 [vm0]
 login =
     user=root,password=tester;
 """
+
+
+def local_dut() -> Iterator[Dut]:
+    """This host as a DUT, closed afterwards: the ``dut`` fixture of conftest.py (function
+    scope: some tests close it); a module that shares one makes it module-scoped with
+    ``dut = pytest.fixture(scope="module", name="dut")(local_dut)``."""
+    d = connect(local_dut_config())
+    yield d
+    d.close()
 
 
 def write_cfg(directory: Path, text: str = BASE_VM, suite: str = "runtime") -> Path:
