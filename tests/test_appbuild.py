@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.runtime import assert_nothing_left, make_vm, write_cfg
+from support.runtime import DPDK_VM, assert_nothing_left, make_vm, write_cfg
 
 from pytest_dtsvirt.errors import SessionError
 from pytest_dtsvirt.session.appbuild import parse_trace
@@ -57,15 +57,6 @@ def test_build_errors_name_both_duts(dut: Dut) -> None:
         _NoTools(dut, None).build_dpdk_apps("examples/l3fwd-power")
     with pytest.raises(SessionError, match=r"no make; no cc; nor on .*: no make; no cc"):
         _NoTools(dut, _NoTools(dut, None)).build_dpdk_apps("examples/l3fwd-power")
-
-
-DPDK_VM = """\
-[vm0]
-guest =
-    dpdk=yes;
-login =
-    user=root,password=tester;
-"""
 
 
 @pytest.fixture

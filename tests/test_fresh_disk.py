@@ -6,7 +6,6 @@ next, e2fsck finds the file system clean in each, and the image in the cache is 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -14,6 +13,7 @@ import os
 import pytest
 
 from pytest_dtsvirt.guest import ensure_guest_image
+from pytest_dtsvirt.guest.apt import sha256_file
 
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.slow
@@ -64,19 +64,11 @@ def test_disk(vm, vm_dut, i):
 """
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def test_disk_guest_restores_with_a_clean_disk_and_no_earlier_writes(
         pytester: pytest.Pytester) -> None:
     image = ensure_guest_image(disk=True, progress=logging.getLogger("dtsvirt.guest").info)
     assert image.disk is not None
-    before = _sha256(image.disk)
+    before = sha256_file(image.disk)
     out = pytester.path / "out"
     out.mkdir()
     conf = pytester.path / "conf"
@@ -111,4 +103,4 @@ def test_disk_guest_restores_with_a_clean_disk_and_no_earlier_writes(
     for r in runs:
         assert not os.path.exists(r["run_dir"]), f"{r['run_dir']} left behind"
     assert not os.path.exists(runs[0]["snapdir"]), "snapshot dir left behind"
-    assert _sha256(image.disk) == before
+    assert sha256_file(image.disk) == before

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.runtime import assert_nothing_left, gone_or_zombie, make_vm, write_cfg
+from support.runtime import DPDK_VM, assert_nothing_left, gone_or_zombie, make_vm, write_cfg
 
 from pytest_dtsvirt.dpdk import (
     GuestTestpmd,
@@ -347,13 +347,6 @@ def test_parse_port_summary_rejects_missing_or_short_table() -> None:
         parse_port_summary(SUMMARY_CAPTURE.rsplit("1    36", 1)[0])
 
 
-DPDK_VM = """\
-[vm0]
-guest =
-    dpdk=yes;
-login =
-    user=root,password=tester;
-"""
 GUEST_MACS = ("00:00:20:00:00:20", "00:00:20:00:00:21")
 
 

@@ -21,6 +21,15 @@ login =
     user=root,password=tester;
 """
 
+#: the DPDK variant of the test guest (testpmd inside)
+DPDK_VM = """\
+[vm0]
+guest =
+    dpdk=yes;
+login =
+    user=root,password=tester;
+"""
+
 
 def local_dut() -> Iterator[Dut]:
     """This host as a DUT, closed afterwards: the ``dut`` fixture of conftest.py (function
